@@ -1,0 +1,1 @@
+"""Accounts (tenants), users, memberships with roles, and personal API tokens."""

@@ -1,0 +1,48 @@
+"""Which account a logged-in person is working in right now."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from moorage.accounts import selectors
+
+SESSION_ACCOUNT_KEY = "moorage_account_id"
+
+
+class CurrentAccountMiddleware:
+    """Sets ``request.membership`` (and ``request.account``) for pages.
+
+    The chosen account lives in the session; when it is missing or the user left it, the first
+    account of the user is used. A user who logged in with a one-time password is sent to the
+    password page until they choose their own.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.membership = None  # type: ignore[attr-defined]
+        request.account = None  # type: ignore[attr-defined]
+        user = request.user
+        if user.is_authenticated and not request.path.startswith("/api/"):
+            membership = None
+            account_id = request.session.get(SESSION_ACCOUNT_KEY)
+            if account_id is not None:
+                membership = selectors.membership_of(user=user, account_id=account_id)
+            if membership is None:
+                membership = selectors.memberships_of_user(user=user).first()
+                if membership is not None:
+                    request.session[SESSION_ACCOUNT_KEY] = membership.account_id
+            request.membership = membership  # type: ignore[attr-defined]
+            request.account = membership.account if membership else None  # type: ignore[attr-defined]
+            if user.must_change_password and request.path not in _PASSWORD_EXEMPT_PATHS():
+                return redirect("password_change")
+        return self.get_response(request)
+
+
+def _PASSWORD_EXEMPT_PATHS() -> set[str]:
+    return {reverse("password_change"), reverse("logout")}

@@ -1,0 +1,82 @@
+"""API shapes of the accounts domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ninja import Field, Schema
+
+from moorage.accounts.choices import Role
+
+
+class UserOut(Schema):
+    id: int
+    email: str
+    is_platform_staff: bool
+
+
+class AccountOut(Schema):
+    id: int
+    name: str
+    slug: str
+    created_at: datetime
+
+
+class MeOut(Schema):
+    user: UserOut
+    account: AccountOut
+    role: Role
+    permissions: list[str]
+
+
+class AccountPatch(Schema):
+    name: str = Field(..., max_length=100)
+
+
+class MemberOut(Schema):
+    id: int
+    email: str
+    role: Role
+    created_at: datetime
+
+
+class MemberIn(Schema):
+    email: str = Field(..., max_length=254)
+    role: Role = Role.MEMBER
+
+
+class MemberCreatedOut(Schema):
+    member: MemberOut
+    one_time_password: str | None = Field(
+        None, description="Set when a user was created; shown only in this answer."
+    )
+
+
+class MemberPatch(Schema):
+    role: Role
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    owner: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenIn(Schema):
+    name: str = Field(..., max_length=100)
+
+
+class TokenCreatedOut(Schema):
+    api_token: TokenOut
+    token: str = Field(..., description="The token itself, shown only in this answer.")
+
+
+class LoginTokenIn(Schema):
+    email: str = Field(..., max_length=254)
+    password: str = Field(..., max_length=512)
+    account: str | None = Field(None, max_length=50, description="Account slug; default: first")
+    name: str = Field(..., max_length=100, description="A name for the new token")

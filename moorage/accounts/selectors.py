@@ -1,0 +1,78 @@
+"""Reads of the accounts domain. Every read is scoped to what the caller may see."""
+
+from __future__ import annotations
+
+from django.db.models import Case, IntegerField, QuerySet, Value, When
+
+from moorage.accounts.choices import Role
+from moorage.accounts.models import Account, ApiToken, Membership, User
+from moorage.errors import NotFound
+
+
+def memberships_of_user(*, user: User) -> QuerySet[Membership]:
+    """The accounts a user belongs to, with their role in each."""
+    return Membership.objects.filter(user=user).select_related("account").order_by(
+        "account__name"
+    )
+
+
+def membership_of(*, user: User, account_id: int) -> Membership | None:
+    """The user's membership in an account, or ``None`` when they do not belong to it."""
+    return (
+        Membership.objects.filter(user=user, account_id=account_id)
+        .select_related("account", "user")
+        .first()
+    )
+
+
+def membership_by_slug(*, user: User, slug: str) -> Membership:
+    """The user's membership in the account ``slug``; :class:`NotFound` for others' accounts."""
+    membership = (
+        Membership.objects.filter(user=user, account__slug=slug)
+        .select_related("account", "user")
+        .first()
+    )
+    if membership is None:
+        raise NotFound(f"No account {slug!r} among yours.", code="account_not_found")
+    return membership
+
+
+def account_members(*, account: Account) -> QuerySet[Membership]:
+    """Members of an account, owners first, then by e-mail."""
+    rank = Case(
+        *(When(role=role, then=Value(position)) for position, role in enumerate(Role.values)),
+        output_field=IntegerField(),
+    )
+    return (
+        Membership.objects.filter(account=account)
+        .select_related("user")
+        .annotate(role_rank=rank)
+        .order_by("role_rank", "user__email")
+    )
+
+
+def member_get(*, account: Account, membership_id: int) -> Membership:
+    """One membership of the account; :class:`NotFound` for another account's."""
+    membership = (
+        Membership.objects.filter(account=account, id=membership_id)
+        .select_related("user", "account")
+        .first()
+    )
+    if membership is None:
+        raise NotFound("No such member in this account.", code="member_not_found")
+    return membership
+
+
+def api_tokens_of(*, user: User, account: Account) -> QuerySet[ApiToken]:
+    """A user's tokens in one account, active first, newest first."""
+    return ApiToken.objects.filter(user=user, account=account).order_by(
+        "revoked_at", "-created_at"
+    )
+
+
+def api_token_get(*, account: Account, token_id: int) -> ApiToken:
+    """One token of the account; :class:`NotFound` for another account's."""
+    token = ApiToken.objects.filter(account=account, id=token_id).select_related("user").first()
+    if token is None:
+        raise NotFound("No such API token in this account.", code="token_not_found")
+    return token

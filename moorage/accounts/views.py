@@ -1,0 +1,263 @@
+"""Pages of the accounts domain: login, account switcher, members, API tokens, password."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import login, logout, update_session_auth_hash
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from moorage.accounts import selectors, services
+from moorage.accounts.forms import (
+    AccountForm,
+    LoginForm,
+    MemberAddForm,
+    PasswordChangeForm,
+    RoleForm,
+    TokenCreateForm,
+    add_application_error,
+)
+from moorage.accounts.middleware import SESSION_ACCOUNT_KEY
+from moorage.accounts.models import Membership
+from moorage.errors import ApplicationError, NotFound
+
+
+def _client_address(request: HttpRequest) -> str:
+    # Behind a proxy, operators terminate there; we trust only the socket's peer.
+    return str(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def _membership(request: HttpRequest) -> Membership:
+    membership: Membership | None = getattr(request, "membership", None)
+    if membership is None:
+        raise NotFound(
+            "You do not belong to any account yet. Ask an account admin to add you.",
+            code="no_account",
+        )
+    return membership
+
+
+def login_view(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("home")
+    form = LoginForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.login_authenticate(
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password"],
+                address=_client_address(request),
+            )
+        except ApplicationError as exc:
+            add_application_error(form, exc)
+            status = exc.status
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            target = request.GET.get("next", "")
+            if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+                target = ""
+            return redirect(target or "home")
+    return render(request, "accounts/login.html", {"form": form}, status=status)
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return redirect("login")
+
+
+@login_required
+@require_POST
+def switch_account(request: HttpRequest) -> HttpResponse:
+    membership = selectors.membership_by_slug(
+        user=request.user,  # type: ignore[arg-type]
+        slug=request.POST.get("account", ""),
+    )
+    request.session[SESSION_ACCOUNT_KEY] = membership.account_id
+    messages.success(request, f"Now working in {membership.account.name}.")
+    return redirect("home")
+
+
+def _account_page(
+    request: HttpRequest,
+    *,
+    member_form: MemberAddForm | None = None,
+    token_form: TokenCreateForm | None = None,
+    account_form: AccountForm | None = None,
+    status: int = 200,
+    **extra: object,
+) -> HttpResponse:
+    membership = _membership(request)
+    context = {
+        "members": selectors.account_members(account=membership.account),
+        "tokens": selectors.api_tokens_of(user=membership.user, account=membership.account),
+        "member_form": member_form or MemberAddForm(),
+        "token_form": token_form or TokenCreateForm(),
+        "account_form": account_form or AccountForm(initial={"name": membership.account.name}),
+        "role_choices": RoleForm.base_fields["role"].choices,  # type: ignore[attr-defined]
+        **extra,
+    }
+    return render(request, "accounts/account.html", context, status=status)
+
+
+@login_required
+def account_view(request: HttpRequest) -> HttpResponse:
+    return _account_page(request)
+
+
+@login_required
+@require_POST
+def account_rename(request: HttpRequest) -> HttpResponse:
+    membership = _membership(request)
+    form = AccountForm(request.POST)
+    if form.is_valid():
+        try:
+            services.account_rename(
+                actor=membership.user, membership=membership, name=form.cleaned_data["name"]
+            )
+        except ApplicationError as exc:
+            add_application_error(form, exc)
+        else:
+            messages.success(request, "Account renamed.")
+            return redirect("account")
+    return _account_page(request, account_form=form, status=422)
+
+
+@login_required
+@require_POST
+def member_add(request: HttpRequest) -> HttpResponse:
+    membership = _membership(request)
+    form = MemberAddForm(request.POST)
+    if form.is_valid():
+        try:
+            added = services.member_add(
+                actor=membership.user,
+                membership=membership,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+            )
+        except ApplicationError as exc:
+            if exc.status == 403:
+                raise
+            add_application_error(form, exc)
+        else:
+            # Rendered, not redirected: the one-time password must not survive a reload.
+            return _account_page(request, added=added)
+    return _account_page(request, member_form=form, status=422)
+
+
+@login_required
+@require_POST
+def member_role(request: HttpRequest, member_id: int) -> HttpResponse:
+    membership = _membership(request)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the listed roles.")
+        return redirect("account")
+    try:
+        changed = services.member_change_role(
+            actor=membership.user,
+            membership=membership,
+            member_id=member_id,
+            role=form.cleaned_data["role"],
+        )
+    except ApplicationError as exc:
+        if exc.status in (403, 404):
+            raise
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{changed.user.email} is now {changed.get_role_display()}.")
+    return redirect("account")
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, member_id: int) -> HttpResponse:
+    membership = _membership(request)
+    try:
+        services.member_remove(actor=membership.user, membership=membership, member_id=member_id)
+    except ApplicationError as exc:
+        if exc.status in (403, 404):
+            raise
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Member removed.")
+    return redirect("account")
+
+
+@login_required
+@require_POST
+def token_create(request: HttpRequest) -> HttpResponse:
+    membership = _membership(request)
+    form = TokenCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            token, plaintext = services.api_token_create(
+                actor=membership.user, membership=membership, name=form.cleaned_data["name"]
+            )
+        except ApplicationError as exc:
+            if exc.status == 403:
+                raise
+            add_application_error(form, exc)
+        else:
+            return _account_page(request, new_token=plaintext, new_token_name=token.name)
+    return _account_page(request, token_form=form, status=422)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    membership = _membership(request)
+    token = services.api_token_revoke(
+        actor=membership.user, membership=membership, token_id=token_id
+    )
+    messages.success(request, f"Token {token.name!r} revoked.")
+    return redirect("account")
+
+
+@login_required
+def password_change(request: HttpRequest) -> HttpResponse:
+    form = PasswordChangeForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.is_valid():
+            try:
+                services.password_change(
+                    user=request.user,  # type: ignore[arg-type]
+                    current_password=form.cleaned_data["current_password"],
+                    new_password=form.cleaned_data["new_password"],
+                )
+            except ApplicationError as exc:
+                add_application_error(form, exc)
+            else:
+                # Changing the password rotates the session hash; keep this session alive.
+                update_session_auth_hash(request, request.user)  # type: ignore[arg-type]
+                messages.success(request, "Password changed.")
+                return redirect("home")
+    return render(request, "accounts/password.html", {"form": form}, status=status)
+
+
+@login_required
+def account_new(request: HttpRequest) -> HttpResponse:
+    form = AccountForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.is_valid():
+            try:
+                account = services.account_create(
+                    actor=request.user,  # type: ignore[arg-type]
+                    name=form.cleaned_data["name"],
+                )
+            except ApplicationError as exc:
+                add_application_error(form, exc)
+            else:
+                request.session[SESSION_ACCOUNT_KEY] = account.id
+                messages.success(request, f"Account {account.name} created.")
+                return redirect("home")
+    return render(request, "accounts/account_new.html", {"form": form}, status=status)

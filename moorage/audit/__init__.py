@@ -1,0 +1,1 @@
+"""The audit trail: who changed what in an account, written with the change itself."""

@@ -1,0 +1,20 @@
+"""The catalogue of audited actions. Each domain adds its own here, never as a bare string."""
+
+from django.db import models
+
+
+class AuditAction(models.TextChoices):
+    """What happened, as ``<entity>.<past tense verb>``."""
+
+    INSTALLATION_INITIALISED = "installation.initialised", "Installation initialised"
+    ACCOUNT_CREATED = "account.created", "Account created"
+    ACCOUNT_RENAMED = "account.renamed", "Account renamed"
+    MEMBER_ADDED = "member.added", "Member added"
+    MEMBER_ROLE_CHANGED = "member.role_changed", "Member role changed"
+    MEMBER_REMOVED = "member.removed", "Member removed"
+    USER_CREATED = "user.created", "User created"
+    USER_PASSWORD_CHANGED = "user.password_changed", "Password changed"
+    USER_LOGGED_IN = "user.logged_in", "Logged in"
+    USER_LOGIN_FAILED = "user.login_failed", "Login failed"
+    TOKEN_CREATED = "token.created", "API token created"
+    TOKEN_REVOKED = "token.revoked", "API token revoked"

@@ -1,0 +1,1 @@
+"""The ``moorage`` command: server-side commands (init, up, tokens) and API client commands."""

@@ -1,0 +1,27 @@
+"""The ``moorage`` command tree.
+
+Server-side commands (``init``, ``up``, ``tokens``) open the database of this machine; client
+commands (``login``, ``whoami``) talk to a server's API. Later domains add their groups here
+(``credentials``, ``apps``, ``regions``, ``agent``), each from its own module.
+"""
+
+from __future__ import annotations
+
+import click
+
+from moorage import __version__
+from moorage.cli.remote import login, whoami
+from moorage.cli.server import init, tokens, up
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="moorage")
+def cli() -> None:
+    """Moorage: a self-hostable PaaS control plane."""
+
+
+cli.add_command(init)
+cli.add_command(up)
+cli.add_command(tokens)
+cli.add_command(login)
+cli.add_command(whoami)

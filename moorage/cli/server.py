@@ -1,0 +1,135 @@
+"""Commands that run on the server machine, against its database: init, up, tokens."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from moorage.cli.django_setup import migrate, setup_django
+from moorage.cli.output import console, err_console, fail
+
+DEFAULT_EMAIL = "admin@localhost"
+DEFAULT_ACCOUNT = "Default"
+
+
+def _read_stdin_secret(what: str) -> str:
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        fail(f"No {what} on standard input.", code=f"{what.replace(' ', '_')}_missing")
+    return value
+
+
+@click.command()
+@click.option("--email", default=DEFAULT_EMAIL, show_default=True, help="The first owner.")
+@click.option("--account", "account_name", default=DEFAULT_ACCOUNT, show_default=True)
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the owner's password from standard input."
+)
+def init(email: str, account_name: str, password_stdin: bool) -> None:
+    """Create the data directory and database, the first owner and their account.
+
+    Running it again changes nothing.
+    """
+    password = _read_stdin_secret("password") if password_stdin else None
+    setup_django()
+    from django.conf import settings
+
+    from moorage.accounts.services import installation_init
+    from moorage.errors import ApplicationError
+
+    with console.status("Preparing the database…"):
+        migrate()
+    try:
+        result = installation_init(email=email, account_name=account_name, password=password)
+    except ApplicationError as exc:
+        fail(exc.message, code=exc.code)
+    if not result.created:
+        console.print(
+            f"Moorage is already initialised in {settings.DATA_DIR}: owner "
+            f"[bold]{result.user.email}[/bold], account [bold]{result.account.name}[/bold]. "
+            "Nothing changed."
+        )
+        return
+    console.print(f"[green]✓[/green] Data directory: {settings.DATA_DIR}")
+    console.print(
+        f"[green]✓[/green] Owner [bold]{result.user.email}[/bold] (platform staff) of account "
+        f"[bold]{result.account.name}[/bold] ({result.account.slug})"
+    )
+    if result.generated_password:
+        console.print(
+            "One-time password (shown only now; you choose your own at first login):\n"
+            f"  [bold]{result.generated_password}[/bold]",
+            highlight=False,
+        )
+    console.print("Next: [bold]moorage up[/bold], then open http://127.0.0.1:8000")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def up(host: str, port: int) -> None:
+    """Migrate, then serve the web app and the API."""
+    setup_django()
+    import uvicorn
+
+    from moorage.accounts.models import User
+
+    with console.status("Preparing the database…"):
+        migrate()
+    if not User.objects.exists():
+        err_console.print(
+            "[yellow]No user yet.[/yellow] Run [bold]moorage init[/bold] to create the first owner."
+        )
+    console.print(f"Moorage is serving on [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)")
+    uvicorn.run(
+        "moorage.config.asgi:application",
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=True,
+        lifespan="off",
+    )
+
+
+@click.group()
+def tokens() -> None:
+    """Manage API tokens on the server machine."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="A name to recognise the token by.")
+@click.option("--user", "email", help="Whose token (default: the first platform staff user).")
+@click.option("--account", "account_slug", help="Which account (default: the user's first).")
+def tokens_create(name: str, email: str | None, account_slug: str | None) -> None:
+    """Print a new API token. Only the token goes to standard output, for scripts."""
+    setup_django()
+    from moorage.accounts import selectors
+    from moorage.accounts.models import User
+    from moorage.accounts.services import api_token_create
+    from moorage.errors import ApplicationError
+
+    if email:
+        user = User.objects.filter(email=email.strip().lower()).first()
+        if user is None:
+            fail(f"No user {email}.", code="user_not_found")
+    else:
+        user = User.objects.filter(is_platform_staff=True).order_by("id").first()
+        if user is None:
+            fail("No user yet; run 'moorage init' first.", code="not_initialised")
+    try:
+        if account_slug:
+            membership = selectors.membership_by_slug(user=user, slug=account_slug)
+        else:
+            first = selectors.memberships_of_user(user=user).select_related("user").first()
+            if first is None:
+                fail(f"{user.email} belongs to no account.", code="no_account")
+            membership = first
+        token, plaintext = api_token_create(actor=user, membership=membership, name=name)
+    except ApplicationError as exc:
+        fail(exc.message, code=exc.code)
+    err_console.print(
+        f"Token [bold]{token.name}[/bold] for {user.email} in {membership.account.slug} "
+        "(shown only now):"
+    )
+    click.echo(plaintext)

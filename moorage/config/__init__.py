@@ -1,0 +1,1 @@
+"""Project configuration: environment, settings, URL routing, the API root, ASGI/WSGI entry."""

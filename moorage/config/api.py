@@ -1,0 +1,111 @@
+"""The REST API root: one NinjaAPI, one error shape, every domain's router mounted here.
+
+Every error leaves as ``{"code": str, "message": str, "detail": object}``; codes are stable.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+
+from moorage import __version__
+from moorage.accounts.api import router as accounts_router
+from moorage.accounts.auth import ApiTokenAuth
+from moorage.audit.api import router as audit_router
+from moorage.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="Moorage API",
+    version=__version__,
+    description=(
+        "Authenticate with a personal API token: `Authorization: Bearer mrg_…`. "
+        'Every error answers `{"code", "message", "detail"}`.'
+    ),
+    auth=ApiTokenAuth(),
+    urls_namespace="api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+api.add_router("/", accounts_router)
+api.add_router("/", audit_router)
+
+
+def _error(
+    api: NinjaAPI, request: HttpRequest, status: int, code: str, message: str, detail: object
+) -> HttpResponse:
+    return api.create_response(
+        request, {"code": code, "message": message, "detail": detail}, status=status
+    )
+
+
+@api.exception_handler(ApplicationError)
+def _application_error(request: HttpRequest, exc: ApplicationError) -> HttpResponse:
+    response = _error(api, request, exc.status, exc.code, exc.message, exc.detail)
+    if exc.status == 429 and "retry_after" in exc.detail:
+        response["Retry-After"] = str(exc.detail["retry_after"])
+    return response
+
+
+@api.exception_handler(AuthenticationError)
+def _not_authenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = _error(
+        api,
+        request,
+        401,
+        "not_authenticated",
+        "Send an API token: 'Authorization: Bearer mrg_…'. Create one under Account → "
+        "API tokens or with 'moorage tokens create'.",
+        {},
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="moorage"'
+    return response
+
+
+@api.exception_handler(NinjaValidationError)
+def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
+    fields = {
+        ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query")):
+        err.get("msg", "invalid")
+        for err in exc.errors
+    }
+    return _error(
+        api,
+        request,
+        422,
+        "validation_error",
+        "The request is not valid: " + "; ".join(f"{k}: {v}" for k, v in fields.items()),
+        {"fields": fields},
+    )
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _error(api, request, 404, "not_found", "Not found.", {})
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    code = {400: "bad_request", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        exc.status_code, "http_error"
+    )
+    return _error(api, request, exc.status_code, code, str(exc.message), {})
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The traceback goes to the server log; the client gets no internals.
+    logger.exception("unhandled error in %s %s", request.method, request.path)
+    return _error(
+        api,
+        request,
+        500,
+        "internal_error",
+        "Moorage hit an unexpected error. The operators can find it in the server log.",
+        {},
+    )

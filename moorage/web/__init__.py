@@ -1,0 +1,1 @@
+"""The shell of the web UI: layout, stylesheet, navigation, home and error pages."""

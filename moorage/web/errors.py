@@ -1,0 +1,97 @@
+"""Error answers for pages and for unknown API paths: never a stack trace.
+
+Django's ``handler404``/``handler500`` point here. A path under ``/api/`` gets the API's error
+shape, everything else a page in the layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+
+from moorage.errors import ApplicationError
+
+_TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    429: "Too many attempts",
+    500: "Something went wrong",
+}
+
+
+def error_response(
+    request: HttpRequest, *, status: int, code: str, message: str
+) -> HttpResponse:
+    """The error as JSON for API paths, as a page otherwise."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": code, "message": message, "detail": {}}, status=status)
+    title = _TITLES.get(status, "Error")
+    return render(
+        request,
+        "web/error.html",
+        {"status": status, "title": title, "message": message, "code": code},
+        status=status,
+    )
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(
+        request, status=400, code="bad_request", message="The request could not be understood."
+    )
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(
+        request,
+        status=403,
+        code="permission_denied",
+        message="You may not do this here. If you think you should, ask an account admin.",
+    )
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return error_response(
+        request, status=404, code="not_found", message="There is nothing at this address."
+    )
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return error_response(
+        request,
+        status=500,
+        code="internal_error",
+        message="Moorage hit an unexpected error. The operators can find it in the server log.",
+    )
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    return error_response(
+        request,
+        status=403,
+        code="csrf_failed",
+        message="The form expired or came from another site. Reload the page and try again.",
+    )
+
+
+class ApplicationErrorMiddleware:
+    """Turns an :class:`ApplicationError` escaping a page view into an error page.
+
+    Views show field errors on their forms; this catches what is left (a role that may not
+    act, another account's object) so the person sees the message, never a traceback.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, ApplicationError) and not request.path.startswith("/api/"):
+            return error_response(
+                request, status=exception.status, code=exception.code, message=exception.message
+            )
+        return None

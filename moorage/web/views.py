@@ -1,0 +1,64 @@
+"""Pages of the shell: the account overview and the sections still to come."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from moorage.accounts import selectors
+from moorage.accounts.permissions import Action, require
+from moorage.audit.selectors import audit_events_for_account
+from moorage.errors import NotFound
+
+
+def _membership(request: HttpRequest):  # type: ignore[no-untyped-def]
+    membership = getattr(request, "membership", None)
+    if membership is None:
+        raise NotFound(
+            "You do not belong to any account yet. Ask an account admin to add you.",
+            code="no_account",
+        )
+    return membership
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    membership = _membership(request)
+    require(membership, Action.VIEW)
+    return render(
+        request,
+        "web/home.html",
+        {
+            "members": selectors.account_members(account=membership.account),
+            "recent_events": audit_events_for_account(account=membership.account, limit=5),
+        },
+    )
+
+
+@login_required
+def section(request: HttpRequest, name: str) -> HttpResponse:
+    """Apps, Credentials and Regions: the navigation is in place before the features are."""
+    membership = _membership(request)
+    require(membership, Action.VIEW)
+    title, text = _SECTIONS[name]
+    return render(request, "web/section.html", {"title": title, "text": text})
+
+
+_SECTIONS = {
+    "apps": (
+        "Apps",
+        "Apps and deploys are not available in this version of Moorage yet. "
+        "They come with image deploys through the region agents.",
+    ),
+    "credentials": (
+        "Credentials",
+        "Container-registry credentials are not available in this version of Moorage yet. "
+        "They come with the encrypted credential vault.",
+    ),
+    "regions": (
+        "Regions",
+        "Regions are not available in this version of Moorage yet. "
+        "They come with the region agents and credential sync.",
+    ),
+}
