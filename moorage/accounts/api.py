@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from moorage.accounts import selectors, services
 from moorage.accounts.choices import Role
@@ -91,14 +91,15 @@ def member_get(request: HttpRequest, member_id: int) -> MemberOut:
 
 
 @router.post("/members", response={201: MemberCreatedOut}, summary="Add a member (admins)")
-def member_add(request: HttpRequest, payload: MemberIn) -> tuple[int, MemberCreatedOut]:
+def member_add(request: HttpRequest, payload: MemberIn) -> Status[MemberCreatedOut]:
     membership = _membership(request)
     added = services.member_add(
         actor=membership.user, membership=membership, email=payload.email, role=payload.role
     )
-    return 201, MemberCreatedOut(
+    created = MemberCreatedOut(
         member=_member_out(added.membership), one_time_password=added.one_time_password
     )
+    return Status(201, created)
 
 
 @router.patch("/members/{member_id}", response=MemberOut, summary="Change a member's role")
@@ -111,10 +112,10 @@ def member_patch(request: HttpRequest, member_id: int, payload: MemberPatch) -> 
 
 
 @router.delete("/members/{member_id}", response={204: None}, summary="Remove a member")
-def member_delete(request: HttpRequest, member_id: int) -> tuple[int, None]:
+def member_delete(request: HttpRequest, member_id: int) -> Status[None]:
     membership = _membership(request)
     services.member_remove(actor=membership.user, membership=membership, member_id=member_id)
-    return 204, None
+    return Status(204, None)
 
 
 @router.get("/tokens", response=list[TokenOut], summary="Your API tokens in this account")
@@ -125,19 +126,19 @@ def tokens_list(request: HttpRequest) -> list[TokenOut]:
 
 
 @router.post("/tokens", response={201: TokenCreatedOut}, summary="Create an API token")
-def token_create(request: HttpRequest, payload: TokenIn) -> tuple[int, TokenCreatedOut]:
+def token_create(request: HttpRequest, payload: TokenIn) -> Status[TokenCreatedOut]:
     membership = _membership(request)
     token, plaintext = services.api_token_create(
         actor=membership.user, membership=membership, name=payload.name
     )
-    return 201, TokenCreatedOut(api_token=_token_out(token), token=plaintext)
+    return Status(201, TokenCreatedOut(api_token=_token_out(token), token=plaintext))
 
 
 @router.delete("/tokens/{token_id}", response={204: None}, summary="Revoke an API token")
-def token_revoke(request: HttpRequest, token_id: int) -> tuple[int, None]:
+def token_revoke(request: HttpRequest, token_id: int) -> Status[None]:
     membership = _membership(request)
     services.api_token_revoke(actor=membership.user, membership=membership, token_id=token_id)
-    return 204, None
+    return Status(204, None)
 
 
 @router.post(
@@ -146,7 +147,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> tuple[int, None]:
     response={201: TokenCreatedOut},
     summary="Exchange an e-mail and password for an API token (what `moorage login` does)",
 )
-def token_for_login(request: HttpRequest, payload: LoginTokenIn) -> tuple[int, TokenCreatedOut]:
+def token_for_login(request: HttpRequest, payload: LoginTokenIn) -> Status[TokenCreatedOut]:
     token, plaintext = services.api_token_issue_for_login(
         email=payload.email,
         password=payload.password,
@@ -154,4 +155,4 @@ def token_for_login(request: HttpRequest, payload: LoginTokenIn) -> tuple[int, T
         account_slug=payload.account,
         name=payload.name,
     )
-    return 201, TokenCreatedOut(api_token=_token_out(token), token=plaintext)
+    return Status(201, TokenCreatedOut(api_token=_token_out(token), token=plaintext))

@@ -9,6 +9,8 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from moorage.accounts import selectors
+from moorage.accounts.models import Membership
+from moorage.errors import NotFound
 
 SESSION_ACCOUNT_KEY = "moorage_account_id"
 
@@ -46,3 +48,14 @@ class CurrentAccountMiddleware:
 
 def _PASSWORD_EXEMPT_PATHS() -> set[str]:
     return {reverse("password_change"), reverse("logout")}
+
+
+def current_membership(request: HttpRequest) -> Membership:
+    """The membership a page acts as; :class:`NotFound` for a user without any account."""
+    membership: Membership | None = getattr(request, "membership", None)
+    if membership is None:
+        raise NotFound(
+            "You do not belong to any account yet. Ask an account admin to add you.",
+            code="no_account",
+        )
+    return membership

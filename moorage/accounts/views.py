@@ -20,24 +20,13 @@ from moorage.accounts.forms import (
     TokenCreateForm,
     add_application_error,
 )
-from moorage.accounts.middleware import SESSION_ACCOUNT_KEY
-from moorage.accounts.models import Membership
-from moorage.errors import ApplicationError, NotFound
+from moorage.accounts.middleware import SESSION_ACCOUNT_KEY, current_membership
+from moorage.errors import ApplicationError
 
 
 def _client_address(request: HttpRequest) -> str:
     # Behind a proxy, operators terminate there; we trust only the socket's peer.
     return str(request.META.get("REMOTE_ADDR") or "unknown")
-
-
-def _membership(request: HttpRequest) -> Membership:
-    membership: Membership | None = getattr(request, "membership", None)
-    if membership is None:
-        raise NotFound(
-            "You do not belong to any account yet. Ask an account admin to add you.",
-            code="no_account",
-        )
-    return membership
 
 
 def login_view(request: HttpRequest) -> HttpResponse:
@@ -91,7 +80,7 @@ def _account_page(
     status: int = 200,
     **extra: object,
 ) -> HttpResponse:
-    membership = _membership(request)
+    membership = current_membership(request)
     context = {
         "members": selectors.account_members(account=membership.account),
         "tokens": selectors.api_tokens_of(user=membership.user, account=membership.account),
@@ -112,7 +101,7 @@ def account_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def account_rename(request: HttpRequest) -> HttpResponse:
-    membership = _membership(request)
+    membership = current_membership(request)
     form = AccountForm(request.POST)
     if form.is_valid():
         try:
@@ -130,7 +119,7 @@ def account_rename(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def member_add(request: HttpRequest) -> HttpResponse:
-    membership = _membership(request)
+    membership = current_membership(request)
     form = MemberAddForm(request.POST)
     if form.is_valid():
         try:
@@ -153,7 +142,7 @@ def member_add(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def member_role(request: HttpRequest, member_id: int) -> HttpResponse:
-    membership = _membership(request)
+    membership = current_membership(request)
     form = RoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose one of the listed roles.")
@@ -177,7 +166,7 @@ def member_role(request: HttpRequest, member_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def member_remove(request: HttpRequest, member_id: int) -> HttpResponse:
-    membership = _membership(request)
+    membership = current_membership(request)
     try:
         services.member_remove(actor=membership.user, membership=membership, member_id=member_id)
     except ApplicationError as exc:
@@ -192,7 +181,7 @@ def member_remove(request: HttpRequest, member_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def token_create(request: HttpRequest) -> HttpResponse:
-    membership = _membership(request)
+    membership = current_membership(request)
     form = TokenCreateForm(request.POST)
     if form.is_valid():
         try:
@@ -211,7 +200,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
-    membership = _membership(request)
+    membership = current_membership(request)
     token = services.api_token_revoke(
         actor=membership.user, membership=membership, token_id=token_id
     )

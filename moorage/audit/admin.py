@@ -4,7 +4,7 @@ from moorage.audit.models import AuditEvent
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AuditEventAdmin(admin.ModelAdmin):
     list_display = ("at", "account", "actor_label", "action", "target_type", "target_id")
     list_filter = ("action",)
     search_fields = ("actor_label", "target_id")

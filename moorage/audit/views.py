@@ -6,18 +6,16 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from moorage.accounts.middleware import current_membership
 from moorage.accounts.permissions import Action, require
 from moorage.audit.selectors import audit_events_for_account
-from moorage.errors import NotFound
 
 PAGE_SIZE = 50
 
 
 @login_required
 def activity(request: HttpRequest) -> HttpResponse:
-    membership = getattr(request, "membership", None)
-    if membership is None:
-        raise NotFound("You do not belong to any account yet.", code="no_account")
+    membership = current_membership(request)
     require(membership, Action.VIEW)
     before = request.GET.get("before")
     before_id = int(before) if before and before.isdigit() else None

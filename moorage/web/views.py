@@ -7,24 +7,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from moorage.accounts import selectors
+from moorage.accounts.middleware import current_membership
 from moorage.accounts.permissions import Action, require
 from moorage.audit.selectors import audit_events_for_account
-from moorage.errors import NotFound
-
-
-def _membership(request: HttpRequest):  # type: ignore[no-untyped-def]
-    membership = getattr(request, "membership", None)
-    if membership is None:
-        raise NotFound(
-            "You do not belong to any account yet. Ask an account admin to add you.",
-            code="no_account",
-        )
-    return membership
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    membership = _membership(request)
+    membership = current_membership(request)
     require(membership, Action.VIEW)
     return render(
         request,
@@ -39,7 +29,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def section(request: HttpRequest, name: str) -> HttpResponse:
     """Apps, Credentials and Regions: the navigation is in place before the features are."""
-    membership = _membership(request)
+    membership = current_membership(request)
     require(membership, Action.VIEW)
     title, text = _SECTIONS[name]
     return render(request, "web/section.html", {"title": title, "text": text})

@@ -1,0 +1,188 @@
+"""The accounts pages through Django's test client: login, switcher, members, tokens, errors."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+from django.test.utils import override_settings
+
+from moorage.accounts.choices import Role
+from moorage.accounts.models import ApiToken, Membership, User
+from moorage.testing import factories
+from moorage.testing.factories import PASSWORD, Member
+from moorage.testing.secrets_search import database_text
+
+pytestmark = pytest.mark.django_db
+
+
+def _login(client: Client, member: Member) -> None:
+    response = client.post("/login/", {"email": member.user.email, "password": PASSWORD})
+    assert response.status_code == 302, response.content[:300]
+
+
+def test_pages_need_a_login(client: Client) -> None:
+    for path in ("/", "/account/", "/activity/", "/apps/", "/credentials/", "/regions/"):
+        response = client.get(path)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/login/?next=")
+
+
+def test_login_shows_the_account_and_navigation(client: Client, owner: Member) -> None:
+    _login(client, owner)
+    page = client.get("/").content.decode()
+    assert 'data-testid="account-name">Acme</h1>' in page
+    for label in ("Apps", "Credentials", "Regions", "Activity", "Account"):
+        assert f">{label}</a>" in page
+    assert "htmx" in page and "cdn" not in page.lower()
+
+
+def test_wrong_password_shows_an_error_on_the_form(client: Client, owner: Member) -> None:
+    response = client.post("/login/", {"email": owner.user.email, "password": "nope-nope-1"})
+    assert response.status_code == 401
+    assert "The e-mail address or password is not right." in response.content.decode()
+    assert "nope-nope-1" not in response.content.decode()
+
+
+@override_settings(LOGIN_FAILURES_PER_USER=2)
+def test_login_page_is_rate_limited(client: Client, owner: Member) -> None:
+    for _ in range(2):
+        client.post("/login/", {"email": owner.user.email, "password": "nope-nope-1"})
+    response = client.post("/login/", {"email": owner.user.email, "password": PASSWORD})
+    assert response.status_code == 429
+    assert "Too many failed logins" in response.content.decode()
+
+
+def test_login_ignores_an_offsite_next(client: Client, owner: Member) -> None:
+    response = client.post("/login/?next=https://evil.example/",
+                           {"email": owner.user.email, "password": PASSWORD})
+    assert response["Location"] == "/"
+
+
+def test_csrf_is_enforced_on_forms(owner: Member) -> None:
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/login/", {"email": owner.user.email, "password": PASSWORD})
+    assert response.status_code == 403
+    assert "csrf_failed" in response.content.decode()
+
+
+def test_account_switcher_changes_the_current_account(client: Client, owner: Member) -> None:
+    second = factories.make_account("Second Co", owner=owner.user)
+    _login(client, owner)
+    assert 'data-testid="account-name">Acme<' in client.get("/").content.decode()
+    page = client.post("/switch/", {"account": second.account.slug}, follow=True)
+    assert 'data-testid="account-name">Second Co<' in page.content.decode()
+
+
+def test_switching_to_someone_elses_account_is_404(
+    client: Client, owner: Member, other_owner: Member
+) -> None:
+    _login(client, owner)
+    response = client.post("/switch/", {"account": other_owner.account.slug})
+    assert response.status_code == 404
+    assert "Traceback" not in response.content.decode()
+
+
+def test_admin_adds_a_member_and_sees_the_one_time_password_once(
+    client: Client, owner: Member
+) -> None:
+    _login(client, owner)
+    response = client.post("/account/members/", {"email": "new@example.com", "role": "member"})
+    page = response.content.decode()
+    match = re.search(r'data-testid="one-time-password">([^<]+)<', page)
+    assert match, page
+    password = match.group(1)
+    assert User.objects.get(email="new@example.com").check_password(password)
+    assert password not in client.get("/account/").content.decode()
+    assert password not in database_text()
+    newcomer = Client()
+    newcomer.post("/login/", {"email": "new@example.com", "password": password})
+    # A one-time password leads straight to choosing a new one.
+    assert newcomer.get("/").url == "/account/password/"  # type: ignore[attr-defined]
+
+
+def test_viewer_gets_403_for_admin_actions_on_pages(client: Client, owner: Member) -> None:
+    viewer = factories.add_member(owner, Role.VIEWER)
+    _login(client, viewer)
+    page = client.get("/account/").content.decode()
+    assert "Add a member" not in page  # the button is hidden...
+    response = client.post("/account/members/", {"email": "x@example.com", "role": "member"})
+    assert response.status_code == 403  # ...and the server refuses anyway
+    assert "may not manage members" in response.content.decode()
+    assert not User.objects.filter(email="x@example.com").exists()
+    response = client.post(f"/account/members/{owner.membership.id}/role/", {"role": "viewer"})
+    assert response.status_code == 403
+    assert Membership.objects.get(id=owner.membership.id).role == Role.OWNER
+
+
+def test_another_accounts_member_is_404_on_pages(
+    client: Client, owner: Member, other_owner: Member
+) -> None:
+    stranger = factories.add_member(other_owner, Role.MEMBER)
+    _login(client, owner)
+    response = client.post(f"/account/members/{stranger.membership.id}/remove/")
+    assert response.status_code == 404
+    assert Membership.objects.filter(id=stranger.membership.id).exists()
+    token = ApiToken.objects.filter(user=other_owner.user).first()
+    assert token is not None
+    assert client.post(f"/account/tokens/{token.id}/revoke/").status_code == 404
+
+
+def test_token_created_on_the_page_is_shown_once_and_works(client: Client, owner: Member) -> None:
+    _login(client, owner)
+    page = client.post("/account/tokens/", {"name": "laptop"}).content.decode()
+    match = re.search(r'data-testid="new-token">(mrg_[^<]+)<', page)
+    assert match, page
+    token = match.group(1)
+    assert token not in client.get("/account/").content.decode()
+    api = Client().get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 200
+
+
+def test_oversize_input_gets_a_field_error_and_writes_nothing(
+    client: Client, owner: Member
+) -> None:
+    _login(client, owner)
+    count = ApiToken.objects.count()
+    response = client.post("/account/tokens/", {"name": "n" * 300})
+    assert response.status_code == 422
+    assert "at most 100 characters" in response.content.decode()
+    assert ApiToken.objects.count() == count
+
+
+def test_password_change_page(client: Client, owner: Member) -> None:
+    _login(client, owner)
+    response = client.post(
+        "/account/password/",
+        {"current_password": PASSWORD, "new_password": "new and long pass 7",
+         "confirm_password": "new and long pass 7"},
+    )
+    assert response.status_code == 302
+    assert client.get("/").status_code == 200  # the session survived the change
+    owner.user.refresh_from_db()
+    assert owner.user.check_password("new and long pass 7")
+
+
+def test_error_pages_have_no_stack_trace(client: Client, owner: Member) -> None:
+    _login(client, owner)
+    response = client.get("/no/such/page/")
+    assert response.status_code == 404
+    body = response.content.decode()
+    assert "There is nothing at this address." in body
+    assert "Traceback" not in body and "urlpatterns" not in body
+
+
+def test_activity_page_lists_the_accounts_events(client: Client, owner: Member) -> None:
+    factories.add_member(owner, Role.VIEWER, "watcher@example.com")
+    _login(client, owner)
+    page = client.get("/activity/").content.decode()
+    assert 'data-action="member.added"' in page
+    assert "watcher@example.com" in page
+
+
+def test_logout_needs_post(client: Client, owner: Member) -> None:
+    _login(client, owner)
+    assert client.get("/logout/").status_code == 405
+    assert client.post("/logout/").status_code == 302
+    assert client.get("/").status_code == 302

@@ -1,0 +1,266 @@
+"""Services of the accounts domain: members and roles, tokens, passwords, login throttling."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.test import override_settings
+
+from moorage.accounts import services
+from moorage.accounts.choices import Role
+from moorage.accounts.models import ApiToken, LoginAttempt, Membership, User
+from moorage.audit.choices import AuditAction
+from moorage.audit.models import AuditEvent
+from moorage.errors import ApplicationError
+from moorage.testing import factories
+from moorage.testing.factories import PASSWORD, Member
+from moorage.testing.secrets_search import database_text
+
+pytestmark = pytest.mark.django_db
+
+
+def _code(exc: pytest.ExceptionInfo[ApplicationError]) -> str:
+    return exc.value.code
+
+
+def test_account_create_makes_the_actor_owner_and_audits(owner: Member) -> None:
+    assert owner.membership.role == Role.OWNER
+    event = AuditEvent.objects.get(account=owner.account, action=AuditAction.ACCOUNT_CREATED)
+    assert event.actor == owner.user
+    assert event.details == {"name": "Acme", "slug": "acme"}
+
+
+def test_slugs_stay_unique() -> None:
+    first = factories.make_account("Acme Corp")
+    second = factories.make_account("Acme Corp")
+    assert (first.account.slug, second.account.slug) == ("acme-corp", "acme-corp-2")
+
+
+def test_member_add_creates_a_user_with_a_one_time_password(owner: Member) -> None:
+    added = services.member_add(
+        actor=owner.user, membership=owner.membership, email="New.Person@Example.com", role="admin"
+    )
+    assert added.one_time_password is not None
+    user = User.objects.get(email="new.person@example.com")
+    assert user.must_change_password
+    assert user.check_password(added.one_time_password)
+    assert added.membership.role == Role.ADMIN
+    event = AuditEvent.objects.get(account=owner.account, action=AuditAction.MEMBER_ADDED)
+    assert event.details == {"email": "new.person@example.com", "role": "admin", "new_user": True}
+    assert added.one_time_password not in database_text()
+
+
+def test_member_add_refuses_duplicates_bad_roles_and_bad_emails(owner: Member) -> None:
+    other = factories.make_user("dup@example.com")
+    services.member_add(actor=owner.user, membership=owner.membership, email=other.email,
+                        role="member")
+    cases = [
+        ({"email": "dup@example.com", "role": "member"}, "member_exists"),
+        ({"email": "x@example.com", "role": "superhero"}, "role_invalid"),
+        ({"email": "not-an-email", "role": "member"}, "email_invalid"),
+        ({"email": "a" * 250 + "@example.com", "role": "member"}, "email_invalid"),
+    ]
+    before = Membership.objects.count(), User.objects.count()
+    for kwargs, code in cases:
+        with pytest.raises(ApplicationError) as exc:
+            services.member_add(actor=owner.user, membership=owner.membership, **kwargs)
+        assert _code(exc) == code
+    assert (Membership.objects.count(), User.objects.count()) == before
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.MEMBER])
+def test_only_admins_and_owners_add_members(owner: Member, role: Role) -> None:
+    limited = factories.add_member(owner, role)
+    with pytest.raises(ApplicationError) as exc:
+        services.member_add(
+            actor=limited.user, membership=limited.membership, email="z@example.com", role="viewer"
+        )
+    assert (exc.value.status, _code(exc)) == (403, "permission_denied")
+    assert not User.objects.filter(email="z@example.com").exists()
+
+
+def test_admins_cannot_make_or_touch_owners(owner: Member) -> None:
+    admin = factories.add_member(owner, Role.ADMIN)
+    with pytest.raises(ApplicationError) as exc:
+        services.member_add(
+            actor=admin.user, membership=admin.membership, email="o@example.com", role="owner"
+        )
+    assert exc.value.status == 403
+    with pytest.raises(ApplicationError) as exc:
+        services.member_change_role(
+            actor=admin.user, membership=admin.membership, member_id=owner.membership.id,
+            role="viewer",
+        )
+    assert exc.value.status == 403
+    assert Membership.objects.get(id=owner.membership.id).role == Role.OWNER
+
+
+def test_the_last_owner_can_neither_be_demoted_nor_removed(owner: Member) -> None:
+    for call in (
+        lambda: services.member_change_role(
+            actor=owner.user, membership=owner.membership, member_id=owner.membership.id,
+            role="admin",
+        ),
+        lambda: services.member_remove(
+            actor=owner.user, membership=owner.membership, member_id=owner.membership.id
+        ),
+    ):
+        with pytest.raises(ApplicationError) as exc:
+            call()
+        assert (exc.value.status, _code(exc)) == (409, "last_owner")
+    second = factories.add_member(owner, Role.ADMIN)
+    services.member_change_role(
+        actor=owner.user, membership=owner.membership, member_id=second.membership.id,
+        role="owner",
+    )
+    services.member_change_role(
+        actor=owner.user, membership=owner.membership, member_id=owner.membership.id,
+        role="admin",
+    )
+    assert Membership.objects.get(id=owner.membership.id).role == Role.ADMIN
+
+
+def test_removing_a_member_revokes_their_tokens_in_that_account(owner: Member) -> None:
+    member = factories.add_member(owner, Role.MEMBER)
+    services.member_remove(actor=owner.user, membership=owner.membership,
+                           member_id=member.membership.id)
+    assert not ApiToken.objects.filter(user=member.user, revoked_at__isnull=True).exists()
+    with pytest.raises(ApplicationError) as exc:
+        services.api_token_authenticate(token=member.token)
+    assert _code(exc) == "token_revoked"
+
+
+def test_tokens_are_stored_as_digests_and_authenticate(owner: Member) -> None:
+    token, plaintext = services.api_token_create(
+        actor=owner.user, membership=owner.membership, name="ci"
+    )
+    assert plaintext.startswith("mrg_") and len(plaintext) == 47
+    assert token.prefix == plaintext[:12]
+    assert plaintext not in database_text()
+    assert services.api_token_authenticate(token=plaintext).account == owner.account
+    token.refresh_from_db()
+    assert token.last_used_at is not None
+
+
+def test_token_names_are_unique_among_active_tokens(owner: Member) -> None:
+    token, _ = services.api_token_create(actor=owner.user, membership=owner.membership, name="ci")
+    with pytest.raises(ApplicationError) as exc:
+        services.api_token_create(actor=owner.user, membership=owner.membership, name="ci")
+    assert _code(exc) == "token_name_taken"
+    services.api_token_revoke(actor=owner.user, membership=owner.membership, token_id=token.id)
+    services.api_token_create(actor=owner.user, membership=owner.membership, name="ci")
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        ("", "token_invalid"),
+        ("not-a-token", "token_invalid"),
+        ("mrg_" + "A" * 43, "token_invalid"),
+        ("mrg_short", "token_invalid"),
+    ],
+)
+def test_bad_tokens_are_refused_with_a_code(token: str, code: str) -> None:
+    with pytest.raises(ApplicationError) as exc:
+        services.api_token_authenticate(token=token)
+    assert (exc.value.status, _code(exc)) == (401, code)
+
+
+def test_a_disabled_users_token_stops_working(owner: Member) -> None:
+    User.objects.filter(pk=owner.user.pk).update(is_active=False)
+    with pytest.raises(ApplicationError) as exc:
+        services.api_token_authenticate(token=owner.token)
+    assert _code(exc) == "user_disabled"
+
+
+def test_login_checks_the_password_and_never_logs_it(
+    owner: Member, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user = services.login_authenticate(email=owner.user.email.upper(), password=PASSWORD,
+                                       address="10.1.1.1")
+    assert user == owner.user
+    with pytest.raises(ApplicationError) as exc:
+        services.login_authenticate(email=owner.user.email, password="wrong-password-1",
+                                    address="10.1.1.1")
+    assert (exc.value.status, _code(exc)) == (401, "invalid_credentials")
+    with pytest.raises(ApplicationError) as exc:
+        services.login_authenticate(email="nobody@example.com", password=PASSWORD,
+                                    address="10.1.1.1")
+    assert _code(exc) == "invalid_credentials"
+    assert PASSWORD not in caplog.text and "wrong-password-1" not in caplog.text
+    assert PASSWORD not in database_text()
+    assert LoginAttempt.objects.filter(succeeded=False).count() == 2
+
+
+def test_disabled_users_are_told_only_with_the_right_password(owner: Member) -> None:
+    User.objects.filter(pk=owner.user.pk).update(is_active=False)
+    with pytest.raises(ApplicationError) as exc:
+        services.login_authenticate(email=owner.user.email, password="nope-nope-nope",
+                                    address="a")
+    assert _code(exc) == "invalid_credentials"
+    with pytest.raises(ApplicationError) as exc:
+        services.login_authenticate(email=owner.user.email, password=PASSWORD, address="a")
+    assert _code(exc) == "user_disabled"
+
+
+@override_settings(LOGIN_FAILURES_PER_USER=3, LOGIN_FAILURES_PER_ADDRESS=5)
+def test_login_is_rate_limited_per_user_and_per_address(owner: Member) -> None:
+    for _ in range(3):
+        with pytest.raises(ApplicationError):
+            services.login_authenticate(email=owner.user.email, password="bad-guess-000",
+                                        address="10.0.0.1")
+    # Even the right password waits now: the limit is on the user, from any address.
+    with pytest.raises(ApplicationError) as exc:
+        services.login_authenticate(email=owner.user.email, password=PASSWORD,
+                                    address="10.0.0.2")
+    assert (exc.value.status, _code(exc)) == (429, "login_rate_limited")
+    assert 0 < exc.value.detail["retry_after"] <= 15 * 60
+    # One address guessing many users is stopped by the address limit.
+    for n in range(2):
+        with pytest.raises(ApplicationError) as exc:
+            services.login_authenticate(email=f"u{n}@example.com", password="x" * 12,
+                                        address="10.0.0.1")
+        assert _code(exc) == "invalid_credentials"
+    with pytest.raises(ApplicationError) as exc:
+        services.login_authenticate(email="u9@example.com", password="x" * 12,
+                                    address="10.0.0.1")
+    assert _code(exc) == "login_rate_limited"
+
+
+def test_password_change_requires_the_current_one_and_a_strong_new_one(owner: Member) -> None:
+    for current, new, code in [
+        ("wrong-current-1", "a much better password 9", "password_incorrect"),
+        (PASSWORD, "short", "password_too_weak"),
+        (PASSWORD, PASSWORD, "password_unchanged"),
+    ]:
+        with pytest.raises(ApplicationError) as exc:
+            services.password_change(user=owner.user, current_password=current,
+                                     new_password=new)
+        assert _code(exc) == code
+    services.password_change(user=owner.user, current_password=PASSWORD,
+                             new_password="a much better password 9")
+    owner.user.refresh_from_db()
+    assert owner.user.check_password("a much better password 9")
+    assert "a much better password 9" not in database_text()
+
+
+def test_installation_init_is_idempotent() -> None:
+    first = services.installation_init(email="boss@example.com", account_name="Main",
+                                       password=None)
+    assert first.created and first.generated_password
+    assert first.user.is_platform_staff and first.user.must_change_password
+    second = services.installation_init(email="other@example.com", account_name="Else",
+                                        password=None)
+    assert not second.created
+    assert (second.user, second.account) == (first.user, first.account)
+    assert User.objects.count() == 1
+
+
+def test_oversize_names_are_refused_and_nothing_is_written(owner: Member) -> None:
+    count = ApiToken.objects.count()
+    with pytest.raises(ApplicationError) as exc:
+        services.api_token_create(actor=owner.user, membership=owner.membership, name="n" * 101)
+    assert _code(exc) == "name_too_long"
+    assert ApiToken.objects.count() == count

@@ -1,0 +1,93 @@
+"""From nothing to a serving Moorage, as the README says: real processes, a fresh data dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from moorage.testing.ports import free_port, stop_process, wait_for_http
+from moorage.testing.secrets_search import files_containing
+
+PASSWORD = "an end to end password 5"
+
+
+def _moorage() -> list[str]:
+    found = shutil.which("moorage", path=os.path.dirname(sys.executable))
+    return [found] if found else [sys.executable, "-m", "moorage"]
+
+
+@pytest.fixture
+def embedded_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MOORAGE_", "DJANGO_")) and k != "DATABASE_URL"}
+    env["MOORAGE_DATA_DIR"] = str(tmp_path / "data")
+    env["HOME"] = str(tmp_path / "home")
+    return env
+
+
+@pytest.fixture
+def server(embedded_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    init = subprocess.run(
+        [*_moorage(), "init", "--email", "owner@example.com", "--account", "Harbour",
+         "--password-stdin"],
+        input=PASSWORD + "\n", env=embedded_env, capture_output=True, text=True, timeout=120,
+    )
+    assert init.returncode == 0, init.stderr
+    port = free_port()
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*_moorage(), "up", "--port", str(port)], env=embedded_env, stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/login/", process=process, log=log, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(process)
+
+
+def test_init_up_login_page_and_api(server: str, embedded_env: dict[str, str],
+                                    tmp_path: Path) -> None:
+    page = httpx.get(server + "/login/")
+    assert page.status_code == 200 and "Log in to Moorage" in page.text
+    assert httpx.get(server + "/static/moorage/moorage.css").status_code == 200
+
+    anonymous = httpx.get(server + "/api/v1/me")
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == "not_authenticated"
+
+    created = subprocess.run(
+        [*_moorage(), "tokens", "create", "--name", "e2e"], env=embedded_env,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    me = httpx.get(server + "/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["account"]["name"] == "Harbour"
+
+    with httpx.Client(base_url=server) as browser:
+        form = browser.get("/login/")
+        csrf = browser.cookies["csrftoken"]
+        logged_in = browser.post(
+            "/login/", data={"email": "owner@example.com", "password": PASSWORD,
+                             "csrfmiddlewaretoken": csrf},
+            headers={"Referer": server + "/login/"}, follow_redirects=True,
+        )
+        assert form.status_code == 200
+        assert 'data-testid="account-name">Harbour<' in logged_in.text
+
+    data_dir = Path(embedded_env["MOORAGE_DATA_DIR"])
+    assert (data_dir / "moorage.sqlite3").exists()
+    assert files_containing(data_dir, PASSWORD) == []
+    assert files_containing(data_dir, token) == []
+    assert PASSWORD not in (tmp_path / "up.log").read_text()
+    assert token not in (tmp_path / "up.log").read_text()

@@ -1,0 +1,75 @@
+"""The environment module: defaults, and a clear stop naming the variable when a value is bad."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from moorage.config.env import read_environment
+
+
+def test_embedded_default_uses_sqlite_in_the_data_dir_and_generates_a_key_once(
+    tmp_path: Path,
+) -> None:
+    env = read_environment({"MOORAGE_DATA_DIR": str(tmp_path / "data")})
+
+    assert env.database["ENGINE"] == "django.db.backends.sqlite3"
+    assert env.database["NAME"] == str(tmp_path / "data" / "moorage.sqlite3")
+    key_file = tmp_path / "data" / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert key_file.read_text().strip() == env.secret_key
+    assert len(env.secret_key) >= 50
+    again = read_environment({"MOORAGE_DATA_DIR": str(tmp_path / "data")})
+    assert again.secret_key == env.secret_key
+    assert env.allowed_hosts == ["127.0.0.1", "localhost", "[::1]"]
+    assert env.debug is False
+
+
+def test_postgres_url_is_parsed(tmp_path: Path) -> None:
+    env = read_environment(
+        {
+            "MOORAGE_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": "postgres://moorage@db.internal:6543/moorage_prod",
+            "MOORAGE_SECRET_KEY": "k" * 40,
+        }
+    )
+    assert env.database["ENGINE"] == "django.db.backends.postgresql"
+    assert env.database["HOST"] == "db.internal"
+    assert env.database["PORT"] == 6543
+    assert env.database["NAME"] == "moorage_prod"
+    assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        ({"MOORAGE_DEBUG": "maybe"}, "MOORAGE_DEBUG"),
+        ({"MOORAGE_SECRET_KEY": "short"}, "MOORAGE_SECRET_KEY"),
+        ({"MOORAGE_ALLOWED_HOSTS": " , "}, "MOORAGE_ALLOWED_HOSTS"),
+        ({"MOORAGE_ALLOWED_HOSTS": "example.com/path"}, "MOORAGE_ALLOWED_HOSTS"),
+        ({"DATABASE_URL": "mysql://root@localhost/x"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgres://localhost"}, "DATABASE_URL"),
+        ({"MOORAGE_DATA_DIR": "relative/dir"}, "MOORAGE_DATA_DIR"),
+    ],
+)
+def test_a_bad_value_stops_start_up_naming_the_variable(
+    tmp_path: Path, environ: dict[str, str], variable: str
+) -> None:
+    base = {"MOORAGE_DATA_DIR": str(tmp_path), "MOORAGE_SECRET_KEY": "k" * 40}
+    with pytest.raises(ImproperlyConfigured, match=variable):
+        read_environment(base | environ)
+
+
+def test_debug_and_hosts_are_read(tmp_path: Path) -> None:
+    env = read_environment(
+        {
+            "MOORAGE_DATA_DIR": str(tmp_path),
+            "MOORAGE_DEBUG": "yes",
+            "MOORAGE_ALLOWED_HOSTS": "paas.example.com, 10.0.0.5",
+        }
+    )
+    assert env.debug is True
+    assert env.allowed_hosts == ["paas.example.com", "10.0.0.5"]
