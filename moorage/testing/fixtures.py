@@ -1,0 +1,241 @@
+"""Pytest fixtures for the real components; load with
+``pytest_plugins = ["moorage.testing.fixtures"]`` in the repo-root ``conftest.py``.
+
+* ``registry_basic`` / ``registry_token`` (session): real registries, see
+  :class:`moorage.testing.registry.RegistryServer`. Tests share them, so each test should use
+  its own repository names and users (e.g. derived from ``request.node.name``).
+* ``dockerd`` (session): a private real Docker Engine, :class:`moorage.testing.dockerd.Dockerd`.
+* ``docker_client`` (function): a fresh client whose teardown puts the engine back (see there).
+* ``busybox_image`` (function): a factory that pushes a busybox image to a registry.
+* ``browser`` (session) / ``page`` (function): Playwright on Debian Chromium.
+
+A fixture whose system program is missing *fails* with the Debian package to install; it
+never skips, so a CI machine without it cannot pass by testing less.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import docker
+import docker.errors
+import pytest
+from playwright.sync_api import Browser, Page
+
+from moorage.testing.browser import launch_chromium, start_playwright
+from moorage.testing.dockerd import Dockerd
+from moorage.testing.images import push_busybox_image
+from moorage.testing.ports import ComponentStartError, MissingSystemBinary
+from moorage.testing.registry import RegistryServer
+
+#: Label that marks engine objects as test-made; the ``docker_client`` teardown removes them.
+TEST_LABEL = "moorage.test"
+
+
+def _start_or_fail[T](start: Callable[[], T]) -> T:
+    """Run a component's start; turn a missing program or failed start into a test failure."""
+    try:
+        return start()
+    except MissingSystemBinary as exc:
+        pytest.fail(str(exc), pytrace=False)
+    except ComponentStartError as exc:
+        pytest.fail(f"a real test component did not start: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def registry_basic() -> Iterator[RegistryServer]:
+    """A real registry with htpasswd (Basic) auth and an admin user; stopped at session end."""
+    server = _start_or_fail(RegistryServer("basic").start)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_token() -> Iterator[RegistryServer]:
+    """A real registry with Bearer-token auth and our token issuer (``.issuer``)."""
+    server = _start_or_fail(RegistryServer("token").start)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    """A private real dockerd (vfs, no bridge, host networking only); stopped at session end."""
+    engine = _start_or_fail(Dockerd().start)
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+class _Snapshot:
+    """IDs of what existed on the engine before a test."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.containers = {c.id for c in client.containers.list(all=True)}
+        self.images = {i.id for i in client.images.list(all=True)}
+        self.volumes = {v.id for v in client.volumes.list()}
+        self.swarm_active = _swarm_active(client)
+        self.services = {s.id for s in client.services.list()} if self.swarm_active else set()
+
+
+def _swarm_active(client: docker.DockerClient) -> bool:
+    return client.info().get("Swarm", {}).get("LocalNodeState") == "active"
+
+
+def _restore_engine(client: docker.DockerClient, before: _Snapshot) -> list[str]:
+    """Remove what a test left on the engine; return the problems met (not raised midway)."""
+    problems: list[str] = []
+
+    def attempt(what: str, action: Callable[..., object], **kwargs: object) -> None:
+        try:
+            action(**kwargs)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            problems.append(f"{what}: {exc}")
+
+    label = {"label": f"{TEST_LABEL}=1"}
+    if _swarm_active(client):
+        labelled = {s.id for s in client.services.list(filters=label)}
+        for service in client.services.list():
+            if service.id not in before.services or service.id in labelled:
+                attempt(f"service {service.name}", service.remove)
+    labelled_containers = {c.id for c in client.containers.list(all=True, filters=label)}
+    for container in client.containers.list(all=True):
+        if container.id not in before.containers or container.id in labelled_containers:
+            attempt(f"container {container.name}", container.remove, force=True)
+    if _swarm_active(client) and not before.swarm_active:
+        attempt("swarm leave", client.swarm.leave, force=True)
+    for volume in client.volumes.list():
+        if volume.id not in before.volumes:
+            attempt(f"volume {volume.id}", volume.remove, force=True)
+    for image in client.images.list(all=True):
+        if image.id not in before.images:
+            attempt(f"image {image.id}", client.images.remove, image=image.id, force=True)
+    return problems
+
+
+@pytest.fixture
+def docker_client(dockerd: Dockerd) -> Iterator[docker.DockerClient]:
+    """A fresh docker-py client for the session's engine, which teardown puts back.
+
+    Teardown rule: everything that exists after the test but did not before it is removed —
+    containers (forced), swarm services, volumes and images (so the next test's pull really
+    goes to the registry) — plus any container or service labelled ``moorage.test=1`` whenever
+    it was made. A swarm the test initialised is left. Objects that existed before the test
+    and are unlabelled are kept.
+
+    The client does not read the host's docker config when made, but docker-py still loads
+    it at pull time when ``auth_config`` is None (see :meth:`Dockerd.client`).
+    """
+    client = dockerd.client()
+    before = _Snapshot(client)
+    try:
+        yield client
+    finally:
+        try:
+            problems = _restore_engine(client, before)
+        finally:
+            client.close()
+        if problems:
+            pytest.fail("engine cleanup failed: " + "; ".join(problems), pytrace=False)
+
+
+class BusyboxImageFactory(Protocol):
+    """Signature of the ``busybox_image`` fixture."""
+
+    def __call__(
+        self,
+        registry: RegistryServer,
+        repository: str,
+        tag: str = "latest",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        marker: str | None = None,
+    ) -> str:
+        """Push a busybox image; return ``127.0.0.1:PORT/REPOSITORY:TAG``."""
+        ...
+
+
+@pytest.fixture
+def busybox_image(dockerd: Dockerd) -> BusyboxImageFactory:
+    """Factory pushing a busybox image to a test registry (as its admin unless told).
+
+    ``busybox_image(registry, repository, tag="latest", *, username=None, password=None,
+    marker=None) -> "127.0.0.1:PORT/repository:tag"``. The image is built locally, pushed,
+    and its local tag removed, so using it means pulling it from the registry.
+    """
+
+    def factory(
+        registry: RegistryServer,
+        repository: str,
+        tag: str = "latest",
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        marker: str | None = None,
+    ) -> str:
+        client = dockerd.client()
+        try:
+            try:
+                return push_busybox_image(
+                    client,
+                    registry,
+                    repository,
+                    tag,
+                    username=username,
+                    password=password,
+                    marker=marker,
+                )
+            except MissingSystemBinary as exc:
+                pytest.fail(str(exc), pytrace=False)
+        finally:
+            client.close()
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """A headless Debian Chromium through Playwright's sync API, for the whole session.
+
+    Sets ``DJANGO_ALLOW_ASYNC_UNSAFE=true`` (restored at session end). Why: Playwright's sync
+    API keeps an asyncio event loop registered as *running* in the calling (main) thread while
+    it is started, and Django's ``async_unsafe`` guard sees that loop and raises
+    ``SynchronousOnlyOperation`` for every ORM call made in the same thread — i.e. in any
+    test that uses both ``page`` and the database. No ORM call actually runs inside the loop,
+    so the guard's premise does not hold here and disabling it is safe for tests.
+    """
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    playwright = start_playwright()
+    try:
+        chromium = _start_or_fail(lambda: launch_chromium(playwright))
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    finally:
+        playwright.stop()
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh browser context (own cookies and storage), closed afterwards."""
+    context = browser.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
