@@ -16,6 +16,7 @@ from moorage import __version__
 from moorage.accounts.api import router as accounts_router
 from moorage.accounts.auth import ApiTokenAuth
 from moorage.audit.api import router as audit_router
+from moorage.credentials.api import router as credentials_router
 from moorage.errors import ApplicationError
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ api = NinjaAPI(
 )
 api.add_router("/", accounts_router)
 api.add_router("/", audit_router)
+api.add_router("/", credentials_router)
 
 
 def _error(

@@ -17,9 +17,20 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from moorage.sealing.keyring import Key, KeyringError, parse_keys
+
 DEFAULT_ALLOWED_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 SQLITE_FILE = "moorage.sqlite3"
+KEY_FILE = "keys"
+# WAL lets the web server and the CLI read while one of them writes. IMMEDIATE transactions
+# take the write lock at BEGIN, so two writers queue instead of one failing half-way when it
+# upgrades a read lock (the services read-then-write, e.g. "is there a default yet?").
+_SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL;",
+    "timeout": 20,
+    "transaction_mode": "IMMEDIATE",
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -34,6 +45,7 @@ class Environment:
     secret_key: str
     allowed_hosts: list[str]
     debug: bool
+    keys: list[Key] | None  # from MOORAGE_KEYS; None means the key file in the data dir
 
 
 def default_data_dir() -> Path:
@@ -58,6 +70,7 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
         secret_key=_secret_key(env, data_dir),
         allowed_hosts=_allowed_hosts(env),
         debug=_boolean(env, "MOORAGE_DEBUG", default=False),
+        keys=_keys(env),
     )
 
 
@@ -82,8 +95,7 @@ def _database(url: str | None, data_dir: Path) -> dict[str, Any]:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(data_dir / SQLITE_FILE),
-            # WAL lets the web server and the CLI read while one of them writes.
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+            "OPTIONS": _SQLITE_OPTIONS,
         }
     scheme = url.split(":", 1)[0].lower()
     if scheme not in {"postgres", "postgresql", "sqlite"}:
@@ -95,6 +107,8 @@ def _database(url: str | None, data_dir: Path) -> dict[str, Any]:
         config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
     except Exception as exc:  # the library raises several types for a malformed URL
         raise ImproperlyConfigured(f"DATABASE_URL is malformed: {type(exc).__name__}.") from None
+    if config.get("ENGINE") == "django.db.backends.sqlite3":
+        config["OPTIONS"] = _SQLITE_OPTIONS
     if config.get("ENGINE") == "django.db.backends.postgresql" and not config.get("NAME"):
         raise ImproperlyConfigured("DATABASE_URL names no database (postgres://HOST/NAME).")
     return config
@@ -127,6 +141,22 @@ def _secret_key(env: Mapping[str, str], data_dir: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(key + "\n")
     return key
+
+
+def _keys(env: Mapping[str, str]) -> list[Key] | None:
+    raw = env.get("MOORAGE_KEYS")
+    if raw is None:
+        return None
+    try:
+        keys = parse_keys(raw)
+    except KeyringError as exc:
+        raise ImproperlyConfigured(f"MOORAGE_KEYS is malformed: {exc}") from None
+    if not keys:
+        raise ImproperlyConfigured(
+            "MOORAGE_KEYS is set but holds no key; give id:base64key entries, primary first "
+            "(make one with 'moorage keys generate')."
+        )
+    return keys
 
 
 def _allowed_hosts(env: Mapping[str, str]) -> list[str]:

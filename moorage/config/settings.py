@@ -14,6 +14,9 @@ DATA_DIR = ENV.data_dir
 SECRET_KEY = ENV.secret_key
 DEBUG = ENV.debug
 ALLOWED_HOSTS = ENV.allowed_hosts
+# The keyring that seals secrets: MOORAGE_KEYS when set, else the key file in the data dir.
+MOORAGE_KEYS = ENV.keys
+MOORAGE_KEY_FILE = DATA_DIR / "keys"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -28,6 +31,7 @@ INSTALLED_APPS = [
     "moorage.web",
     "moorage.accounts",
     "moorage.audit",
+    "moorage.credentials",
 ]
 
 MIDDLEWARE = [

@@ -10,6 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("moorage.accounts.urls")),
     path("", include("moorage.audit.urls")),
+    path("", include("moorage.credentials.urls")),
     path("", include("moorage.web.urls")),
 ]
 

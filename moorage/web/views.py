@@ -41,11 +41,6 @@ _SECTIONS = {
         "Apps and deploys are not available in this version of Moorage yet. "
         "They come with image deploys through the region agents.",
     ),
-    "credentials": (
-        "Credentials",
-        "Container-registry credentials are not available in this version of Moorage yet. "
-        "They come with the encrypted credential vault.",
-    ),
     "regions": (
         "Regions",
         "Regions are not available in this version of Moorage yet. "

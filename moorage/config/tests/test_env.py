@@ -73,3 +73,16 @@ def test_debug_and_hosts_are_read(tmp_path: Path) -> None:
     )
     assert env.debug is True
     assert env.allowed_hosts == ["paas.example.com", "10.0.0.5"]
+
+
+def test_keys_are_read_primary_first_and_bad_ones_name_the_variable(tmp_path: Path) -> None:
+    from moorage.sealing import generate_key
+
+    a, b = generate_key("a"), generate_key("b")
+    env = read_environment({"MOORAGE_DATA_DIR": str(tmp_path),
+                            "MOORAGE_KEYS": f"{a.encoded()},{b.encoded()}"})
+    assert env.keys is not None and [k.id for k in env.keys] == ["a", "b"]
+    assert read_environment({"MOORAGE_DATA_DIR": str(tmp_path)}).keys is None
+    for bad in ("", "a:notbase64!", "a"):
+        with pytest.raises(ImproperlyConfigured, match="MOORAGE_KEYS"):
+            read_environment({"MOORAGE_DATA_DIR": str(tmp_path), "MOORAGE_KEYS": bad})

@@ -1,0 +1,1 @@
+"""Account-level credentials: container-registry logins and git tokens, sealed at rest."""

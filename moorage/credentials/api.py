@@ -1,0 +1,138 @@
+"""REST endpoints for credentials: thin wrappers over selectors and services."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+
+from moorage.accounts.models import Membership
+from moorage.accounts.permissions import Action, require
+from moorage.credentials import selectors, services
+from moorage.credentials.choices import CredentialType, TestResult
+from moorage.credentials.models import Credential
+from moorage.credentials.schemas import (
+    CredentialIn,
+    CredentialOut,
+    CredentialPatch,
+    CredentialTestIn,
+    CredentialTestOut,
+)
+
+router = Router(tags=["credentials"])
+
+
+class ListQuery(Schema):
+    type: CredentialType | None = None
+
+
+def _membership(request: HttpRequest) -> Membership:
+    membership: Membership = request.auth  # type: ignore[attr-defined]
+    return membership
+
+
+def credential_out(credential: Credential, used_by: int = 0) -> CredentialOut:
+    """The public view of a credential (shared with the CLI's JSON)."""
+    return CredentialOut(
+        id=credential.id,
+        type=CredentialType(credential.type),
+        name=credential.name,
+        server=credential.server,
+        username=credential.username,
+        email=credential.email,
+        is_default=credential.is_default,
+        revision=credential.revision,
+        created_by=credential.created_by.email if credential.created_by else None,
+        created_at=credential.created_at,
+        updated_at=credential.updated_at,
+        last_tested_at=credential.last_tested_at,
+        last_test_result=TestResult(credential.last_test_result)
+        if credential.last_test_result else None,
+        last_test_message=credential.last_test_message,
+        used_by_apps=used_by,
+    )
+
+
+@router.get("/credentials", response=list[CredentialOut], summary="The account's credentials")
+def credentials_list(request: HttpRequest, query: Query[ListQuery]) -> list[CredentialOut]:
+    membership = _membership(request)
+    require(membership, Action.VIEW)
+    usage = selectors.usage_counts(account=membership.account)
+    credentials = selectors.credentials_of(
+        account=membership.account, type=query.type.value if query.type else None
+    )
+    return [credential_out(c, usage.get(c.id, 0)) for c in credentials]
+
+
+@router.post("/credentials", response={201: CredentialOut}, summary="Add a credential")
+def credential_create(request: HttpRequest, payload: CredentialIn) -> Status[CredentialOut]:
+    membership = _membership(request)
+    credential = services.credential_create(
+        actor=membership.user, membership=membership, type=payload.type.value,
+        name=payload.name, server=payload.server, username=payload.username,
+        secret=payload.secret, email=payload.email,
+    )
+    return Status(201, credential_out(credential))
+
+
+@router.get("/credentials/{credential_id}", response=CredentialOut, summary="One credential")
+def credential_get(request: HttpRequest, credential_id: int) -> CredentialOut:
+    membership = _membership(request)
+    require(membership, Action.VIEW)
+    credential = selectors.credential_get(account=membership.account, credential_id=credential_id)
+    usage = selectors.usage_counts(account=membership.account)
+    return credential_out(credential, usage.get(credential.id, 0))
+
+
+@router.patch(
+    "/credentials/{credential_id}", response=CredentialOut,
+    summary="Change a credential; a new secret rotates it",
+)
+def credential_update(
+    request: HttpRequest, credential_id: int, payload: CredentialPatch
+) -> CredentialOut:
+    membership = _membership(request)
+    credential = services.credential_update(
+        actor=membership.user, membership=membership, credential_id=credential_id,
+        **payload.model_dump(exclude_unset=True),
+    )
+    return credential_out(credential)
+
+
+@router.delete("/credentials/{credential_id}", response={204: None}, summary="Delete")
+def credential_delete(request: HttpRequest, credential_id: int) -> Status[None]:
+    membership = _membership(request)
+    services.credential_delete(
+        actor=membership.user, membership=membership, credential_id=credential_id
+    )
+    return Status(204, None)
+
+
+@router.post(
+    "/credentials/{credential_id}/set-default", response=CredentialOut,
+    summary="Make it the account default",
+)
+def credential_set_default(request: HttpRequest, credential_id: int) -> CredentialOut:
+    membership = _membership(request)
+    credential = services.credential_set_default(
+        actor=membership.user, membership=membership, credential_id=credential_id
+    )
+    return credential_out(credential)
+
+
+@router.post(
+    "/credentials/{credential_id}/test", response=CredentialTestOut,
+    summary="Log in to the registry and, with an image, check pull access",
+)
+def credential_test(
+    request: HttpRequest, credential_id: int, payload: CredentialTestIn | None = None
+) -> CredentialTestOut:
+    membership = _membership(request)
+    outcome = services.credential_test(
+        actor=membership.user, membership=membership, credential_id=credential_id,
+        image=payload.image if payload else None,
+    )
+    tested = selectors.credential_get(account=membership.account, credential_id=credential_id)
+    return CredentialTestOut(
+        ok=outcome.ok, result=outcome.result, message=outcome.message,
+        tested_at=tested.last_tested_at,
+    )

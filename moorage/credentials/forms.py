@@ -1,0 +1,54 @@
+"""Forms of the credential pages. They shape input; the rules live in the services."""
+
+from __future__ import annotations
+
+from django import forms
+
+from moorage.credentials import validation
+from moorage.credentials.choices import CredentialType
+from moorage.credentials.presets import PRESETS
+
+
+class CredentialForm(forms.Form):
+    """Add a credential. The secret widget never renders a value back."""
+
+    type = forms.ChoiceField(
+        choices=CredentialType.choices, initial=CredentialType.CONTAINER_REGISTRY
+    )
+    preset = forms.ChoiceField(
+        choices=[(p.key, p.label) for p in PRESETS], required=False, initial="generic"
+    )
+    name = forms.CharField(max_length=validation.NAME_MAX,
+                           help_text="Shown in the App page selects.")
+    server = forms.CharField(max_length=validation.SERVER_MAX)
+    username = forms.CharField(max_length=validation.USERNAME_MAX)
+    email = forms.CharField(max_length=validation.EMAIL_MAX, required=False)
+    secret = forms.CharField(
+        max_length=validation.SECRET_MAX, strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+
+class CredentialEditForm(forms.Form):
+    name = forms.CharField(max_length=validation.NAME_MAX)
+    server = forms.CharField(max_length=validation.SERVER_MAX)
+    username = forms.CharField(max_length=validation.USERNAME_MAX)
+    email = forms.CharField(max_length=validation.EMAIL_MAX, required=False)
+    secret = forms.CharField(
+        max_length=validation.SECRET_MAX, strip=False, required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Leave empty to keep the current one.",
+    )
+
+
+class SecretForm(forms.Form):
+    secret = forms.CharField(
+        max_length=validation.SECRET_MAX, strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+
+
+class TestForm(forms.Form):
+    __test__ = False  # not a pytest test class, despite the name
+
+    image = forms.CharField(max_length=512, required=False)

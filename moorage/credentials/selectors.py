@@ -1,0 +1,68 @@
+"""Reads of credentials, always scoped to one account."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from moorage.accounts.models import Account
+from moorage.credentials.choices import CredentialType
+from moorage.credentials.models import Credential
+from moorage.errors import NotFound, ValidationFailed
+
+
+def credentials_of(*, account: Account, type: str | None = None) -> QuerySet[Credential]:
+    """The account's credentials, by name; optionally of one type."""
+    credentials = Credential.objects.filter(account=account).select_related("created_by")
+    if type is not None:
+        try:
+            kind = CredentialType(type)
+        except ValueError:
+            raise ValidationFailed(
+                f"Unknown credential type {type!r}; use container_registry or git.",
+                code="credential_type_invalid",
+                detail={"fields": {"type": "invalid"}},
+            ) from None
+        credentials = credentials.filter(type=kind)
+    return credentials.order_by("type", "name", "id")
+
+
+def credential_get(*, account: Account, credential_id: int) -> Credential:
+    """One credential of the account; :class:`NotFound` for another account's."""
+    credential = (
+        Credential.objects.filter(account=account, id=credential_id)
+        .select_related("created_by")
+        .first()
+    )
+    if credential is None:
+        raise NotFound("No such credential in this account.", code="credential_not_found")
+    return credential
+
+
+def credential_by_name(*, account: Account, name: str, type: str | None = None) -> Credential:
+    """A credential of the account by name (the CLI's handle)."""
+    credentials = Credential.objects.filter(account=account, name=name)
+    if type is not None:
+        credentials = credentials.filter(type=type)
+    found = list(credentials[:2])
+    if not found:
+        raise NotFound(f"No credential named {name!r} in this account.",
+                       code="credential_not_found")
+    if len(found) > 1:
+        raise ValidationFailed(
+            f"Both a registry and a git credential are named {name!r}; say which type.",
+            code="credential_name_ambiguous",
+        )
+    return found[0]
+
+
+def default_credential(*, account: Account) -> Credential | None:
+    """The account's default container-registry credential, if any."""
+    return Credential.objects.filter(account=account, is_default=True).first()
+
+
+def usage_counts(*, account: Account) -> dict[int, int]:
+    """How many apps use each credential (explicitly or as the default).
+
+    Apps do not exist yet; the apps issue fills this in. Until then no credential is used.
+    """
+    return {}

@@ -1,0 +1,458 @@
+"""Every change to credentials: create, update (rotate), set default, delete, test, re-seal.
+
+The default rule (invariant I1): an account with at least one container-registry credential
+has exactly one default. The database allows at most one (a partial unique index); these
+services make it at least one, under a lock on the account row so concurrent changes queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from moorage.accounts.models import Account, Membership, User
+from moorage.accounts.permissions import Action, require
+from moorage.audit.choices import AuditAction
+from moorage.audit.services import audit_record
+from moorage.credentials import validation, vault
+from moorage.credentials.choices import CredentialType, TestResult
+from moorage.credentials.models import Credential
+from moorage.errors import Conflict, NotFound, ValidationFailed
+from moorage.registry.access import AccessResult, check_access, check_login
+from moorage.registry.auth import RegistryLogin
+from moorage.registry.reference import InvalidReference, parse_reference
+from moorage.sealing import generate_key
+from moorage.sealing.keyring import KeyFile
+
+RESEAL_BATCH = 200
+
+
+def _lock_account(account: Account) -> None:
+    """Serialise default changes of one account (a no-op lock on SQLite, which serialises
+    every write transaction anyway)."""
+    Account.objects.select_for_update().filter(pk=account.pk).first()
+
+
+def _get_for_update(membership: Membership, credential_id: int) -> Credential:
+    credential = (
+        Credential.objects.select_for_update()
+        .filter(account=membership.account, id=credential_id)
+        .first()
+    )
+    if credential is None:
+        raise NotFound("No such credential in this account.", code="credential_not_found")
+    return credential
+
+
+def _name_taken(account: Account, kind: str, name: str, exclude: int | None = None) -> bool:
+    others = Credential.objects.filter(account=account, type=kind, name=name)
+    if exclude is not None:
+        others = others.exclude(id=exclude)
+    return others.exists()
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(
+        f"A credential named {name!r} of this type already exists in this account.",
+        code="credential_name_taken",
+        detail={"fields": {"name": "taken"}},
+    )
+
+
+@transaction.atomic
+def credential_create(
+    *,
+    actor: User,
+    membership: Membership,
+    type: str,
+    name: str,
+    server: str,
+    username: str,
+    secret: str,
+    email: str = "",
+) -> Credential:
+    """Add a credential; the account's first container-registry credential becomes default."""
+    require(membership, Action.MANAGE_CREDENTIALS)
+    kind = validation.clean_type(type)
+    name = validation.clean_name(name)
+    server = validation.clean_server(kind, server)
+    username = validation.clean_username(username)
+    email = validation.clean_email(email)
+    secret = validation.clean_secret(kind, username, secret)
+    account = membership.account
+    _lock_account(account)
+    if _name_taken(account, kind, name):
+        raise _duplicate(name)
+    is_default = (
+        kind is CredentialType.CONTAINER_REGISTRY
+        and not Credential.objects.filter(account=account, is_default=True).exists()
+    )
+    try:
+        with transaction.atomic():
+            credential = Credential.objects.create(
+                account=account, type=kind, name=name, server=server, username=username,
+                email=email, secret="", is_default=is_default, created_by=actor,
+            )
+    except IntegrityError:
+        raise _duplicate(name) from None
+    # The id is part of the associated data, so the secret is sealed once the row exists,
+    # in the same transaction: no committed row ever lacks its secret.
+    credential.secret = vault.seal_secret(credential, secret)
+    credential.save(update_fields=["secret"])
+    audit_record(
+        account=account, actor=actor, action=AuditAction.CREDENTIAL_CREATED, target=credential,
+        details={"name": name, "type": kind.value, "server": server, "username": username,
+                 "default": is_default},
+    )
+    return credential
+
+
+@transaction.atomic
+def credential_update(
+    *,
+    actor: User,
+    membership: Membership,
+    credential_id: int,
+    name: str | None = None,
+    server: str | None = None,
+    username: str | None = None,
+    email: str | None = None,
+    secret: str | None = None,
+) -> Credential:
+    """Change a credential; ``None`` leaves a field as it is.
+
+    A new secret is a rotation: every app using the credential gets it from the next sync on.
+    Any change to what the credential sends (server, username, e-mail, secret) increments
+    its revision.
+    """
+    require(membership, Action.MANAGE_CREDENTIALS)
+    credential = _get_for_update(membership, credential_id)
+    kind = CredentialType(credential.type)
+    changed: list[str] = []
+    if name is not None:
+        name = validation.clean_name(name)
+        if name != credential.name:
+            if _name_taken(credential.account, kind, name, exclude=credential.pk):
+                raise _duplicate(name)
+            credential.name = name
+            changed.append("name")
+    new_values = {
+        "server": None if server is None else validation.clean_server(kind, server),
+        "username": None if username is None else validation.clean_username(username),
+        "email": None if email is None else validation.clean_email(email),
+    }
+    for field, value in new_values.items():
+        if value is not None and value != getattr(credential, field):
+            setattr(credential, field, value)
+            changed.append(field)
+    if secret is not None and secret != "":
+        cleaned = validation.clean_secret(kind, credential.username, secret)
+        credential.secret = vault.seal_secret(credential, cleaned)
+        changed.append("password" if kind is CredentialType.CONTAINER_REGISTRY else "token")
+    elif "username" in changed and credential.username == validation.GCP_JSON_KEY_USER:
+        validation.clean_secret(kind, credential.username, vault.open_secret(credential))
+    if not changed:
+        return credential
+    if set(changed) - {"name"}:
+        credential.revision += 1
+    credential.save()
+    audit_record(
+        account=credential.account, actor=actor, action=AuditAction.CREDENTIAL_UPDATED,
+        target=credential,
+        details={"name": credential.name, "changed": changed, "revision": credential.revision},
+    )
+    return credential
+
+
+@transaction.atomic
+def credential_set_default(
+    *, actor: User, membership: Membership, credential_id: int
+) -> Credential:
+    """Make a container-registry credential the account default, atomically."""
+    require(membership, Action.MANAGE_CREDENTIALS)
+    _lock_account(membership.account)
+    credential = _get_for_update(membership, credential_id)
+    if credential.type != CredentialType.CONTAINER_REGISTRY:
+        raise ValidationFailed(
+            "Only a container-registry credential can be the account default.",
+            code="credential_type_mismatch",
+            detail={"expected": CredentialType.CONTAINER_REGISTRY.value, "got": credential.type},
+        )
+    if credential.is_default:
+        return credential
+    previous = Credential.objects.filter(account=membership.account, is_default=True).first()
+    # Unset first: the partial unique index allows one default at every moment.
+    Credential.objects.filter(account=membership.account, is_default=True).update(
+        is_default=False
+    )
+    credential.is_default = True
+    credential.save(update_fields=["is_default", "updated_at"])
+    audit_record(
+        account=membership.account, actor=actor, action=AuditAction.CREDENTIAL_SET_DEFAULT,
+        target=credential,
+        details={"name": credential.name, "previous": previous.name if previous else None},
+    )
+    return credential
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """A deleted credential's name, and the credential promoted to default in its place."""
+
+    name: str
+    promoted: Credential | None
+
+
+@transaction.atomic
+def credential_delete(*, actor: User, membership: Membership, credential_id: int) -> Deleted:
+    """Delete a credential; deleting the default promotes the oldest remaining one."""
+    require(membership, Action.MANAGE_CREDENTIALS)
+    _lock_account(membership.account)
+    credential = _get_for_update(membership, credential_id)
+    promoted: Credential | None = None
+    was_default = credential.is_default
+    name = credential.name
+    audit_record(
+        account=membership.account, actor=actor, action=AuditAction.CREDENTIAL_DELETED,
+        target=credential,
+        details={"name": name, "type": credential.type, "was_default": was_default},
+    )
+    credential.delete()
+    if was_default:
+        promoted = successor_of_default(membership.account)
+        if promoted is not None:
+            promoted.is_default = True
+            promoted.save(update_fields=["is_default", "updated_at"])
+            audit_record(
+                account=membership.account, actor=actor,
+                action=AuditAction.CREDENTIAL_SET_DEFAULT, target=promoted,
+                details={"name": promoted.name, "previous": name, "reason": "default deleted"},
+            )
+    return Deleted(name=name, promoted=promoted)
+
+
+def successor_of_default(account: Account, *, excluding: int | None = None) -> Credential | None:
+    """The credential that becomes default when the default goes: the oldest remaining one."""
+    remaining = Credential.objects.filter(
+        account=account, type=CredentialType.CONTAINER_REGISTRY
+    ).order_by("created_at", "id")
+    if excluding is not None:
+        remaining = remaining.exclude(id=excluding)
+    return remaining.first()
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """What "Test connection" found, in the user's words (never holding the secret)."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    result: TestResult
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.result is TestResult.OK
+
+
+def credential_test(
+    *, actor: User, membership: Membership, credential_id: int, image: str | None = None
+) -> TestOutcome:
+    """Log in to the credential's registry and, with ``image``, check pull access to it.
+
+    The registry is asked outside any transaction (it may be slow); the result is recorded
+    afterwards, with the time, never the secret.
+    """
+    require(membership, Action.DEPLOY)
+    credential = Credential.objects.filter(account=membership.account, id=credential_id).first()
+    if credential is None:
+        raise NotFound("No such credential in this account.", code="credential_not_found")
+    if credential.type != CredentialType.CONTAINER_REGISTRY:
+        raise ValidationFailed(
+            "Test connection works for container-registry credentials; git credentials are "
+            "checked when a build clones with them.",
+            code="credential_type_mismatch",
+            detail={"expected": CredentialType.CONTAINER_REGISTRY.value, "got": credential.type},
+        )
+    login = RegistryLogin(credential.username, vault.open_secret(credential))
+    if image:
+        try:
+            reference = parse_reference(image.strip())
+        except InvalidReference as exc:
+            raise ValidationFailed(
+                f"The image reference is not valid: {exc}", code="image_invalid",
+                detail={"fields": {"image": str(exc)}},
+            ) from None
+        if reference.domain != credential.server:
+            # I4: a credential is only ever sent to the host it was made for.
+            outcome = TestOutcome(
+                TestResult.HOST_MISMATCH,
+                f"The image is on {reference.domain}, but {credential.name!r} is for "
+                f"{credential.server}; it was not sent there.",
+            )
+        else:
+            outcome = _outcome(check_access(login, reference))
+    else:
+        outcome = _outcome(check_login(login, credential.server))
+    _record_test(actor=actor, membership=membership, credential=credential, outcome=outcome,
+                 image=image)
+    return outcome
+
+
+def _outcome(result: AccessResult) -> TestOutcome:
+    return TestOutcome(TestResult(str(result.status)), result.message)
+
+
+@transaction.atomic
+def _record_test(
+    *, actor: User, membership: Membership, credential: Credential, outcome: TestOutcome,
+    image: str | None,
+) -> None:
+    Credential.objects.filter(pk=credential.pk).update(
+        last_tested_at=timezone.now(),
+        last_test_result=outcome.result,
+        last_test_message=outcome.message[:500],
+    )
+    audit_record(
+        account=membership.account, actor=actor, action=AuditAction.CREDENTIAL_TESTED,
+        target=credential,
+        details={"name": credential.name, "result": outcome.result.value, "image": image or ""},
+    )
+
+
+@dataclass(frozen=True)
+class ExportEntry:
+    """One registry login to write into a docker config or a Kubernetes secret."""
+
+    name: str
+    server: str
+    login: RegistryLogin
+    email: str
+
+
+@transaction.atomic
+def credentials_export(
+    *, actor: User, membership: Membership, names: list[str]
+) -> list[ExportEntry]:
+    """Open the named container-registry credentials for an export file (audited).
+
+    Only for the server-side ``moorage credentials export``: the API never returns secrets.
+    """
+    require(membership, Action.MANAGE_CREDENTIALS)
+    if not names:
+        raise ValidationFailed("Name at least one credential to export.", code="names_required")
+    found = {
+        c.name: c
+        for c in Credential.objects.filter(
+            account=membership.account, type=CredentialType.CONTAINER_REGISTRY, name__in=names
+        )
+    }
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise NotFound(
+            f"No container-registry credential named {', '.join(map(repr, missing))} in this "
+            "account.",
+            code="credential_not_found",
+        )
+    entries = []
+    for name in dict.fromkeys(names):
+        credential = found[name]
+        entries.append(ExportEntry(
+            name=name, server=credential.server, email=credential.email,
+            login=RegistryLogin(credential.username, vault.open_secret(credential)),
+        ))
+        audit_record(
+            account=membership.account, actor=actor, action=AuditAction.CREDENTIAL_EXPORTED,
+            target=credential, details={"name": name, "server": credential.server},
+        )
+    return entries
+
+
+def credentials_reseal(
+    *, batch_size: int = RESEAL_BATCH, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Re-seal every secret not sealed with the primary key; return how many were re-sealed.
+
+    Works in small transactions so the app keeps serving: each batch locks only its rows, and
+    a row changed meanwhile is simply re-sealed from its current value.
+    """
+    primary = vault.keyring(reload=True).primary.id
+    prefix = f"v1.{primary}."
+    total = Credential.objects.exclude(secret__startswith=prefix).count()
+    done = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Credential.objects.select_for_update()
+                .exclude(secret__startswith=prefix)
+                .order_by("id")[:batch_size]
+            )
+            if not batch:
+                break
+            for credential in batch:
+                plaintext = vault.open_secret(credential)
+                credential.secret = vault.seal_secret(credential, plaintext)
+                credential.save(update_fields=["secret"])
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
+    return done
+
+
+def credentials_sealed_with(key_id: str) -> int:
+    """How many secrets are still sealed with ``key_id``."""
+    return Credential.objects.filter(secret__startswith=f"v1.{key_id}.").count()
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``moorage keys rotate`` did."""
+
+    primary: str
+    added: bool  # False when MOORAGE_KEYS is in charge and the operator added the key
+    resealed: int
+
+
+def keyring_rotate(*, progress: Callable[[int, int], None] | None = None) -> Rotation:
+    """Make a new primary key (key file) and re-seal every secret with the primary.
+
+    With ``MOORAGE_KEYS`` the operator adds the new key first in the variable and restarts;
+    this then only re-seals. Safe to run again after an interruption.
+    """
+    added = False
+    if not settings.MOORAGE_KEYS:
+        KeyFile(settings.MOORAGE_KEY_FILE).add_primary(generate_key())
+        added = True
+    primary = vault.keyring(reload=True).primary.id
+    return Rotation(primary=primary, added=added, resealed=credentials_reseal(progress=progress))
+
+
+def keyring_retire(*, key_id: str) -> None:
+    """Remove a key from the key file; refused while anything is still sealed with it."""
+    ring = vault.keyring(reload=True)
+    if ring.get(key_id) is None:
+        raise NotFound(f"No key {key_id!r} in the keyring.", code="key_not_found")
+    if ring.primary.id == key_id:
+        raise Conflict(
+            f"Key {key_id!r} is the primary key; run 'moorage keys rotate' first.",
+            code="key_is_primary",
+        )
+    still = credentials_sealed_with(key_id)
+    if still:
+        raise Conflict(
+            f"{still} secret(s) are still sealed with key {key_id!r}; run 'moorage keys rotate' "
+            "to re-seal them first.",
+            code="key_in_use", detail={"sealed": still},
+        )
+    if settings.MOORAGE_KEYS:
+        raise Conflict(
+            f"Nothing is sealed with {key_id!r} any more: remove it from MOORAGE_KEYS and "
+            "restart.",
+            code="key_in_environment",
+        )
+    KeyFile(settings.MOORAGE_KEY_FILE).remove(key_id)
+    vault.keyring(reload=True)

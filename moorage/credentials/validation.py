@@ -1,0 +1,158 @@
+"""Checking what people type into a credential, with the limits the README documents.
+
+Each function returns the cleaned value or raises :class:`ValidationFailed` with a stable
+code and ``detail["fields"]`` naming the field, so pages put the message on the right input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+
+from moorage.credentials.choices import CredentialType
+from moorage.errors import ValidationFailed
+from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
+
+NAME_MAX = 100
+SERVER_MAX = 255
+USERNAME_MAX = 255
+EMAIL_MAX = 254
+SECRET_MAX = 16 * 1024  # a Google service-account JSON key is ~2.4 KB
+GCP_JSON_KEY_USER = "_json_key"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_GIT_HOST = re.compile(
+    r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$"  # name[:port]
+    r"|^\[[0-9a-f:]+\](:[0-9]{1,5})?$"  # [ipv6][:port]
+)
+
+
+def _fail(field: str, code: str, message: str) -> ValidationFailed:
+    return ValidationFailed(message, code=code, detail={"fields": {field: message}})
+
+
+def clean_type(value: str) -> CredentialType:
+    try:
+        return CredentialType(value)
+    except ValueError:
+        raise _fail(
+            "type", "credential_type_invalid",
+            f"Unknown credential type {value!r}; use container_registry or git.",
+        ) from None
+
+
+def _single_line(field: str, label: str, value: str, limit: int) -> str:
+    value = value.strip()
+    if not value:
+        raise _fail(field, f"{field}_required", f"The {label} must not be empty.")
+    if len(value) > limit:
+        raise _fail(field, f"{field}_too_long", f"The {label} is longer than {limit} characters.")
+    if _CONTROL.search(value):
+        raise _fail(field, f"{field}_invalid", f"The {label} must be one line of text.")
+    return value
+
+
+def clean_name(value: str) -> str:
+    return _single_line("name", "name", value, NAME_MAX)
+
+
+def clean_username(value: str) -> str:
+    value = _single_line("username", "username", value, USERNAME_MAX)
+    if ":" in value:
+        # Registries and git servers take user:password (Basic auth): a colon cannot be sent.
+        raise _fail("username", "username_invalid", "The username cannot contain ':'.")
+    return value
+
+
+def clean_email(value: str) -> str:
+    value = value.strip()
+    if not value:
+        return ""
+    if len(value) > EMAIL_MAX:
+        raise _fail("email", "email_too_long", f"The e-mail is longer than {EMAIL_MAX} characters.")
+    try:
+        validate_email(value)
+    except DjangoValidationError:
+        raise _fail(
+            "email", "email_invalid", "Enter a valid e-mail address or leave it empty."
+        ) from None
+    return value
+
+
+def clean_server(kind: CredentialType, value: str) -> str:
+    """The canonical host a credential is for: a registry host, or a git host."""
+    if len(value) > SERVER_MAX:
+        raise _fail(
+            "server", "server_too_long", f"The server is longer than {SERVER_MAX} characters."
+        )
+    if kind is CredentialType.CONTAINER_REGISTRY:
+        try:
+            return normalize_registry_host(value)
+        except InvalidRegistryHost as exc:
+            raise _fail("server", exc.code, str(exc)) from None
+    return clean_git_host(value)
+
+
+def clean_git_host(value: str) -> str:
+    """``github.com``, ``git.example.com:8443``, or ``https://github.com/`` → ``github.com``."""
+    text = value.strip()
+    if not text:
+        raise _fail("server", "server_required", "The git host must not be empty.")
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme not in ("https", "http"):
+            raise _fail("server", "server_scheme_invalid",
+                        "Give the git host (like github.com) or an https:// URL.")
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+            raise _fail("server", "server_has_path",
+                        "Give only the git host, like github.com; the credential serves every "
+                        "repository on it.")
+        text = parts.netloc
+    host = text.lower().rstrip("/")
+    if not _GIT_HOST.match(host):
+        raise _fail("server", "server_invalid",
+                    f"{value.strip()!r} is not a host name; use something like github.com.")
+    return host
+
+
+def clean_secret(kind: CredentialType, username: str, value: str) -> str:
+    """The password or token, kept exactly (a JSON key keeps its newlines)."""
+    label = "token" if kind is CredentialType.GIT else "password"
+    if not value or not value.strip():
+        raise _fail("secret", "secret_required", f"The {label} must not be empty.")
+    if len(value) > SECRET_MAX:
+        raise _fail("secret", "secret_too_long",
+                    f"The {label} is longer than {SECRET_MAX} characters.")
+    if "\x00" in value:
+        raise _fail("secret", "secret_invalid", f"The {label} holds a NUL character.")
+    if kind is CredentialType.CONTAINER_REGISTRY and username == GCP_JSON_KEY_USER:
+        _check_json_key(value)
+    else:
+        # A pasted token often carries a trailing newline, never part of the secret. Spaces
+        # stay: they can be part of a password.
+        value = value.strip("\r\n")
+        if _CONTROL.search(value):
+            raise _fail("secret", "secret_invalid", f"The {label} must be one line of text.")
+    return value
+
+
+def _check_json_key(value: str) -> None:
+    problem = "Paste the whole service-account JSON key file (it starts with {)."
+    try:
+        document = json.loads(value)
+    except ValueError:
+        raise _fail(
+            "secret", "json_key_invalid", "The JSON key is not valid JSON. " + problem
+        ) from None
+    if not isinstance(document, dict):
+        raise _fail("secret", "json_key_invalid", problem)
+    missing = [k for k in ("type", "client_email", "private_key") if not document.get(k)]
+    if missing or document.get("type") != "service_account":
+        raise _fail(
+            "secret", "json_key_invalid",
+            "The JSON key is not a service-account key"
+            + (f" (missing {', '.join(missing)})" if missing else "") + ". " + problem,
+        )

@@ -1,0 +1,216 @@
+"""The Credentials pages (My Account → Credentials)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from moorage.accounts.forms import add_application_error
+from moorage.accounts.middleware import current_membership
+from moorage.accounts.permissions import Action, require
+from moorage.credentials import selectors, services
+from moorage.credentials.choices import CredentialType
+from moorage.credentials.forms import CredentialEditForm, CredentialForm, SecretForm, TestForm
+from moorage.credentials.presets import BY_KEY, PRESETS
+from moorage.errors import ApplicationError
+
+
+def _form_error(form: Any, exc: ApplicationError) -> None:
+    # Services call the secret "secret"; the forms too, so errors land on the right field.
+    add_application_error(form, exc)
+
+
+@login_required
+def credential_list(request: HttpRequest) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.VIEW)
+    credentials = list(selectors.credentials_of(account=membership.account))
+    usage = selectors.usage_counts(account=membership.account)
+    for credential in credentials:
+        credential.used_by = usage.get(credential.id, 0)  # type: ignore[attr-defined]
+    return render(request, "credentials/list.html", {"credentials": credentials})
+
+
+def _fields_context(kind: str, preset_key: str, form: CredentialForm) -> dict[str, Any]:
+    preset = BY_KEY.get(preset_key) or BY_KEY["generic"]
+    return {
+        "form": form,
+        "kind": kind if kind in CredentialType.values else CredentialType.CONTAINER_REGISTRY,
+        "preset": preset,
+        "presets": PRESETS,
+        "multiline": preset.multiline_secret or form["username"].value() == "_json_key",
+    }
+
+
+@login_required
+def credential_new(request: HttpRequest) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.MANAGE_CREDENTIALS)
+    if request.method == "POST":
+        form = CredentialForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                credential = services.credential_create(
+                    actor=membership.user, membership=membership, type=data["type"],
+                    name=data["name"], server=data["server"], username=data["username"],
+                    secret=data["secret"], email=data["email"],
+                )
+            except ApplicationError as exc:
+                if exc.status == 403:
+                    raise
+                _form_error(form, exc)
+            else:
+                suffix = " It is the account default." if credential.is_default else ""
+                messages.success(request, f"Credential {credential.name!r} added.{suffix}")
+                return redirect("credentials")
+        context = _fields_context(
+            str(request.POST.get("type", "")), str(request.POST.get("preset", "")), form
+        )
+        return render(request, "credentials/new.html", context, status=422)
+    kind = request.GET.get("type", CredentialType.CONTAINER_REGISTRY)
+    preset = BY_KEY.get(request.GET.get("preset", "generic")) or BY_KEY["generic"]
+    initial = {"type": kind, "preset": preset.key}
+    if kind == CredentialType.CONTAINER_REGISTRY:
+        initial |= {"server": preset.server, "username": preset.username}
+    form = CredentialForm(initial=initial)
+    context = _fields_context(kind, preset.key, form)
+    # The type and preset pickers ask htmx for the fields alone.
+    template = "credentials/_fields.html" if request.htmx else "credentials/new.html"  # type: ignore[attr-defined]
+    return render(request, template, context)
+
+
+@login_required
+def credential_edit(request: HttpRequest, credential_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.MANAGE_CREDENTIALS)
+    credential = selectors.credential_get(account=membership.account, credential_id=credential_id)
+    form = CredentialEditForm(
+        request.POST or None,
+        initial={"name": credential.name, "server": credential.server,
+                 "username": credential.username, "email": credential.email},
+    )
+    status = 200
+    if request.method == "POST":
+        status = 422
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.credential_update(
+                    actor=membership.user, membership=membership, credential_id=credential.id,
+                    name=data["name"], server=data["server"], username=data["username"],
+                    email=data["email"], secret=data["secret"] or None,
+                )
+            except ApplicationError as exc:
+                if exc.status in (403, 404):
+                    raise
+                _form_error(form, exc)
+            else:
+                messages.success(request, f"Credential {data['name']!r} saved.")
+                return redirect("credentials")
+    return render(request, "credentials/edit.html", {
+        "credential": credential, "form": form, "secret_form": SecretForm(),
+        "test_form": TestForm(),
+    }, status=status)
+
+
+@login_required
+@require_POST
+def credential_replace_secret(request: HttpRequest, credential_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.MANAGE_CREDENTIALS)
+    credential = selectors.credential_get(account=membership.account, credential_id=credential_id)
+    secret_form = SecretForm(request.POST)
+    if secret_form.is_valid():
+        try:
+            updated = services.credential_update(
+                actor=membership.user, membership=membership, credential_id=credential.id,
+                secret=secret_form.cleaned_data["secret"],
+            )
+        except ApplicationError as exc:
+            if exc.status in (403, 404):
+                raise
+            _form_error(secret_form, exc)
+        else:
+            label = "Token" if updated.type == CredentialType.GIT else "Password"
+            messages.success(
+                request, f"{label} of {updated.name!r} replaced (revision {updated.revision})."
+            )
+            return redirect("credentials")
+    form = CredentialEditForm(initial={"name": credential.name, "server": credential.server,
+                                       "username": credential.username,
+                                       "email": credential.email})
+    return render(request, "credentials/edit.html", {
+        "credential": credential, "form": form, "secret_form": secret_form,
+        "test_form": TestForm(),
+    }, status=422)
+
+
+@login_required
+@require_POST
+def credential_set_default(request: HttpRequest, credential_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    credential = services.credential_set_default(
+        actor=membership.user, membership=membership, credential_id=credential_id
+    )
+    messages.success(request, f"{credential.name!r} is now the account default.")
+    return redirect("credentials")
+
+
+@login_required
+def credential_delete(request: HttpRequest, credential_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.MANAGE_CREDENTIALS)
+    credential = selectors.credential_get(account=membership.account, credential_id=credential_id)
+    if request.method == "POST":
+        deleted = services.credential_delete(
+            actor=membership.user, membership=membership, credential_id=credential.id
+        )
+        text = f"Credential {deleted.name!r} deleted."
+        if deleted.promoted is not None:
+            text += f" {deleted.promoted.name!r} is now the account default."
+        messages.success(request, text)
+        return redirect("credentials")
+    successor = (
+        services.successor_of_default(membership.account, excluding=credential.id)
+        if credential.is_default else None
+    )
+    return render(request, "credentials/delete.html", {
+        "credential": credential, "successor": successor,
+        "used_by": selectors.usage_counts(account=membership.account).get(credential.id, 0),
+    })
+
+
+@login_required
+@require_POST
+def credential_test(request: HttpRequest, credential_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    form = TestForm(request.POST)
+    image = form.cleaned_data["image"] if form.is_valid() else None
+    outcome: services.TestOutcome | None = None
+    error: str | None = None
+    try:
+        outcome = services.credential_test(
+            actor=membership.user, membership=membership, credential_id=credential_id,
+            image=image or None,
+        )
+    except ApplicationError as exc:
+        if exc.status in (403, 404):
+            raise
+        error = exc.message
+    credential = selectors.credential_get(account=membership.account, credential_id=credential_id)
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "credentials/_test_result.html",
+                      {"credential": credential, "error": error})
+    if outcome is None:
+        messages.error(request, error or "The test could not run.")
+    elif outcome.ok:
+        messages.success(request, f"{credential.name}: {outcome.message}")
+    else:
+        messages.error(request, f"{credential.name}: {outcome.message}")
+    return redirect("credentials")
