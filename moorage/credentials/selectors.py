@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from moorage.accounts.models import Account
 from moorage.credentials.choices import CredentialType
@@ -24,6 +24,21 @@ def credentials_of(*, account: Account, type: str | None = None) -> QuerySet[Cre
             ) from None
         credentials = credentials.filter(type=kind)
     return credentials.order_by("type", "name", "id")
+
+
+LIST_FIELDS = (
+    "id", "type", "name", "server", "username", "email", "is_default", "revision",
+    "created_at", "updated_at", "last_tested_at", "last_test_result", "last_test_message",
+)
+
+
+def credential_rows(*, account: Account, type: str | None = None) -> list[dict[str, object]]:
+    """The account's credentials as plain rows for listings: one query, no secret column,
+    no model instances (a 1,000-row list is mostly object construction otherwise)."""
+    rows = credentials_of(account=account, type=type).values(
+        *LIST_FIELDS, created_by_email=F("created_by__email")
+    )
+    return list(rows)
 
 
 def credential_get(*, account: Account, credential_id: int) -> Credential:

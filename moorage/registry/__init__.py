@@ -10,6 +10,7 @@ import Django, so the region agent can use it too (a test enforces it).
 from moorage.registry.access import AccessResult, AccessStatus, check_access, check_login
 from moorage.registry.auth import (
     MANIFEST_ACCEPT,
+    Authorization,
     Challenge,
     LoginRejected,
     RegistryClient,
@@ -58,6 +59,7 @@ __all__ = [
     "MANIFEST_ACCEPT",
     "AccessResult",
     "AccessStatus",
+    "Authorization",
     "Challenge",
     "DockerConfigEntry",
     "ImageReference",

@@ -34,6 +34,7 @@ from moorage.registry.hosts import api_base_url, is_loopback, normalize_registry
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MANIFEST_ACCEPT",
+    "Authorization",
     "Challenge",
     "LoginRejected",
     "RegistryClient",

@@ -122,6 +122,11 @@ class ImageReference:
         if self.domain == DOCKER_HUB:
             if name.startswith(_OFFICIAL_PREFIX) and name.count("/") == 1:
                 name = name[len(_OFFICIAL_PREFIX) :]
+            first, slash, _ = name.partition("/")
+            if slash and ("." in first or first == "localhost"):
+                # "docker.io/my.org/app" shortened to "my.org/app" would name the host my.org
+                # (distribution's FamiliarString has this trap): keep the domain.
+                name = self.name
         else:
             name = self.name
         return name + self._suffix()

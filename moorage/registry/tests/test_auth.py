@@ -170,9 +170,7 @@ def test_a_shared_username_never_gets_another_tenants_token(
         challenge = _challenge(client, registry_token)
         client.fetch_token(registry_token.host, challenge, login, [pull_scope("tenant/app")])
         with pytest.raises(LoginRejected) as rejected:
-            client.fetch_token(
-                registry_token.host, challenge, impostor, [pull_scope("tenant/app")]
-            )
+            client.fetch_token(registry_token.host, challenge, impostor, [pull_scope("tenant/app")])
     assert impostor.password not in str(rejected.value)
     assert login.password not in str(rejected.value)
     assert _issuer_requests(registry_token, login.username) == 2
@@ -381,9 +379,7 @@ def test_fake_unusable_challenges(status: int, headers: dict[str, str], expected
 
 def test_a_password_is_never_sent_in_clear_to_a_remote_realm() -> None:
     insecure = 'Bearer realm="http://auth.example.com/token",service="x"'
-    fake = FakeRegistry(
-        lambda request: httpx.Response(401, headers={"WWW-Authenticate": insecure})
-    )
+    fake = FakeRegistry(lambda request: httpx.Response(401, headers={"WWW-Authenticate": insecure}))
     with fake.client() as client:
         result = check_login(SECRET_LOGIN, HOST, client=client)
     assert result.status is AccessStatus.PROTOCOL_ERROR

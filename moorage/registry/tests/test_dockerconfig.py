@@ -78,7 +78,7 @@ def test_build_shape() -> None:
             },
         }
     }
-    with pytest.raises(ValueError, match="two credentials for the registry docker.io"):
+    with pytest.raises(ValueError, match=r"two credentials for the registry docker\.io"):
         build_docker_config([("docker.io", ALICE, None), ("index.docker.io", BOB, None)])
 
 
@@ -148,9 +148,7 @@ def test_parse_duplicate_hosts_prefer_the_canonical_key() -> None:
     assert sorted(s.key for s in parsed.skipped) == ["docker.io", "index.docker.io"]
 
 
-@pytest.mark.parametrize(
-    "text", ["not json", "[]", '{"auths": []}', '"string"', b"\xff\xfe"]
-)
+@pytest.mark.parametrize("text", ["not json", "[]", '{"auths": []}', '"string"', b"\xff\xfe"])
 def test_parse_refuses_a_document_that_is_not_a_config(text: str | bytes) -> None:
     with pytest.raises(InvalidDockerConfig):
         parse_docker_config(text)
@@ -167,7 +165,7 @@ def test_k8s_secret() -> None:
     assert secret["metadata"] == {"name": "pull-secret", "namespace": "tenant-a"}
     config = base64.b64decode(secret["data"][".dockerconfigjson"]).decode()
     assert list(json.loads(config)["auths"]) == [HUB_KEY]
-    assert list(parse_docker_config(config))[0].login == ALICE
+    assert parse_docker_config(config).entries[0].login == ALICE
     with pytest.raises(ValueError, match="object name"):
         build_k8s_secret("Bad_Name", "ns", [])
     with pytest.raises(ValueError, match="namespace"):
@@ -212,7 +210,9 @@ def test_registry_config_header() -> None:
 # ----- real tools
 
 
-def _skopeo_inspect(reference: ImageReference, authfile: Path, home: Path) -> subprocess.CompletedProcess[str]:
+def _skopeo_inspect(
+    reference: ImageReference, authfile: Path, home: Path
+) -> subprocess.CompletedProcess[str]:
     skopeo = require_binary("/usr/bin/skopeo", "skopeo")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
     env["XDG_RUNTIME_DIR"] = str(home)  # no stray auth.json of the machine
@@ -322,5 +322,16 @@ def test_classic_build_pulls_its_base_with_our_registry_config_header(
     refused = build(None)
     assert any("error" in line for line in refused), refused
     built = build(registry_config_header([(registry.host, login)]))
-    assert not any("error" in line for line in built), built
-    assert any("Successfully built" in line.get("stream", "") for line in built), built
+    ids = [
+        line["stream"].split()[-1]
+        for line in built
+        if line.get("stream", "").startswith("Successfully built")
+    ]
+    try:
+        assert not any("error" in line for line in built), built
+        assert ids, built
+    finally:
+        # The built image is a child of the base: remove it first, or the engine teardown
+        # (which removes new images in no particular order) may meet a conflict.
+        for image_id in ids:
+            docker_client.images.remove(image_id, force=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from ipaddress import IPv6Address
 
 import pytest
 from hypothesis import given
@@ -51,7 +52,10 @@ from moorage.registry import (
         ("[0:0:0:0:0:0:0:1]:5000", "[::1]:5000"),
         ("[2001:DB8::1]", "[2001:db8::1]"),
         ("xn--bcher-kva.example", "xn--bcher-kva.example"),
-        ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "123456789012.dkr.ecr.eu-west-1.amazonaws.com"),
+        (
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+        ),
     ],
 )
 def test_normalize_accepts_what_people_paste(pasted: str, canonical: str) -> None:
@@ -164,8 +168,15 @@ def test_hosts_match_is_exact_on_the_canonical_host() -> None:
 
 _label = st.from_regex(r"\A[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?\Z")
 _name = st.lists(_label, min_size=1, max_size=4).map(".".join)
-_ipv6 = st.ip_addresses(v=6).filter(lambda a: a.ipv4_mapped is None).map(lambda a: f"[{a}]")
-_host = st.one_of(_name, _ipv6, st.sampled_from(["docker.io", "index.docker.io", "localhost"]))
+
+
+def _not_ipv4_mapped(address: IPv6Address) -> bool:
+    return address.ipv4_mapped is None
+
+
+_ipv6 = st.builds(IPv6Address, st.integers(min_value=0, max_value=2**128 - 1))
+_ipv6_host = _ipv6.filter(_not_ipv4_mapped).map(lambda a: f"[{a}]")
+_host = st.one_of(_name, _ipv6_host, st.sampled_from(["docker.io", "index.docker.io", "localhost"]))
 _port = st.integers(min_value=1, max_value=65535).map(str)
 
 

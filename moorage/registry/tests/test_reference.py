@@ -22,7 +22,14 @@ SHA = "sha256:" + "0123456789abcdef" * 4
         ("INDEX.DOCKER.IO/user/app", "docker.io", "user/app", "latest", None, False),
         ("user/app:v2", "docker.io", "user/app", "v2", None, True),
         # registry-1.docker.io is Hub's API host but not folded by the parser.
-        ("registry-1.docker.io/library/x", "registry-1.docker.io", "library/x", "latest", None, False),
+        (
+            "registry-1.docker.io/library/x",
+            "registry-1.docker.io",
+            "library/x",
+            "latest",
+            None,
+            False,
+        ),
         ("ghcr.io/team/app:1.0", "ghcr.io", "team/app", "1.0", None, True),
         ("ghcr.io/app", "ghcr.io", "app", "latest", None, False),
         ("localhost/app", "localhost", "app", "latest", None, False),
@@ -36,7 +43,14 @@ SHA = "sha256:" + "0123456789abcdef" * 4
         ("localhost:5000", "docker.io", "library/localhost", "5000", None, True),
         (f"busybox@{SHA}", "docker.io", "library/busybox", None, SHA, False),
         (f"ghcr.io/a/b:1@{SHA}", "ghcr.io", "a/b", "1", SHA, True),
-        ("a_b/c__d/e-f/g--h/i.j:T_1.x-y", "docker.io", "a_b/c__d/e-f/g--h/i.j", "T_1.x-y", None, True),
+        (
+            "a_b/c__d/e-f/g--h/i.j:T_1.x-y",
+            "docker.io",
+            "a_b/c__d/e-f/g--h/i.j",
+            "T_1.x-y",
+            None,
+            True,
+        ),
         ("x:" + "a" * 128, "docker.io", "library/x", "a" * 128, None, True),
         ("x:_tag", "docker.io", "library/x", "_tag", None, True),
     ],
@@ -123,6 +137,9 @@ def test_string_forms() -> None:
     assert parse_reference("127.0.0.1:5000/x").api_host == "127.0.0.1:5000"
     assert parse_reference("registry-1.docker.io/library/x").registry_host == "docker.io"
     assert parse_reference("busybox").with_tag("2") == parse_reference("busybox:2")
+    # Shortening must not turn a Hub path into a host name.
+    assert parse_reference("docker.io/my.org/app").familiar == "docker.io/my.org/app:latest"
+    assert parse_reference("docker.io/localhost/app").familiar == "docker.io/localhost/app:latest"
 
 
 # --------------------------------------------------------------------------------------------
