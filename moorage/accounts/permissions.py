@@ -23,12 +23,13 @@ class Action(StrEnum):
     DEPLOY = "deploy"  # create and change apps, deploy them, test credentials
     MANAGE_CREDENTIALS = "manage_credentials"  # add, rotate, delete credentials
     MANAGE_MEMBERS = "manage_members"  # add members, change non-owner roles, revoke tokens
+    CHOOSE_REGIONS = "choose_regions"  # enable and disable the regions the account uses
     MANAGE_OWNERS = "manage_owners"  # make, demote and remove owners; rename the account
 
 
 _VIEWER = frozenset({Action.VIEW, Action.MANAGE_OWN_TOKENS})
 _MEMBER = _VIEWER | {Action.DEPLOY}
-_ADMIN = _MEMBER | {Action.MANAGE_CREDENTIALS, Action.MANAGE_MEMBERS}
+_ADMIN = _MEMBER | {Action.MANAGE_CREDENTIALS, Action.MANAGE_MEMBERS, Action.CHOOSE_REGIONS}
 _OWNER = _ADMIN | {Action.MANAGE_OWNERS}
 
 MATRIX: dict[Role, frozenset[Action]] = {
@@ -44,6 +45,7 @@ _ACTION_PHRASES: dict[Action, str] = {
     Action.DEPLOY: "change or deploy apps",
     Action.MANAGE_CREDENTIALS: "manage credentials",
     Action.MANAGE_MEMBERS: "manage members",
+    Action.CHOOSE_REGIONS: "choose the account's regions",
     Action.MANAGE_OWNERS: "manage owners",
 }
 

@@ -39,6 +39,7 @@ from moorage.errors import (
     RateLimited,
     ValidationFailed,
 )
+from moorage.regions.services import enable_default_regions
 
 NAME_MAX = 100
 SLUG_MAX = 50
@@ -191,6 +192,7 @@ def account_create(*, actor: User, name: str, slug: str | None = None) -> Accoun
         raise Conflict(f"The account slug {slug!r} is taken.", code="account_slug_taken")
     account = Account.objects.create(name=name, slug=slug)
     Membership.objects.create(user=actor, account=account, role=Role.OWNER)
+    enable_default_regions(account)
     audit_record(
         account=account,
         actor=actor,

@@ -24,3 +24,7 @@ class AuditAction(models.TextChoices):
     CREDENTIAL_DELETED = "credential.deleted", "Credential deleted"
     CREDENTIAL_TESTED = "credential.tested", "Credential tested"
     CREDENTIAL_EXPORTED = "credential.exported", "Credential exported"
+    REGION_CREATED = "region.created", "Region added"
+    REGION_TOKEN_ROTATED = "region.token_rotated", "Region token rotated"
+    REGION_REMOVED = "region.removed", "Region removed"
+    ACCOUNT_REGIONS_CHANGED = "account.regions_changed", "Regions of the account changed"

@@ -1,8 +1,9 @@
 """The ``moorage`` command tree.
 
-Server-side commands (``init``, ``up``, ``tokens``) open the database of this machine; client
-commands (``login``, ``whoami``) talk to a server's API. Later domains add their groups here
-(``credentials``, ``apps``, ``regions``, ``agent``), each from its own module.
+Server-side commands (``init``, ``up``, ``tokens``, ``keys``, ``credentials export``) open the
+database of this machine; client commands (``login``, ``whoami``, the rest of ``credentials``)
+talk to a server's API. Later domains add their groups here
+(``apps``, ``regions``, ``agent``), each from its own module.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import click
 
 from moorage import __version__
+from moorage.cli.credentials import credentials
+from moorage.cli.keys import keys
 from moorage.cli.remote import login, whoami
 from moorage.cli.server import init, tokens, up
 
@@ -25,3 +28,5 @@ cli.add_command(up)
 cli.add_command(tokens)
 cli.add_command(login)
 cli.add_command(whoami)
+cli.add_command(credentials)
+cli.add_command(keys)

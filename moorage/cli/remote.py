@@ -28,10 +28,22 @@ def _error_of(response: httpx.Response) -> tuple[str, str]:
         return f"The server answered HTTP {response.status_code}.", "http_error"
 
 
-def request(
-    method: str, path: str, *, config: clientconfig.ClientConfig, **kwargs: Any
-) -> dict[str, Any]:
-    """One authenticated API call; errors become a clean message and exit 1."""
+class ApiError(Exception):
+    """An error answer of the API: its user-safe message and stable code."""
+
+    def __init__(self, message: str, *, code: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+def call(method: str, path: str, *, config: clientconfig.ClientConfig, **kwargs: Any) -> Any:
+    """One authenticated API call: the decoded JSON answer (``None`` for an empty one).
+
+    An error answer raises :class:`ApiError`, for callers that carry on after one (an import
+    of many entries); an unreachable server is a clean message and exit 1.
+    """
     headers = {"Authorization": f"Bearer {config.token}"}
     try:
         response = httpx.request(
@@ -41,8 +53,27 @@ def request(
         fail(f"Cannot reach Moorage at {config.url}: {type(exc).__name__}.", code="unreachable")
     if response.is_error:
         message, code = _error_of(response)
-        fail(message, code=code)
-    result: dict[str, Any] = response.json()
+        raise ApiError(message, code=code, status=response.status_code)
+    if not response.content:
+        return None
+    return response.json()
+
+
+def request_any(
+    method: str, path: str, *, config: clientconfig.ClientConfig, **kwargs: Any
+) -> Any:
+    """Like :func:`call`, but an error answer becomes a clean message and exit 1."""
+    try:
+        return call(method, path, config=config, **kwargs)
+    except ApiError as exc:
+        fail(exc.message, code=exc.code)
+
+
+def request(
+    method: str, path: str, *, config: clientconfig.ClientConfig, **kwargs: Any
+) -> dict[str, Any]:
+    """One authenticated API call answering an object; errors become a message and exit 1."""
+    result: dict[str, Any] = request_any(method, path, config=config, **kwargs)
     return result
 
 

@@ -18,6 +18,8 @@ from moorage.accounts.auth import ApiTokenAuth
 from moorage.audit.api import router as audit_router
 from moorage.credentials.api import router as credentials_router
 from moorage.errors import ApplicationError
+from moorage.regions.api import agent_router
+from moorage.regions.api import router as regions_router
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ api = NinjaAPI(
 api.add_router("/", accounts_router)
 api.add_router("/", audit_router)
 api.add_router("/", credentials_router)
+api.add_router("/", regions_router)
+api.add_router("/", agent_router)
 
 
 def _error(

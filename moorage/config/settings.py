@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "moorage.accounts",
     "moorage.audit",
     "moorage.credentials",
+    "moorage.regions",
 ]
 
 MIDDLEWARE = [

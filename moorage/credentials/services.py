@@ -22,6 +22,10 @@ from moorage.credentials import validation, vault
 from moorage.credentials.choices import CredentialType, TestResult
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict, NotFound, ValidationFailed
+from moorage.regions import secrets as region_secrets
+from moorage.regions.changelog import record_change
+from moorage.regions.choices import ChangeKind
+from moorage.regions.models import Region
 from moorage.registry.access import AccessResult, check_access, check_login
 from moorage.registry.auth import RegistryLogin
 from moorage.registry.reference import InvalidReference, parse_reference
@@ -46,6 +50,12 @@ def _get_for_update(membership: Membership, credential_id: int) -> Credential:
     if credential is None:
         raise NotFound("No such credential in this account.", code="credential_not_found")
     return credential
+
+
+def _changed(credential: Credential) -> None:
+    """Tell the regions: their agents re-read this credential on the next sync."""
+    record_change(account_id=credential.account_id, kind=ChangeKind.CREDENTIAL,
+                  object_id=credential.pk)
 
 
 def _name_taken(account: Account, kind: str, name: str, exclude: int | None = None) -> bool:
@@ -103,6 +113,7 @@ def credential_create(
     # in the same transaction: no committed row ever lacks its secret.
     credential.secret = vault.seal_secret(credential, secret)
     credential.save(update_fields=["secret"])
+    _changed(credential)
     audit_record(
         account=account, actor=actor, action=AuditAction.CREDENTIAL_CREATED, target=credential,
         details={"name": name, "type": kind.value, "server": server, "username": username,
@@ -160,6 +171,7 @@ def credential_update(
     if set(changed) - {"name"}:
         credential.revision += 1
     credential.save()
+    _changed(credential)
     audit_record(
         account=credential.account, actor=actor, action=AuditAction.CREDENTIAL_UPDATED,
         target=credential,
@@ -191,6 +203,9 @@ def credential_set_default(
     )
     credential.is_default = True
     credential.save(update_fields=["is_default", "updated_at"])
+    if previous is not None:
+        _changed(previous)
+    _changed(credential)
     audit_record(
         account=membership.account, actor=actor, action=AuditAction.CREDENTIAL_SET_DEFAULT,
         target=credential,
@@ -221,12 +236,14 @@ def credential_delete(*, actor: User, membership: Membership, credential_id: int
         target=credential,
         details={"name": name, "type": credential.type, "was_default": was_default},
     )
+    _changed(credential)
     credential.delete()
     if was_default:
         promoted = successor_of_default(membership.account)
         if promoted is not None:
             promoted.is_default = True
             promoted.save(update_fields=["is_default", "updated_at"])
+            _changed(promoted)
             audit_record(
                 account=membership.account, actor=actor,
                 action=AuditAction.CREDENTIAL_SET_DEFAULT, target=promoted,
@@ -404,8 +421,11 @@ def credentials_reseal(
 
 
 def credentials_sealed_with(key_id: str) -> int:
-    """How many secrets are still sealed with ``key_id``."""
-    return Credential.objects.filter(secret__startswith=f"v1.{key_id}.").count()
+    """How many secrets (credential secrets and region keys) are sealed with ``key_id``."""
+    return (
+        Credential.objects.filter(secret__startswith=f"v1.{key_id}.").count()
+        + region_secrets.region_keys_sealed_with(key_id)
+    )
 
 
 @dataclass(frozen=True)
@@ -421,14 +441,27 @@ def keyring_rotate(*, progress: Callable[[int, int], None] | None = None) -> Rot
     """Make a new primary key (key file) and re-seal every secret with the primary.
 
     With ``MOORAGE_KEYS`` the operator adds the new key first in the variable and restarts;
-    this then only re-seals. Safe to run again after an interruption.
+    this then only re-seals. Run again after an interruption, it resumes re-sealing
+    instead of adding another key.
     """
+    primary = vault.keyring(reload=True).primary.id
     added = False
-    if not settings.MOORAGE_KEYS:
+    if not settings.MOORAGE_KEYS and not _sealed_with_others(primary):
+        # A rotation that was interrupted (something still sealed with an older key) is
+        # resumed, not started again with yet another key.
         KeyFile(settings.MOORAGE_KEY_FILE).add_primary(generate_key())
         added = True
-    primary = vault.keyring(reload=True).primary.id
-    return Rotation(primary=primary, added=added, resealed=credentials_reseal(progress=progress))
+        primary = vault.keyring(reload=True).primary.id
+    resealed = credentials_reseal(progress=progress) + region_secrets.region_keys_reseal()
+    return Rotation(primary=primary, added=added, resealed=resealed)
+
+
+def _sealed_with_others(primary: str) -> bool:
+    prefix = f"v1.{primary}."
+    return (
+        Credential.objects.exclude(secret__startswith=prefix).exists()
+        or Region.objects.exclude(key_sealed__startswith=prefix).exists()
+    )
 
 
 def keyring_retire(*, key_id: str) -> None:

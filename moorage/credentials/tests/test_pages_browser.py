@@ -24,8 +24,13 @@ def _login(page: Page, url: str, member: Member) -> None:
 
 def _add(page: Page, url: str, *, name: str, preset: str, server: str | None = None) -> None:
     page.goto(url + "/credentials/new/")
-    page.get_by_label("Registry", exact=True).select_option(preset)
-    # The preset swaps the fields in with htmx; wait for its server value to arrive.
+    # Choosing a preset swaps the fields in with htmx: wait for the swap to settle before
+    # typing, or the late swap replaces what was typed.
+    with page.expect_response(lambda response: "/credentials/new/?" in response.url):
+        page.get_by_label("Registry", exact=True).select_option(preset)
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+    )
     if server is None:
         expect(page.get_by_label("Registry server")).not_to_have_value("")
     else:

@@ -1,0 +1,79 @@
+"""The sync protocol's shared pieces: signed envelopes and region sealing (no Django).
+
+Both the control plane (which signs and seals) and the agent (which verifies and opens)
+import this module, so the two sides cannot drift apart. See ``docs/sync.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from moorage.sealing import Key
+
+MAC_INFO = b"moorage/sync/mac/v1"
+REGION_TOKEN_PREFIX = "mrr_"  # noqa: S105 - a public prefix, not a secret
+DEFAULT_WAIT = 25
+MAX_WAIT = 60
+
+
+class TamperedPayload(ValueError):
+    """An envelope failed its integrity check, or its payload does not parse."""
+
+
+def mac_key(region_key: Key) -> bytes:
+    """The HMAC key of a region, derived from its AES key (one secret to hand out)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=MAC_INFO).derive(
+        region_key.material
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+def sign(payload: dict[str, Any], region_key: Key) -> dict[str, str]:
+    """Wrap ``payload`` in an envelope the region's agent can verify."""
+    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    tag = hmac.new(mac_key(region_key), body, hashlib.sha256).digest()
+    return {"payload": _b64(body), "mac": _b64(tag)}
+
+
+def verify(envelope: Any, region_key: Key) -> dict[str, Any]:
+    """The payload of an envelope, or :class:`TamperedPayload` if anything is off."""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("payload"), str) \
+            or not isinstance(envelope.get("mac"), str):
+        raise TamperedPayload("the answer is not a signed envelope")
+    try:
+        body = base64.urlsafe_b64decode(envelope["payload"])
+        tag = base64.urlsafe_b64decode(envelope["mac"])
+    except (binascii.Error, ValueError):
+        raise TamperedPayload("the envelope is not valid base64") from None
+    expected = hmac.new(mac_key(region_key), body, hashlib.sha256).digest()
+    if not hmac.compare_digest(tag, expected):
+        raise TamperedPayload("the payload failed its integrity check")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise TamperedPayload("the payload is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise TamperedPayload("the payload is not an object")
+    return payload
+
+
+def region_secret_aad(
+    *, region: str, account_id: int, credential_id: int, revision: int, field: str = "secret"
+) -> bytes:
+    """Associated data of a secret sealed for a region: it opens only there, for that
+    credential, field and revision."""
+    return (
+        f"moorage/region-credential/v1|region={region}|account={account_id}"
+        f"|credential={credential_id}|field={field}|revision={revision}"
+    ).encode()

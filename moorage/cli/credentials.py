@@ -1,0 +1,505 @@
+"""``moorage credentials``: the account's registry and git credentials.
+
+Every command but ``export`` talks to the REST API with the stored login. Secrets go one way:
+from a hidden prompt or standard input into a request body, never from a command-line argument
+(which other users of the machine can read in the process list) and never back out of the API.
+``export`` is the one command that writes secrets out; it runs on the server machine, against
+its database, because the API never returns a secret by design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from moorage.cli import clientconfig
+from moorage.cli.output import console, err_console, fail
+from moorage.cli.remote import ApiError, call, request_any, require_login
+from moorage.registry.dockerconfig import (
+    InvalidDockerConfig,
+    build_k8s_secret,
+    dump_docker_config,
+    parse_docker_config,
+)
+
+if TYPE_CHECKING:
+    from moorage.accounts.models import Membership
+
+REGISTRY = "container_registry"
+GIT = "git"
+TYPES = click.Choice([REGISTRY, GIT])
+_TYPE_LABELS = {REGISTRY: "registry", GIT: "git"}
+#: The API's classified test results in the user's words (moorage.credentials.choices).
+_RESULT_LABELS = {
+    "ok": "accepted",
+    "unauthorized": "credential rejected",
+    "forbidden": "no access to the repository",
+    "not_found": "image or tag not found",
+    "rate_limited": "rate limited",
+    "unreachable": "registry unreachable",
+    "protocol_error": "unexpected registry answer",
+    "host_mismatch": "image is on another registry",
+}
+DOCKER_CONFIG = "docker-config"
+K8S_SECRET = "k8s-secret"  # noqa: S105 - a format name
+
+
+@click.group()
+def credentials() -> None:
+    """Manage the account's container-registry and git credentials."""
+
+
+def _say(message: str, *, err: bool = False) -> None:
+    """A sentence for a person (rich markup), never hard-wrapped: scripts grep for it."""
+    (err_console if err else console).print(message, highlight=False, soft_wrap=True)
+
+
+# ----- helpers shared by the remote commands
+
+
+def _list(config: clientconfig.ClientConfig, kind: str | None = None) -> list[dict[str, Any]]:
+    params = {"type": kind} if kind else None
+    result = request_any("GET", "/credentials", config=config, params=params)
+    return list(result or [])
+
+
+def _resolve(
+    config: clientconfig.ClientConfig, name: str, kind: str | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The credential named ``name`` (of ``kind``), and the account's whole list.
+
+    A registry and a git credential may share a name; then the caller must say which.
+    """
+    everything = _list(config)
+    matches = [c for c in everything if c["name"] == name and kind in (None, c["type"])]
+    if not matches:
+        what = f"{_TYPE_LABELS[kind]} credential" if kind else "credential"
+        fail(f"No {what} named {name!r} in this account.",
+             code="credential_not_found")
+    if len(matches) > 1:
+        fail(
+            f"Both a registry and a git credential are named {name!r}; say which with "
+            "--type container_registry or --type git.",
+            code="credential_name_ambiguous",
+        )
+    return matches[0], everything
+
+
+def _default_of(everything: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((c for c in everything if c["is_default"]), None)
+
+
+def _successor(everything: list[dict[str, Any]], excluding: int) -> dict[str, Any] | None:
+    """Who becomes default when the default goes: the oldest remaining registry credential
+    (the server's rule, :func:`moorage.credentials.services.successor_of_default`)."""
+    remaining = [c for c in everything if c["type"] == REGISTRY and c["id"] != excluding]
+    if not remaining:
+        return None
+    return min(remaining, key=lambda c: (datetime.fromisoformat(c["created_at"]), c["id"]))
+
+
+def _read_secret(*, kind: str, from_stdin: bool, username: str | None = None) -> str:
+    """The password or token: all of standard input, or a hidden prompt asked twice.
+
+    Standard input is read whole so a multi-line secret (a Google service-account JSON key)
+    keeps its newlines; only the one newline that ends the input is dropped.
+    """
+    label = "Token" if kind == GIT else "Password"
+    if from_stdin:
+        text = sys.stdin.read()
+        if text.endswith("\r\n"):
+            text = text[:-2]
+        elif text.endswith("\n"):
+            text = text[:-1]
+        if not text.strip():
+            fail(f"No {label.lower()} on standard input.", code="secret_missing")
+        return text
+    if username == "_json_key":
+        _say("A JSON key has several lines: pipe the key file in with --password-stdin.",
+             err=True)
+    value: str = click.prompt(
+        label, hide_input=True, confirmation_prompt=f"Repeat the {label.lower()}", err=True
+    )
+    return value
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return ""
+    return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _test_label(credential: dict[str, Any]) -> str:
+    result = credential.get("last_test_result")
+    if not result:
+        return "[dim]never[/dim]"
+    colour = "green" if result == "ok" else "red"
+    return f"[{colour}]{result}[/{colour}] {_when(credential.get('last_tested_at'))}"
+
+
+# ----- remote commands
+
+
+@credentials.command("list")
+@click.option("--type", "kind", type=TYPES, help="Only credentials of this type.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+def credentials_list(kind: str | None, as_json: bool) -> None:
+    """List the account's credentials (secrets are never shown)."""
+    config = require_login()
+    items = _list(config, kind)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        _say("No credentials yet. Add one with [bold]moorage credentials add[/bold].")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("Name", no_wrap=True, style="bold")
+    table.add_column("Type", no_wrap=True)
+    table.add_column("Server", no_wrap=True)
+    table.add_column("Username", overflow="fold")
+    table.add_column("Default", no_wrap=True)
+    table.add_column("Last test")
+    table.add_column("Rev", justify="right")
+    for c in items:
+        table.add_row(
+            escape(c["name"]), _TYPE_LABELS.get(c["type"], c["type"]), escape(c["server"]),
+            escape(c["username"]),
+            "[green]Default[/green]" if c["is_default"] else "", _test_label(c),
+            str(c["revision"]),
+        )
+    console.print(table, highlight=False)
+
+
+@credentials.command("add")
+@click.argument("name")
+@click.option("--server", required=True, help="Registry host (ghcr.io, docker.io...) or git host.")
+@click.option("--username", required=True)
+@click.option("--email", default="", help="Optional e-mail (some registries want it).")
+@click.option("--type", "kind", type=TYPES, default=REGISTRY, show_default=True)
+@click.option(
+    "--password-stdin", is_flag=True,
+    help="Read the password or token from standard input (all of it) instead of a prompt.",
+)
+def credentials_add(
+    name: str, server: str, username: str, email: str, kind: str, password_stdin: bool
+) -> None:
+    """Add a credential; its secret comes from a hidden prompt or standard input."""
+    config = require_login()
+    secret = _read_secret(kind=kind, from_stdin=password_stdin, username=username)
+    created = request_any(
+        "POST", "/credentials", config=config,
+        json={"type": kind, "name": name, "server": server, "username": username,
+              "secret": secret, "email": email},
+    )
+    _say(
+        f"[green]✓[/green] Added {_TYPE_LABELS[kind]} credential "
+        f"[bold]{escape(created['name'])}[/bold] for {escape(created['server'])} as "
+        f"{escape(created['username'])} (revision {created['revision']}).",
+    )
+    if created["is_default"]:
+        _say("It is the account default.")
+    elif kind == REGISTRY:
+        default = _default_of(_list(config, REGISTRY))
+        current = f" (the default is {escape(default['name'])})" if default else ""
+        _say(
+            f"It is not the account default{current}; "
+            f"'moorage credentials set-default {escape(created['name'])}' makes it one.",
+        )
+
+
+@credentials.command("update")
+@click.argument("name")
+@click.option("--name", "new_name", help="A new name.")
+@click.option("--server")
+@click.option("--username")
+@click.option("--email")
+@click.option("--replace-password", is_flag=True,
+              help="Rotate: ask for a new password or token.")
+@click.option("--password-stdin", is_flag=True,
+              help="Rotate: read the new password or token from standard input.")
+@click.option("--type", "kind", type=TYPES,
+              help="Which one, when a registry and a git credential share the name.")
+def credentials_update(
+    name: str, new_name: str | None, server: str | None, username: str | None,
+    email: str | None, replace_password: bool, password_stdin: bool, kind: str | None,
+) -> None:
+    """Change what is given, and nothing else; a new secret rotates the credential."""
+    config = require_login()
+    changes: dict[str, str] = {
+        field: value
+        for field, value in (("name", new_name), ("server", server), ("username", username),
+                             ("email", email))
+        if value is not None
+    }
+    if not changes and not (replace_password or password_stdin):
+        fail("Nothing to change: give --name, --server, --username, --email or "
+             "--replace-password.", code="nothing_to_change")
+    credential, _ = _resolve(config, name, kind)
+    if replace_password or password_stdin:
+        changes["secret"] = _read_secret(
+            kind=credential["type"], from_stdin=password_stdin,
+            username=changes.get("username", credential["username"]),
+        )
+    updated = request_any("PATCH", f"/credentials/{credential['id']}", config=config,
+                          json=changes)
+    before, after = credential["revision"], updated["revision"]
+    if after == before and updated["name"] == credential["name"]:
+        _say(f"Nothing changed in [bold]{escape(updated['name'])}[/bold] "
+             f"(revision {after}).")
+        return
+    verb = "Rotated" if "secret" in changes else "Updated"
+    revision = f"revision {before} → {after}" if after != before else f"revision {after}"
+    _say(f"[green]✓[/green] {verb} [bold]{escape(updated['name'])}[/bold] ({revision}).")
+
+
+@credentials.command("set-default")
+@click.argument("name")
+def credentials_set_default(name: str) -> None:
+    """Make a container-registry credential the account default."""
+    config = require_login()
+    credential, everything = _resolve(config, name, REGISTRY)
+    previous = _default_of(everything)
+    request_any("POST", f"/credentials/{credential['id']}/set-default", config=config)
+    if previous is not None and previous["id"] == credential["id"]:
+        _say(f"[bold]{escape(name)}[/bold] already is the account default.")
+        return
+    was = f" (was {escape(previous['name'])})" if previous else ""
+    _say(f"[green]✓[/green] [bold]{escape(name)}[/bold] is now the account default{was}.")
+
+
+@credentials.command("delete")
+@click.argument("name")
+@click.option("--type", "kind", type=TYPES,
+              help="Which one, when a registry and a git credential share the name.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def credentials_delete(name: str, kind: str | None, yes: bool) -> None:
+    """Delete a credential; deleting the default promotes the oldest remaining one."""
+    config = require_login()
+    credential, everything = _resolve(config, name, kind)
+    if credential["is_default"]:
+        successor = _successor(everything, excluding=credential["id"])
+        if successor is not None:
+            note = f"{name} is the default; {successor['name']} will become the default."
+        else:
+            note = (f"{name} is the default and the last container-registry credential; "
+                    "the account will have no default.")
+    elif credential["type"] == REGISTRY:
+        default = _default_of(everything)
+        note = f"{name} is not the default" + (
+            f"; {default['name']} stays the default." if default else ".")
+    else:
+        note = f"{name} is a git credential."
+    if credential.get("used_by_apps"):
+        note += f" {credential['used_by_apps']} app(s) use it."
+    _say(escape(note))
+    if not yes:
+        click.confirm(f"Delete credential {name!r}?", abort=True, err=True)
+    request_any("DELETE", f"/credentials/{credential['id']}", config=config)
+    _say(f"[green]✓[/green] Deleted [bold]{escape(name)}[/bold].")
+    if credential["is_default"]:
+        now = _default_of(_list(config, REGISTRY))
+        if now is not None:
+            _say(f"[bold]{escape(now['name'])}[/bold] is now the account default.")
+
+
+@credentials.command("test")
+@click.argument("name")
+@click.option("--image", help="Also check pull access to this image (on the same registry).")
+def credentials_test(name: str, image: str | None) -> None:
+    """Log in to the registry with the credential; exit 0 when it accepted it, else 1."""
+    config = require_login()
+    credential, _ = _resolve(config, name, REGISTRY)
+    body = {"image": image} if image else None
+    outcome = request_any("POST", f"/credentials/{credential['id']}/test", config=config,
+                          json=body)
+    result = str(outcome["result"])
+    label = _RESULT_LABELS.get(result, result)
+    mark = "[green]✓[/green]" if outcome["ok"] else "[red]✗[/red]"
+    _say(f"{mark} [bold]{escape(result)}[/bold] ({label}): {escape(outcome['message'])}")
+    if not outcome["ok"]:
+        raise click.exceptions.Exit(1)
+
+
+def _default_docker_config() -> Path:
+    base = os.environ.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+@credentials.command("import-docker-config")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def credentials_import_docker_config(path: Path | None) -> None:
+    """Add a registry credential for each usable login of a docker config.json.
+
+    PATH defaults to $DOCKER_CONFIG/config.json, else ~/.docker/config.json. Each credential
+    is named after its registry host (docker.io, ghcr.io, 127.0.0.1:5000...); a name that
+    exists already is left alone.
+    """
+    config = require_login()
+    path = path or _default_docker_config()
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        fail(f"Cannot read {path}: {exc.strerror}.", code="docker_config_unreadable")
+    try:
+        parsed = parse_docker_config(text)
+    except InvalidDockerConfig as exc:
+        fail(f"{path}: {exc}", code="docker_config_invalid")
+    existing = {c["name"] for c in _list(config, REGISTRY)}
+    created, skipped, failed = 0, 0, 0
+    for entry in parsed.entries:
+        if entry.host in existing:
+            _say(f"[yellow]-[/yellow] {escape(entry.host)}: a credential with this name "
+                 "already exists; left as it is.")
+            skipped += 1
+            continue
+        try:
+            result = call("POST", "/credentials", config=config, json={
+                "type": REGISTRY, "name": entry.host, "server": entry.host,
+                "username": entry.username, "secret": entry.password, "email": entry.email or "",
+            })
+        except ApiError as exc:
+            _say(f"[red]✗[/red] {escape(entry.host)}: {escape(exc.message)} "
+                 f"[dim]({escape(exc.code)})[/dim]", err=True)
+            failed += 1
+            continue
+        default = " (the account default)" if result["is_default"] else ""
+        _say(f"[green]✓[/green] {escape(entry.host)}: created as {escape(entry.username)}"
+             f"{default}.")
+        created += 1
+    for skip in parsed.skipped:
+        _say(f"[yellow]-[/yellow] {escape(skip.key)}: skipped, {escape(skip.reason)}.")
+        skipped += 1
+    summary = f"{created} created, {skipped} skipped"
+    _say(summary + (f", {failed} failed." if failed else "."))
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+# ----- export: on the server machine
+
+
+def _membership(email: str | None, account_slug: str | None) -> Membership:
+    """Whom the export acts as: the given user (default: the first platform staff user) in
+    the given account (default: their first), as ``moorage tokens create`` chooses."""
+    from moorage.accounts import selectors
+    from moorage.accounts.models import User
+
+    if email:
+        user = User.objects.filter(email=email.strip().lower()).first()
+        if user is None:
+            fail(f"No user {email}.", code="user_not_found")
+    else:
+        user = User.objects.filter(is_platform_staff=True).order_by("id").first()
+        if user is None:
+            fail("No user yet; run 'moorage init' first.", code="not_initialised")
+    if account_slug:
+        return selectors.membership_by_slug(user=user, slug=account_slug)
+    first = selectors.memberships_of_user(user=user).select_related("user", "account").first()
+    if first is None:
+        fail(f"{user.email} belongs to no account.", code="no_account")
+    return first
+
+
+def _write_private(path: Path, text: str, *, force: bool) -> None:
+    """Write ``text`` to a file only its owner can read (0600), whatever the umask."""
+    if not force:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fail(f"{path} exists; give --force to replace it.",
+                 code="output_exists")
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
+        return
+    # Replacing: write beside it, then rename, so the old file never holds half a secret
+    # and a file that was world-readable is not reused.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@credentials.command("export")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice([DOCKER_CONFIG, K8S_SECRET]),
+              default=DOCKER_CONFIG, show_default=True)
+@click.option("--output", "-o", required=True,
+              help="File to write (created with mode 0600), or '-' for standard output.")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--account", "account_slug", help="Which account (default: the user's first).")
+@click.option("--user", "email", help="Who exports (default: the first platform staff user).")
+@click.option("--k8s-name", default="moorage-registry", show_default=True,
+              help="metadata.name of the Secret.")
+@click.option("--namespace", default="default", show_default=True,
+              help="metadata.namespace of the Secret.")
+def credentials_export(
+    names: tuple[str, ...], fmt: str, output: str, force: bool, account_slug: str | None,
+    email: str | None, k8s_name: str, namespace: str,
+) -> None:
+    """Write registry credentials as a docker config.json or a Kubernetes pull Secret.
+
+    Runs on the server machine, against its database (the API never returns secrets).
+    Each export is recorded in the account's audit trail.
+    """
+    if fmt == K8S_SECRET:
+        try:
+            build_k8s_secret(k8s_name, namespace, [])
+        except ValueError as exc:
+            fail(str(exc), code="k8s_name_invalid")
+    target = None if output == "-" else Path(output)
+    if target is not None and target.exists() and not force:
+        fail(f"{target} exists; give --force to replace it.",
+             code="output_exists")
+
+    from moorage.cli.django_setup import setup_django
+
+    setup_django()
+    from django.db import transaction
+
+    from moorage.credentials.services import credentials_export as export_service
+    from moorage.errors import ApplicationError
+
+    try:
+        # The audit rows commit only once the file is written: no export is recorded that
+        # did not happen, and none happens unrecorded.
+        with transaction.atomic():
+            membership = _membership(email, account_slug)
+            entries = export_service(actor=membership.user, membership=membership,
+                                     names=list(names))
+            logins = [(e.server, e.login, e.email or None) for e in entries]
+            try:
+                if fmt == DOCKER_CONFIG:
+                    text = dump_docker_config(logins)
+                else:
+                    manifest = build_k8s_secret(k8s_name, namespace, logins)
+                    text = json.dumps(manifest, indent=2) + "\n"
+            except ValueError as exc:
+                fail(f"Cannot export these together: {exc}; a file holds one "
+                     "login per registry.", code="export_duplicate_registry")
+            if target is None:
+                click.echo(text, nl=False)
+            else:
+                _write_private(target, text, force=force)
+    except ApplicationError as exc:
+        fail(exc.message, code=exc.code)
+    what = "docker config" if fmt == DOCKER_CONFIG else "Kubernetes Secret"
+    listed = escape(", ".join(f"{e.name} ({e.server})" for e in entries))
+    where = "standard output" if target is None else f"{escape(str(target))} (mode 0600)"
+    _say(f"[green]✓[/green] Wrote a {what} with {listed} to {where}. "
+         f"Recorded in the audit trail of {membership.account.slug}.", err=True)

@@ -1,0 +1,1 @@
+"""Regions, the agents that serve them, and the change log agents sync from."""

@@ -1,0 +1,117 @@
+"""REST endpoints: the agents' sync channel, and the regions as members see them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema, Status
+
+from moorage.accounts.models import Membership
+from moorage.accounts.permissions import Action, require
+from moorage.agent.protocol import DEFAULT_WAIT, MAX_WAIT
+from moorage.credentials.selectors import credential_get
+from moorage.regions import selectors, sync
+from moorage.regions.auth import RegionTokenAuth
+from moorage.regions.models import Region
+
+agent_router = Router(tags=["agent"], auth=RegionTokenAuth())
+router = Router(tags=["regions"])
+
+
+class Envelope(Schema):
+    payload: str
+    mac: str
+
+
+class ChangesQuery(Schema):
+    since: int = Field(..., ge=0)
+    wait: int = Field(DEFAULT_WAIT, ge=0, le=MAX_WAIT)
+
+
+class AckIn(Schema):
+    revision: int = Field(..., ge=0)
+    snapshot: bool = False
+    credentials: dict[int, int] = Field(default_factory=dict)
+    removed: list[int] = Field(default_factory=list)
+
+
+def _region(request: HttpRequest) -> Region:
+    region: Region = request.auth  # type: ignore[attr-defined]
+    return region
+
+
+@agent_router.get("/agent/snapshot", response=Envelope, summary="The region's whole state")
+def agent_snapshot(request: HttpRequest) -> dict[str, str]:
+    return sync.snapshot(region=_region(request))
+
+
+@agent_router.get("/agent/changes", response=Envelope,
+                  summary="Changes after a revision (long poll)")
+def agent_changes(request: HttpRequest, query: Query[ChangesQuery]) -> dict[str, str]:
+    return sync.changes(region=_region(request), since=query.since, wait=query.wait)
+
+
+@agent_router.post("/agent/ack", response={204: None}, summary="What the agent holds now")
+def agent_ack(request: HttpRequest, payload: AckIn) -> Status[None]:
+    sync.ack(region=_region(request), revision=payload.revision,
+             credentials=payload.credentials, removed=payload.removed,
+             snapshot=payload.snapshot)
+    return Status(204, None)
+
+
+class RegionOut(Schema):
+    slug: str
+    name: str
+    runtime: str
+    status: str
+    last_seen_at: datetime | None
+    applied_revision: int
+    lag_revisions: int
+    lag_seconds: float
+    enabled: bool = Field(..., description="Whether the token's account deploys here.")
+
+
+class ReplicaOut(Schema):
+    region: str
+    status: str
+    revision: int | None
+    applied_at: datetime | None
+    in_sync: bool
+
+
+class CredentialSyncOut(Schema):
+    credential_id: int
+    revision: int
+    synced_regions: int
+    enabled_regions: int
+    regions: list[ReplicaOut]
+
+
+@router.get("/regions", response=list[RegionOut], summary="Regions and their sync state")
+def regions_list(request: HttpRequest) -> list[RegionOut]:
+    membership: Membership = request.auth  # type: ignore[attr-defined]
+    require(membership, Action.VIEW)
+    return [
+        RegionOut(slug=s.region.slug, name=s.region.name, runtime=s.region.runtime,
+                  status=s.status.value, last_seen_at=s.region.last_seen_at,
+                  applied_revision=s.region.applied_revision, lag_revisions=s.lag_revisions,
+                  lag_seconds=round(s.lag_seconds, 3), enabled=s.enabled)
+        for s in selectors.region_states(account=membership.account)
+    ]
+
+
+@router.get("/credentials/{credential_id}/sync", response=CredentialSyncOut,
+            summary="Which revision of a credential each region holds")
+def credential_sync(request: HttpRequest, credential_id: int) -> CredentialSyncOut:
+    membership: Membership = request.auth  # type: ignore[attr-defined]
+    require(membership, Action.VIEW)
+    credential = credential_get(account=membership.account, credential_id=credential_id)
+    states = selectors.credential_sync_states(credential=credential)
+    return CredentialSyncOut(
+        credential_id=credential.pk, revision=credential.revision,
+        synced_regions=sum(1 for s in states if s.in_sync), enabled_regions=len(states),
+        regions=[ReplicaOut(region=s.region.slug, status=s.region.status.value,
+                            revision=s.revision, applied_at=s.applied_at, in_sync=s.in_sync)
+                 for s in states],
+    )

@@ -1,0 +1,59 @@
+"""Writing the change log that region agents follow.
+
+Call :func:`record_change` inside the transaction of the change itself. It takes the next
+revision from :class:`SyncCounter` under a row lock held until commit, so a reader that sees
+revision ``R`` knows every change up to ``R`` is committed (no gaps to skip). On PostgreSQL
+it also queues a NOTIFY, delivered at commit, that wakes the agents' long polls.
+"""
+
+from __future__ import annotations
+
+from django.db import connection, transaction
+
+from moorage.regions.choices import ChangeKind
+from moorage.regions.models import Change, SyncCounter
+
+NOTIFY_CHANNEL = "moorage_sync"
+
+
+def counter_for_update() -> SyncCounter:
+    counter = SyncCounter.objects.select_for_update().filter(pk=1).first()
+    if counter is None:  # created by a migration; recreated if someone emptied the table
+        counter, _ = SyncCounter.objects.get_or_create(pk=1)
+    return counter
+
+
+def record_change(
+    *, account_id: int, kind: ChangeKind, object_id: int, region_id: int | None = None
+) -> int:
+    """Append a change and return its revision (inside the caller's transaction)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("record_change must run inside the transaction of the change")
+    counter = counter_for_update()
+    counter.revision += 1
+    counter.save(update_fields=["revision"])
+    Change.objects.create(revision=counter.revision, account_id=account_id, kind=kind,
+                          object_id=object_id, region_id=region_id)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(counter.revision)])
+    return counter.revision
+
+
+def current_revision() -> tuple[int, int]:
+    """``(revision, compacted_through)`` as committed now."""
+    counter = SyncCounter.objects.filter(pk=1).first()
+    return (counter.revision, counter.compacted_through) if counter else (0, 0)
+
+
+@transaction.atomic
+def compact(*, keep: int) -> int:
+    """Drop all but the newest ``keep`` changes; agents further behind take a snapshot."""
+    counter = counter_for_update()
+    horizon = counter.revision - keep
+    if horizon <= counter.compacted_through:
+        return 0
+    deleted, _ = Change.objects.filter(revision__lte=horizon).delete()
+    counter.compacted_through = horizon
+    counter.save(update_fields=["compacted_through"])
+    return deleted

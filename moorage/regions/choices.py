@@ -1,0 +1,25 @@
+"""Enumerations of the regions domain."""
+
+from django.db import models
+
+
+class Runtime(models.TextChoices):
+    """What a region's agent drives."""
+
+    DOCKER = "docker", "Docker Engine"
+    SWARM = "swarm", "Docker Swarm"
+
+
+class RegionStatus(models.TextChoices):
+    """Whether a region's agent has been heard from lately."""
+
+    ONLINE = "online", "Online"
+    OFFLINE = "offline", "Offline"
+    NEVER_SEEN = "never_seen", "Never connected"
+
+
+class ChangeKind(models.TextChoices):
+    """What a change-log row names."""
+
+    CREDENTIAL = "credential", "Credential"
+    ACCOUNT = "account", "Account enabled in or removed from a region"

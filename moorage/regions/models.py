@@ -1,0 +1,134 @@
+"""Regions, their tokens, which accounts use them, and the change log they sync from."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+
+from moorage.regions.choices import ChangeKind, RegionStatus, Runtime
+
+# An agent long-polls every 25 s by default; three missed polls is offline.
+OFFLINE_AFTER = timedelta(seconds=90)
+
+
+class Region(models.Model):
+    """A place where apps run, served by one agent process.
+
+    The region key (AES-256) seals the secrets sent to the agent; the control plane keeps it
+    sealed under its own keyring in ``key_sealed``. ``applied_revision`` is the change-log
+    revision the agent last reported as applied.
+    """
+
+    slug = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+    runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.DOCKER)
+    key_id = models.CharField(max_length=32)
+    key_sealed = models.TextField()
+    enabled_for_new_accounts = models.BooleanField(default=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    applied_revision = models.BigIntegerField(default=0)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("slug",)
+        constraints = [
+            models.CheckConstraint(condition=models.Q(runtime__in=Runtime.values),
+                                   name="region_runtime_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def status(self) -> RegionStatus:
+        if self.last_seen_at is None:
+            return RegionStatus.NEVER_SEEN
+        if timezone.now() - self.last_seen_at > OFFLINE_AFTER:
+            return RegionStatus.OFFLINE
+        return RegionStatus.ONLINE
+
+
+class RegionToken(models.Model):
+    """The bearer token of a region's agent. Only its SHA-256 is kept; rotating revokes."""
+
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="tokens")
+    digest = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.region} {self.prefix}…"
+
+
+class AccountRegion(models.Model):
+    """An account deploys to this region: its credentials are synced there."""
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE,
+                                related_name="region_links")
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="account_links")
+    enabled_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "region"], name="account_region_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account} in {self.region}"
+
+
+class SyncCounter(models.Model):
+    """The single row holding the change log's latest revision.
+
+    Writers lock it until their transaction commits, so revisions become visible in order.
+    """
+
+    revision = models.BigIntegerField(default=0)
+    compacted_through = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"revision {self.revision}"
+
+
+class Change(models.Model):
+    """One change agents must see: it names an object; its content is read when sent.
+
+    ``account_id`` and ``region_id`` are plain integers, not foreign keys, so the log still
+    says what happened after the object is gone.
+    """
+
+    revision = models.BigIntegerField(unique=True)
+    account_id = models.BigIntegerField()
+    kind = models.CharField(max_length=16, choices=ChangeKind.choices)
+    object_id = models.BigIntegerField()
+    region_id = models.BigIntegerField(null=True, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("revision",)
+
+    def __str__(self) -> str:
+        return f"r{self.revision} {self.kind} {self.object_id}"
+
+
+class CredentialReplica(models.Model):
+    """Which revision of a credential a region's agent reported holding."""
+
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="replicas")
+    credential = models.ForeignKey("credentials.Credential", on_delete=models.CASCADE,
+                                   related_name="replicas")
+    revision = models.PositiveIntegerField()
+    applied_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["region", "credential"],
+                                    name="credential_replica_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.credential_id}@{self.region_id} r{self.revision}"

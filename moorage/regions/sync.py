@@ -1,0 +1,238 @@
+"""The control plane's side of region sync: snapshots, long-polled changes, acks.
+
+See ``docs/sync.md``. Answers are built from the *current* state of the objects the change
+log names, re-sealed for the asking region, and signed with the region's MAC key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from moorage.accounts.models import Account
+from moorage.agent.protocol import MAX_WAIT, sign
+from moorage.credentials.models import Credential
+from moorage.errors import AuthenticationFailed, ValidationFailed
+from moorage.regions import changelog
+from moorage.regions import secrets as region_secrets
+from moorage.regions.choices import ChangeKind
+from moorage.regions.models import AccountRegion, Change, CredentialReplica, Region, RegionToken
+from moorage.sealing import Key
+
+# How often a region's last-seen time is written: every poll would be a write per request.
+SEEN_WRITE_INTERVAL = 5.0
+# SQLite has no NOTIFY; a waiting poll looks again this often.
+SQLITE_POLL_INTERVAL = 0.2
+
+
+def agent_authenticate(*, token: str) -> Region:
+    """The region a bearer token belongs to, or :class:`AuthenticationFailed`."""
+    if not region_secrets.is_well_formed(token):
+        raise AuthenticationFailed("The region token is malformed; it starts with 'mrr_'.",
+                                   code="region_token_invalid")
+    found = RegionToken.objects.select_related("region").filter(
+        digest=region_secrets.token_digest(token)).first()
+    if found is None:
+        raise AuthenticationFailed("The region token is not valid (or its region was removed).",
+                                   code="region_token_invalid")
+    if found.revoked_at is not None:
+        raise AuthenticationFailed(
+            f"The token of region {found.region.slug!r} was rotated; give the agent the new one.",
+            code="region_token_revoked",
+        )
+    region = found.region
+    now = timezone.now()
+    if region.last_seen_at is None or (now - region.last_seen_at).total_seconds() \
+            > SEEN_WRITE_INTERVAL:
+        Region.objects.filter(pk=region.pk).update(last_seen_at=now)
+        region.last_seen_at = now
+    return region
+
+
+def _enabled_account_ids(region: Region) -> set[int]:
+    return set(AccountRegion.objects.filter(region=region).values_list("account_id", flat=True))
+
+
+def _credential_payload(region: Region, key: Key, credential: Credential) -> dict[str, Any]:
+    return {
+        "id": credential.pk,
+        "account_id": credential.account_id,
+        "type": credential.type,
+        "name": credential.name,
+        "server": credential.server,
+        "username": credential.username,
+        "email": credential.email,
+        "is_default": credential.is_default,
+        "revision": credential.revision,
+        "secret": region_secrets.seal_for_region(region, key, credential),
+    }
+
+
+def snapshot(*, region: Region) -> dict[str, str]:
+    """The whole state for ``region``, signed."""
+    with transaction.atomic():
+        # One transaction: the revision and the rows are read as of the same moment on
+        # PostgreSQL (repeatable enough: the counter is read first, rows may only be newer,
+        # and newer rows are re-sent by the changes after this revision anyway).
+        revision, _ = changelog.current_revision()
+        account_ids = _enabled_account_ids(region)
+        accounts = list(Account.objects.filter(id__in=account_ids).order_by("id"))
+        credentials = list(Credential.objects.filter(account_id__in=account_ids).order_by("id"))
+    key = region_secrets.open_region_key(region)
+    payload = {
+        "kind": "snapshot",
+        "region": region.slug,
+        "revision": revision,
+        "accounts": [{"id": a.pk, "slug": a.slug} for a in accounts],
+        "credentials": [_credential_payload(region, key, c) for c in credentials],
+    }
+    return sign(payload, key)
+
+
+def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, Any]]:
+    """Turn log rows into protocol operations with current content, coalesced per object."""
+    enabled = _enabled_account_ids(region)
+    rows = list(changes)
+    credential_ids = {c.object_id for c in rows if c.kind == ChangeKind.CREDENTIAL}
+    upserted_accounts = {c.account_id for c in rows
+                         if c.kind == ChangeKind.ACCOUNT and c.account_id in enabled}
+    credentials = {
+        c.pk: c for c in Credential.objects.filter(
+            Q(id__in=credential_ids) | Q(account_id__in=upserted_accounts))
+    }
+    accounts = {a.pk: a for a in Account.objects.filter(id__in=upserted_accounts)}
+    ops: dict[tuple[str, int], tuple[int, int, dict[str, Any]]] = {}
+    sequence = 0
+
+    def put(key_: tuple[str, int], revision: int, op: dict[str, Any]) -> None:
+        nonlocal sequence
+        sequence += 1
+        ops.pop(key_, None)
+        ops[key_] = (revision, sequence, op)
+
+    for change in rows:
+        if change.kind == ChangeKind.ACCOUNT:
+            if change.account_id in enabled and change.account_id in accounts:
+                account = accounts[change.account_id]
+                put(("account", account.pk), change.revision,
+                    {"op": "account.upsert", "account": {"id": account.pk, "slug": account.slug}})
+                for credential in credentials.values():
+                    if credential.account_id == account.pk:
+                        put(("credential", credential.pk), change.revision,
+                            {"op": "credential.upsert",
+                             "credential": _credential_payload(region, key, credential)})
+            else:
+                put(("account", change.account_id), change.revision,
+                    {"op": "account.delete", "account_id": change.account_id})
+        elif change.kind == ChangeKind.CREDENTIAL:
+            current = credentials.get(change.object_id)
+            if current is not None and current.account_id in enabled:
+                put(("credential", current.pk), change.revision,
+                    {"op": "credential.upsert",
+                     "credential": _credential_payload(region, key, current)})
+            else:
+                put(("credential", change.object_id), change.revision,
+                    {"op": "credential.delete", "account_id": change.account_id,
+                     "credential_id": change.object_id})
+    ordered = sorted(ops.values(), key=lambda item: (item[0], item[1]))
+    return [{"revision": revision, **op} for revision, _, op in ordered]
+
+
+def _relevant(region: Region, since: int, until: int) -> list[Change]:
+    enabled = _enabled_account_ids(region)
+    return list(
+        Change.objects.filter(revision__gt=since, revision__lte=until)
+        .filter(Q(region_id=region.pk)
+                | Q(region_id__isnull=True, account_id__in=enabled))
+        .order_by("revision")
+    )
+
+
+def changes(*, region: Region, since: int, wait: int) -> dict[str, str]:
+    """Changes after ``since`` for ``region``, waiting up to ``wait`` seconds for one."""
+    if since < 0 or not 0 <= wait <= MAX_WAIT:
+        raise ValidationFailed(f"Use since ≥ 0 and 0 ≤ wait ≤ {MAX_WAIT}.",
+                               code="sync_parameters_invalid")
+    deadline = time.monotonic() + wait
+    progressed = False
+    listening = False
+    try:
+        while True:
+            revision, compacted = changelog.current_revision()
+            if not progressed and since <= revision:
+                _record_progress(region, since)
+                progressed = True
+            if since > revision or since < compacted:
+                return _changes_answer(region, since, revision, [], snapshot_required=True)
+            rows = _relevant(region, since, revision)
+            remaining = deadline - time.monotonic()
+            if rows or remaining <= 0:
+                key = region_secrets.open_region_key(region)
+                return _changes_answer(region, since, revision, _ops(region, key, rows),
+                                       key=key)
+            if connection.vendor == "postgresql":
+                if not listening:
+                    with connection.cursor() as cursor:
+                        cursor.execute(f"LISTEN {changelog.NOTIFY_CHANNEL}")
+                    listening = True
+                    continue  # look again: a change may have landed before LISTEN
+                _wait_for_notify(min(remaining, 5.0))
+            else:
+                time.sleep(min(remaining, SQLITE_POLL_INTERVAL))
+    finally:
+        if listening:
+            with connection.cursor() as cursor:
+                cursor.execute(f"UNLISTEN {changelog.NOTIFY_CHANNEL}")
+
+
+def _wait_for_notify(timeout: float) -> None:
+    connection.ensure_connection()
+    raw = connection.connection
+    for _ in raw.notifies(timeout=timeout, stop_after=1):
+        break
+
+
+def _changes_answer(
+    region: Region, since: int, revision: int, ops: list[dict[str, Any]], *,
+    snapshot_required: bool = False, key: Key | None = None,
+) -> dict[str, str]:
+    payload = {
+        "kind": "changes", "region": region.slug, "since": since, "revision": revision,
+        "snapshot_required": snapshot_required, "changes": ops,
+    }
+    return sign(payload, key or region_secrets.open_region_key(region))
+
+
+def _record_progress(region: Region, applied: int) -> None:
+    """A poll for changes after ``applied`` says the agent applied everything up to it."""
+    if applied > region.applied_revision:
+        Region.objects.filter(pk=region.pk, applied_revision__lt=applied).update(
+            applied_revision=applied, applied_at=timezone.now()
+        )
+        region.applied_revision = applied
+
+
+@transaction.atomic
+def ack(
+    *, region: Region, revision: int, credentials: dict[int, int], removed: list[int],
+    snapshot: bool,
+) -> None:
+    """Record what the agent holds now. Idempotent."""
+    now = timezone.now()
+    _record_progress(region, min(revision, changelog.current_revision()[0]))
+    if snapshot:
+        CredentialReplica.objects.filter(region=region).delete()
+    existing = set(Credential.objects.filter(id__in=credentials).values_list("id", flat=True))
+    rows = [CredentialReplica(region=region, credential_id=cid, revision=rev, applied_at=now)
+            for cid, rev in credentials.items() if cid in existing]
+    CredentialReplica.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["region", "credential"],
+        update_fields=["revision", "applied_at"],
+    )
+    if removed:
+        CredentialReplica.objects.filter(region=region, credential_id__in=removed).delete()

@@ -1,0 +1,41 @@
+"""Regions in tests: created through the real services, with an agent-side view of the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.test import Client
+
+from moorage.agent import protocol
+from moorage.regions import services
+from moorage.sealing import Key
+
+
+@dataclass
+class AgentView:
+    """What a region's agent holds (token and key) and sees through the real API."""
+
+    slug: str
+    token: str
+    key: Key
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def snapshot(self, client: Client) -> dict[str, Any]:
+        response = client.get("/api/v1/agent/snapshot", headers=self.auth)
+        assert response.status_code == 200, response.content[:300]
+        return protocol.verify(response.json(), self.key)
+
+    def changes(self, client: Client, since: int, wait: int = 0) -> dict[str, Any]:
+        response = client.get(f"/api/v1/agent/changes?since={since}&wait={wait}",
+                              headers=self.auth)
+        assert response.status_code == 200, response.content[:300]
+        return protocol.verify(response.json(), self.key)
+
+
+def make_region(slug: str, **kwargs: Any) -> AgentView:
+    created = services.region_create(actor=None, slug=slug, **kwargs)
+    return AgentView(slug=slug, token=created.token, key=created.key)
