@@ -1,9 +1,10 @@
 """The ``moorage`` command tree.
 
-Server-side commands (``init``, ``up``, ``tokens``, ``keys``, ``credentials export``) open the
-database of this machine; client commands (``login``, ``whoami``, the rest of ``credentials``)
-talk to a server's API. Later domains add their groups here
-(``apps``, ``regions``, ``agent``), each from its own module.
+Server-side commands (``init``, ``up``, ``tokens``, ``keys``, ``regions``, ``credentials
+export``) open the database of this machine; client commands (``login``, ``whoami``, the rest
+of ``credentials``) talk to a server's API; ``agent`` runs a region agent, which talks to the
+control plane with its region token. Later domains add their groups here (``apps``), each
+from its own module.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import click
 
 from moorage import __version__
+from moorage.cli.agent import agent
 from moorage.cli.credentials import credentials
 from moorage.cli.keys import keys
+from moorage.cli.regions import regions
 from moorage.cli.remote import login, whoami
 from moorage.cli.server import init, tokens, up
 
@@ -30,3 +33,5 @@ cli.add_command(login)
 cli.add_command(whoami)
 cli.add_command(credentials)
 cli.add_command(keys)
+cli.add_command(regions)
+cli.add_command(agent)

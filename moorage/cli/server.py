@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import click
 
@@ -37,14 +40,19 @@ def init(email: str, account_name: str, password_stdin: bool) -> None:
 
     from moorage.accounts.services import installation_init
     from moorage.errors import ApplicationError
+    from moorage.regions.services import local_region_ensure
 
     with console.status("Preparing the database…"):
         migrate()
     try:
         result = installation_init(email=email, account_name=account_name, password=password)
+        local = local_region_ensure(agent_dir=agent_dir(settings.DATA_DIR))
     except ApplicationError as exc:
         fail(exc.message, code=exc.code)
-    if not result.created:
+    if local is not None:
+        console.print(f"[green]✓[/green] Region [bold]{local.slug}[/bold] on this machine's "
+                      f"Docker Engine; its agent's files are in {agent_dir(settings.DATA_DIR)}")
+    if not result.created and local is None:
         console.print(
             f"Moorage is already initialised in {settings.DATA_DIR}: owner "
             f"[bold]{result.user.email}[/bold], account [bold]{result.account.name}[/bold]. "
@@ -65,13 +73,44 @@ def init(email: str, account_name: str, password_stdin: bool) -> None:
     console.print("Next: [bold]moorage up[/bold], then open http://127.0.0.1:8000")
 
 
+def agent_dir(data_dir: Path) -> Path:
+    """Where the embedded local region's agent keeps its token, key and replica."""
+    return data_dir / "agent"
+
+
+def _start_local_agent(data_dir: Path, url: str) -> subprocess.Popen[bytes] | None:
+    """Start the local region's agent beside the server, if ``moorage init`` prepared it."""
+    directory = agent_dir(data_dir)
+    token, key = directory / "token", directory / "key"
+    if not (token.exists() and key.exists()):
+        err_console.print(f"[yellow]No local region agent[/yellow] ({directory} has no token "
+                          "and key); run [bold]moorage init[/bold] to prepare it.")
+        return None
+    command = [sys.executable, "-m", "moorage", "agent", "--url", url,
+               "--token-file", str(token), "--key-file", str(key),
+               "--data-dir", str(directory / "data")]
+    return subprocess.Popen(command)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-def up(host: str, port: int) -> None:
-    """Migrate, then serve the web app and the API."""
+@click.option("--no-agent", is_flag=True, help="Serve only; do not start the local agent.")
+def up(host: str, port: int, no_agent: bool) -> None:
+    """Migrate, then serve the web app and the API, and run the local region's agent."""
     setup_django()
     import uvicorn
+    from django.conf import settings
 
     from moorage.accounts.models import User
 
@@ -81,15 +120,25 @@ def up(host: str, port: int) -> None:
         err_console.print(
             "[yellow]No user yet.[/yellow] Run [bold]moorage init[/bold] to create the first owner."
         )
-    console.print(f"Moorage is serving on [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)")
-    uvicorn.run(
-        "moorage.config.asgi:application",
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=True,
-        lifespan="off",
+    local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    agent = None if no_agent else _start_local_agent(
+        settings.DATA_DIR, f"http://{local_host}:{port}"
     )
+    console.print(f"Moorage is serving on [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)")
+    try:
+        uvicorn.run(
+            "moorage.config.asgi:application",
+            host=host,
+            port=port,
+            log_level="info",
+            access_log=True,
+            lifespan="off",
+            # Agents long-poll; a poll must not keep a restart waiting for its full timeout.
+            timeout_graceful_shutdown=3,
+        )
+    finally:
+        if agent is not None:
+            _stop(agent)
 
 
 @click.group()

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("moorage.accounts.urls")),
     path("", include("moorage.audit.urls")),
     path("", include("moorage.credentials.urls")),
+    path("", include("moorage.regions.urls")),
     path("", include("moorage.web.urls")),
 ]
 

@@ -18,6 +18,7 @@ from moorage.credentials.choices import CredentialType
 from moorage.credentials.forms import CredentialEditForm, CredentialForm, SecretForm, TestForm
 from moorage.credentials.presets import BY_KEY, PRESETS
 from moorage.errors import ApplicationError
+from moorage.regions.selectors import sync_summary
 
 
 def _form_error(form: Any, exc: ApplicationError) -> None:
@@ -31,9 +32,14 @@ def credential_list(request: HttpRequest) -> HttpResponse:
     require(membership, Action.VIEW)
     credentials = list(selectors.credentials_of(account=membership.account))
     usage = selectors.usage_counts(account=membership.account)
+    region_count, replicas = sync_summary(account=membership.account)
     for credential in credentials:
         credential.used_by = usage.get(credential.id, 0)  # type: ignore[attr-defined]
-    return render(request, "credentials/list.html", {"credentials": credentials})
+        states = replicas.get(credential.id, [])
+        credential.sync_states = states  # type: ignore[attr-defined]
+        credential.synced = sum(1 for s in states if s.in_sync)  # type: ignore[attr-defined]
+    return render(request, "credentials/list.html",
+                  {"credentials": credentials, "region_count": region_count})
 
 
 def _fields_context(kind: str, preset_key: str, form: CredentialForm) -> dict[str, Any]:

@@ -185,11 +185,20 @@ def local_region_ensure(*, agent_dir: Path) -> Region | None:
 
 def write_agent_files(directory: Path, *, token: str, key: Key) -> None:
     """Write an agent's token and key files, readable by their owner only."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for name, text in (("token", token), ("key", key.encoded())):
-        path = directory / name
-        tmp = path.with_name(name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
-        os.replace(tmp, path)
+    write_token_file(directory, token)
+    _write_private(directory / "key", key.encoded())
+
+
+def write_token_file(directory: Path, token: str) -> Path:
+    """Write (or replace) an agent's token file; return its path."""
+    return _write_private(directory / "token", token)
+
+
+def _write_private(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    os.replace(tmp, path)
+    return path

@@ -41,9 +41,4 @@ _SECTIONS = {
         "Apps and deploys are not available in this version of Moorage yet. "
         "They come with image deploys through the region agents.",
     ),
-    "regions": (
-        "Regions",
-        "Regions are not available in this version of Moorage yet. "
-        "They come with the region agents and credential sync.",
-    ),
 }

@@ -1,0 +1,121 @@
+"""``moorage regions``: platform staff manage regions on the server machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from moorage.cli.django_setup import setup_django
+from moorage.cli.output import console, err_console, fail
+
+
+@click.group()
+def regions() -> None:
+    """Manage regions (server machine, platform staff)."""
+
+
+def _write_or_print(token: str, key_encoded: str, agent_dir: str | None) -> None:
+    from moorage.regions.services import write_agent_files
+    from moorage.sealing import parse_keys
+
+    if agent_dir:
+        directory = Path(agent_dir)
+        write_agent_files(directory, token=token, key=parse_keys(key_encoded)[0])
+        console.print(f"Agent token and key written to {directory}/token and {directory}/key "
+                      "(mode 0600).")
+        return
+    err_console.print("Give these to the region's agent; they are shown only now.")
+    click.echo(f"token: {token}")
+    click.echo(f"key: {key_encoded}")
+
+
+@regions.command("add")
+@click.argument("slug")
+@click.option("--name", default="", help="A display name (default: the slug).")
+@click.option("--runtime", type=click.Choice(["docker", "swarm"]), default="docker",
+              show_default=True)
+@click.option("--for-new-accounts", is_flag=True,
+              help="Enable the region for every account created from now on.")
+@click.option("--for-all-accounts", is_flag=True,
+              help="Enable the region for every existing account now.")
+@click.option("--agent-dir", type=click.Path(file_okay=False),
+              help="Write the agent's token and key files here instead of printing them.")
+def regions_add(slug: str, name: str, runtime: str, for_new_accounts: bool,
+                for_all_accounts: bool, agent_dir: str | None) -> None:
+    """Add a region and print, once, its agent's token and key."""
+    setup_django()
+    from moorage.errors import ApplicationError
+    from moorage.regions.services import region_create
+
+    try:
+        created = region_create(actor=None, slug=slug, name=name, runtime=runtime,
+                                enabled_for_new_accounts=for_new_accounts,
+                                enable_for_existing_accounts=for_all_accounts)
+    except ApplicationError as exc:
+        fail(exc.message, code=exc.code)
+    err_console.print(f"[green]✓[/green] Region [bold]{created.region.slug}[/bold] "
+                      f"({created.region.runtime}) added.")
+    _write_or_print(created.token, created.key.encoded(), agent_dir)
+    err_console.print("Run its agent with: moorage agent --url URL --token-file F --key-file K "
+                      "--data-dir D")
+
+
+@regions.command("list")
+def regions_list() -> None:
+    """Regions with their agent's status and sync lag."""
+    setup_django()
+    from moorage.regions.selectors import region_states
+
+    table = Table("Region", "Runtime", "Status", "Last seen", "Applied revision", "Lag")
+    for state in region_states():
+        region = state.region
+        seen = region.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if region.last_seen_at else "-"
+        lag = f"{state.lag_revisions} rev, {state.lag_seconds:.0f} s" if state.lag_revisions \
+            else "in sync"
+        table.add_row(region.slug, region.runtime, state.status.label, seen,
+                      str(region.applied_revision), lag)
+    console.print(table)
+
+
+@regions.command("remove")
+@click.argument("slug")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def regions_remove(slug: str, yes: bool) -> None:
+    """Remove a region: its agent stops, no account deploys there any more."""
+    setup_django()
+    from moorage.errors import ApplicationError
+    from moorage.regions.services import region_remove
+
+    if not yes:
+        click.confirm(f"Remove region {slug}? Its agent's token stops working.", abort=True,
+                      err=True)
+    try:
+        region_remove(actor=None, slug=slug)
+    except ApplicationError as exc:
+        fail(exc.message, code=exc.code)
+    console.print(f"[green]✓[/green] Region [bold]{slug}[/bold] removed.")
+
+
+@regions.command("rotate-token")
+@click.argument("slug")
+@click.option("--agent-dir", type=click.Path(file_okay=False),
+              help="Write the new token file here instead of printing it.")
+def regions_rotate_token(slug: str, agent_dir: str | None) -> None:
+    """Revoke the region's agent token and print a new one, once."""
+    setup_django()
+    from moorage.errors import ApplicationError
+    from moorage.regions.services import region_rotate_token, write_token_file
+
+    try:
+        token = region_rotate_token(actor=None, slug=slug)
+    except ApplicationError as exc:
+        fail(exc.message, code=exc.code)
+    err_console.print(f"[green]✓[/green] The old token of [bold]{slug}[/bold] is revoked; its "
+                      "agent stops until it gets the new one.")
+    if agent_dir:
+        path = write_token_file(Path(agent_dir), token)
+        console.print(f"New token written to {path} (mode 0600).")
+    else:
+        click.echo(f"token: {token}")

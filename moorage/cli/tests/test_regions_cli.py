@@ -1,0 +1,66 @@
+"""``moorage regions`` and the local region made by ``moorage init``."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from moorage.cli.main import cli
+from moorage.regions.models import AccountRegion, Region, RegionToken
+from moorage.regions.secrets import token_digest
+from moorage.sealing import parse_keys
+
+pytestmark = pytest.mark.django_db
+
+
+def test_add_list_rotate_remove(tmp_path: Path) -> None:
+    runner = CliRunner()
+    added = runner.invoke(cli, ["regions", "add", "eu-1", "--runtime", "swarm"])
+    assert added.exit_code == 0, added.output
+    lines = dict(line.split(": ", 1) for line in added.stdout.strip().splitlines())
+    token, key = lines["token"], lines["key"]
+    assert RegionToken.objects.get(digest=token_digest(token)).region.slug == "eu-1"
+    assert parse_keys(key)[0].id == Region.objects.get(slug="eu-1").key_id
+    assert token not in str(list(Region.objects.values()))
+
+    listed = runner.invoke(cli, ["regions", "list"])
+    assert "eu-1" in listed.stdout and "Never connected" in listed.stdout
+
+    rotated = runner.invoke(cli, ["regions", "rotate-token", "eu-1", "--agent-dir",
+                                  str(tmp_path)])
+    assert rotated.exit_code == 0, rotated.output
+    new_token = (tmp_path / "token").read_text().strip()
+    assert new_token != token and stat.S_IMODE((tmp_path / "token").stat().st_mode) == 0o600
+    assert RegionToken.objects.get(digest=token_digest(token)).revoked_at is not None
+
+    duplicate = runner.invoke(cli, ["regions", "add", "eu-1"])
+    assert duplicate.exit_code == 1 and "region_exists" in duplicate.stderr
+    removed = runner.invoke(cli, ["regions", "remove", "eu-1", "--yes"])
+    assert removed.exit_code == 0 and not Region.objects.filter(slug="eu-1").exists()
+    missing = runner.invoke(cli, ["regions", "remove", "eu-1", "--yes"])
+    assert missing.exit_code == 1 and "region_not_found" in missing.stderr
+
+
+def test_init_creates_the_local_region_for_every_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.test import override_settings
+
+    with override_settings(DATA_DIR=tmp_path):
+        runner = CliRunner()
+        result = runner.invoke(cli, ["init", "--password-stdin"],
+                               input="a long enough password 1\n")
+        assert result.exit_code == 0, result.output
+        local = Region.objects.get(slug="local")
+        assert local.enabled_for_new_accounts
+        assert AccountRegion.objects.filter(region=local).count() == 1
+        for name in ("token", "key"):
+            assert stat.S_IMODE((tmp_path / "agent" / name).stat().st_mode) == 0o600
+        token = (tmp_path / "agent" / "token").read_text().strip()
+        assert RegionToken.objects.get(digest=token_digest(token)).region == local
+        again = runner.invoke(cli, ["init"])
+        assert "Nothing changed." in again.stdout
+        assert Region.objects.filter(slug="local").count() == 1

@@ -1,0 +1,17 @@
+"""Forms of the regions pages."""
+
+from __future__ import annotations
+
+from django import forms
+
+from moorage.regions.choices import Runtime
+
+
+class RegionForm(forms.Form):
+    slug = forms.CharField(max_length=32, help_text="Like eu-1: lower-case letters, digits, -.")
+    name = forms.CharField(max_length=100, required=False)
+    runtime = forms.ChoiceField(choices=Runtime.choices, initial=Runtime.DOCKER)
+    for_new_accounts = forms.BooleanField(required=False,
+                                          label="Enable for accounts created from now on")
+    for_all_accounts = forms.BooleanField(required=False,
+                                          label="Enable for every existing account now")

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from moorage.regions import views
+
+urlpatterns = [
+    path("regions/", views.region_list, name="regions"),
+    path("regions/add/", views.region_add, name="region_add"),
+    path("regions/account/", views.account_regions, name="account_regions"),
+    path("regions/<slug:slug>/rotate-token/", views.region_rotate_token,
+         name="region_rotate_token"),
+    path("regions/<slug:slug>/remove/", views.region_remove, name="region_remove"),
+]
