@@ -1,6 +1,14 @@
-"""The region agent, without Django.
+"""The region agent, without Django (a test enforces it).
 
-Reserved for the regions issue. Layers: ``client`` (talks to the control plane), ``sync`` (the
-reconcile loop) and ``runtime`` (wraps the Docker Engine API). Configuration is passed in, never
-read from the environment deep inside.
+Layers, as ``docs/sync.md`` describes the protocol:
+
+- :mod:`.protocol` — signed envelopes and region sealing, shared with the control plane;
+- :mod:`.client` — the agent endpoints over httpx: verified answers, errors sorted by what the
+  agent does next (:mod:`.errors`);
+- :mod:`.replica` — the local SQLite replica, secrets sealed, batches atomic and idempotent;
+- :mod:`.sync` — the reconcile loop (snapshot, long-polled changes, acks, backoff);
+- ``runtime`` — the Docker Engine API (next issue).
+
+Configuration (:class:`.config.AgentConfig`) is passed in, never read from the environment deep
+inside; :mod:`.logs` formats the agent's log lines.
 """

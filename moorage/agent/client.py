@@ -1,0 +1,186 @@
+"""Talking to the control plane: the three agent endpoints, verified answers, sorted errors.
+
+Every answer to ``snapshot`` and ``changes`` is a signed envelope (``docs/sync.md``); the
+client verifies its MAC with the region key before looking inside, then checks it is the kind
+of answer asked for, for this region (and, for changes, for the ``since`` asked), so the sync
+loop only ever sees authentic payloads of the right shape at the top level. The replica checks
+each change as it applies it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from moorage import __version__
+from moorage.agent import protocol
+from moorage.agent.config import AgentConfig
+from moorage.agent.errors import (
+    AgentAuthError,
+    MalformedPayload,
+    ProtocolError,
+    TransientError,
+)
+
+AUTH_CODES = frozenset({"not_authenticated", "region_token_invalid", "region_token_revoked"})
+# Rate limiting and request timeouts pass; they are not the agent's fault.
+TRANSIENT_STATUSES = frozenset({408, 429})
+WRITE_TIMEOUT = 10.0
+
+
+class ControlPlaneClient:
+    """A synchronous client for one region's agent endpoints.
+
+    ``region`` is the slug answers must carry: ``config.region`` if pinned, else ``None``
+    until the sync loop learns it from the replica or the first snapshot and sets it.
+    ``transport`` is for tests (``httpx.MockTransport``); proxies from the environment are
+    ignored (``trust_env=False``) since the configuration is passed in, not discovered.
+    """
+
+    def __init__(
+        self, config: AgentConfig, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.config = config
+        self.region: str | None = config.region
+        self._key = config.region_key
+        self._http = httpx.Client(
+            base_url=config.api_url,
+            headers={
+                "Authorization": f"Bearer {config.token}",
+                "Accept": "application/json",
+                "User-Agent": f"moorage-agent/{__version__}",
+            },
+            timeout=httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
+                                  write=WRITE_TIMEOUT, pool=config.connect_timeout),
+            trust_env=False,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> ControlPlaneClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The region's whole state, verified; the caller replaces its replica with it."""
+        payload = self._verified(self._request("GET", "snapshot"), kind="snapshot")
+        _require_list(payload, "accounts")
+        _require_list(payload, "credentials")
+        return payload
+
+    def changes(self, since: int, wait: int) -> dict[str, Any]:
+        """Changes after ``since``, waiting up to ``wait`` s for one; verified.
+
+        An answer for another ``since`` is refused: applying it could skip or replay changes.
+        """
+        response = self._request("GET", "changes", params={"since": since, "wait": wait})
+        payload = self._verified(response, kind="changes")
+        if _require_int(payload, "since") != since:
+            raise MalformedPayload(
+                f"the answer is for changes since {payload['since']}, not since {since}")
+        if not isinstance(payload.get("snapshot_required"), bool):
+            raise MalformedPayload("the answer has no snapshot_required flag")
+        _require_list(payload, "changes")
+        if not payload["snapshot_required"] and payload["revision"] < since:
+            raise MalformedPayload(
+                f"the answer's revision {payload['revision']} is before {since} and does not "
+                "ask for a snapshot")
+        return payload
+
+    def ack(
+        self, revision: int, credentials: dict[int, int], removed: list[int], snapshot: bool
+    ) -> None:
+        """Report what the replica holds; safe to repeat (the server's ack is idempotent)."""
+        body = {
+            "revision": revision,
+            "snapshot": snapshot,
+            "credentials": {str(k): v for k, v in sorted(credentials.items())},
+            "removed": sorted(removed),
+        }
+        self._request("POST", "ack", json=body)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            # The exception names the URL, never the headers: no token in here.
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+        _raise_for_status(response)
+        return response
+
+    def _verified(self, response: httpx.Response, *, kind: str) -> dict[str, Any]:
+        try:
+            envelope = response.json()
+        except ValueError:
+            raise MalformedPayload("the answer is not JSON") from None
+        payload = protocol.verify(envelope, self._key)
+        if payload.get("kind") != kind:
+            raise MalformedPayload(f"expected a {kind} payload, got {payload.get('kind')!r}")
+        region = payload.get("region")
+        if not isinstance(region, str) or not region:
+            raise MalformedPayload("the payload names no region")
+        if self.region is not None and region != self.region:
+            raise MalformedPayload(
+                f"the payload is for region {region!r}, this agent serves {self.region!r}")
+        if _require_int(payload, "revision") < 0:
+            raise MalformedPayload("the payload's revision is negative")
+        return payload
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    code, message = _error_of(response)
+    if status == 401 and code in AUTH_CODES:
+        if code == "region_token_revoked":
+            hint = "the region token was rotated or the region removed"
+        else:
+            hint = "the region token is wrong"
+        raise AgentAuthError(f"The control plane refused the agent: {hint} ({message})",
+                             code=code)
+    if status >= 500 or status in TRANSIENT_STATUSES:
+        raise TransientError(f"HTTP {status}" + (f" {code}: {message}" if code else ""))
+    raise ProtocolError(
+        f"The control plane answered HTTP {status}" + (f" {code}: {message}" if code else ""),
+        status=status, code=code,
+    )
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    """``(code, message)`` of an API error body, or empty strings for anything else."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    code = body.get("code")
+    message = body.get("message")
+    return (code if isinstance(code, str) else "",
+            message[:300] if isinstance(message, str) else "")
+
+
+def _require_int(payload: dict[str, Any], name: str) -> int:
+    value = payload.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedPayload(f"the payload's {name} is not an integer")
+    return value
+
+
+def _require_list(payload: dict[str, Any], name: str) -> list[Any]:
+    value = payload.get(name)
+    if not isinstance(value, list):
+        raise MalformedPayload(f"the payload's {name} is not a list")
+    return value

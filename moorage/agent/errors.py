@@ -1,0 +1,71 @@
+"""What can go wrong between an agent and its control plane, sorted by what the agent does.
+
+The sync loop branches on the class, not on messages: :class:`AgentAuthError` stops the agent
+(the CLI exits 3), :class:`TransientError` is retried with backoff, :class:`ProtocolError` and
+:class:`~moorage.agent.protocol.TamperedPayload` (with :class:`MalformedPayload`) are logged,
+not applied, and retried later. No message ever holds the token, the key or a secret.
+"""
+
+from __future__ import annotations
+
+from moorage.agent.protocol import TamperedPayload
+
+__all__ = [
+    "AgentAuthError",
+    "AgentError",
+    "ConfigurationError",
+    "CredentialNotFound",
+    "MalformedPayload",
+    "ProtocolError",
+    "ReplicaError",
+    "TamperedPayload",
+    "TransientError",
+]
+
+
+class AgentError(Exception):
+    """Root of the agent's own errors (payload errors derive from ``ValueError`` instead)."""
+
+
+class ConfigurationError(AgentError):
+    """The agent cannot start as configured; the message names the setting or file."""
+
+
+class AgentAuthError(AgentError):
+    """The control plane refused the region token: fatal, retrying cannot help.
+
+    ``code`` is the API's (``region_token_invalid``, ``region_token_revoked`` or
+    ``not_authenticated``) so the CLI can say whether the token is wrong or was rotated.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ProtocolError(AgentError):
+    """The control plane answered with a 4xx the protocol does not expect (a bug, a version
+    mismatch, a proxy in the way): not fatal, but retrying at full speed would not help."""
+
+    def __init__(self, message: str, *, status: int, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class TransientError(AgentError):
+    """The control plane could not be reached or answered 5xx/429: retry with backoff."""
+
+
+class MalformedPayload(TamperedPayload):
+    """A payload that passed its MAC but does not have the protocol's shape (or is for
+    another region, another ``since``): refused like a tampered one, never half-applied."""
+
+
+class ReplicaError(AgentError):
+    """The local replica cannot take this payload (another region's data, a gap in the
+    revisions, no snapshot yet)."""
+
+
+class CredentialNotFound(AgentError, LookupError):
+    """The replica holds no credential with this id (deleted, or not in this region)."""

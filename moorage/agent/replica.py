@@ -1,0 +1,405 @@
+"""The agent's local replica: a SQLite file of the region's accounts and sealed credentials.
+
+A snapshot or a batch of changes is applied together with its revision in ONE SQLite
+transaction, so an agent killed in the middle either applied the batch and its revision or
+nothing, and applying it again changes nothing (``docs/sync.md``, "Agent replica").
+
+Secrets stay sealed with the region key in the file; :meth:`Replica.open_secret` opens one
+only at the moment of use and hands it straight to the caller. The file is created mode 0600
+in a 0700 directory, and SQLite gives its WAL files the database file's mode.
+
+Invariant kept after every transaction: each credential belongs to an account the replica
+holds. The protocol only sends credentials of accounts enabled in the region and follows an
+``account.upsert`` with every credential of that account, so a credential whose account is
+not (or no longer) held is dropped at the end of the batch rather than kept orphaned.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moorage.agent import protocol
+from moorage.agent.errors import CredentialNotFound, MalformedPayload, ReplicaError
+from moorage.registry import RegistryLogin
+from moorage.sealing import Key, Keyring, SealedDataError, key_id_of, open_sealed
+
+SCHEMA_VERSION = "1"
+REGISTRY_TYPE = "container_registry"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (id INTEGER PRIMARY KEY, slug TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS credentials (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    name TEXT NOT NULL,
+    server TEXT NOT NULL,
+    username TEXT NOT NULL,
+    email TEXT NOT NULL,
+    is_default INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    secret TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS credentials_account ON credentials (account_id);
+"""
+
+_COLUMNS = ("id", "account_id", "type", "name", "server", "username", "email", "is_default",
+            "revision", "secret")
+_PUBLIC = ", ".join(c for c in _COLUMNS if c != "secret")
+
+
+@dataclass(frozen=True)
+class ReplicaCredential:
+    """A credential as the replica holds it, without its secret (see ``open_secret``)."""
+
+    id: int
+    account_id: int
+    type: str
+    name: str
+    server: str
+    username: str
+    email: str
+    is_default: bool
+    revision: int
+
+
+@dataclass(frozen=True)
+class AppliedSnapshot:
+    """What a snapshot left in the replica: the ack reports ``credentials`` in full."""
+
+    revision: int
+    region: str
+    accounts: int
+    credentials: dict[int, int]
+
+
+@dataclass(frozen=True)
+class AppliedChanges:
+    """What a batch did, for the log line and the ack.
+
+    ``upserted`` maps the credentials this batch wrote (and the replica still holds) to their
+    revisions; ``removed`` lists those it dropped (including ones it was told to delete but
+    did not hold, so the control plane's view converges). ``applied`` counts the changes
+    newer than the replica's revision, which is all of them except when a batch is replayed.
+    """
+
+    previous: int
+    revision: int
+    changes: int
+    applied: int
+    upserted: dict[int, int]
+    removed: list[int]
+
+
+class Replica:
+    """The replica file of one agent; one instance per process, used from one thread."""
+
+    def __init__(self, path: Path, region_key: Key) -> None:
+        self.path = path
+        self._keyring = Keyring([region_key])
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file ourselves so it is never, even briefly, readable by others.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                             (SCHEMA_VERSION,))
+        except sqlite3.DatabaseError as exc:
+            raise ReplicaError(f"Cannot open the replica {path}: {exc}") from None
+
+    @classmethod
+    def in_dir(cls, data_dir: Path, region_key: Key) -> Replica:
+        """The replica at its usual place, ``replica.sqlite3`` in the data dir."""
+        return cls(data_dir / "replica.sqlite3", region_key)
+
+    def close(self) -> None:
+        """Close the database (checkpointing the WAL)."""
+        self._db.close()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def revision(self) -> int | None:
+        """The revision applied last, or ``None`` before the first snapshot."""
+        value = self._meta("revision")
+        return None if value is None else int(value)
+
+    def region(self) -> str | None:
+        """The region slug learned from the first snapshot."""
+        return self._meta("region")
+
+    def accounts(self) -> dict[int, str]:
+        """Account id → slug of the accounts enabled in this region."""
+        return dict(self._db.execute("SELECT id, slug FROM accounts ORDER BY id").fetchall())
+
+    def credentials_held(self) -> dict[int, int]:
+        """Credential id → revision: what a full ack reports."""
+        return dict(self._db.execute("SELECT id, revision FROM credentials ORDER BY id"))
+
+    def get_credential(self, credential_id: int) -> ReplicaCredential:
+        """One credential without its secret, or :class:`CredentialNotFound`."""
+        row = self._db.execute(f"SELECT {_PUBLIC} FROM credentials WHERE id = ?",  # noqa: S608
+                               (credential_id,)).fetchone()
+        if row is None:
+            raise CredentialNotFound(f"No credential {credential_id} in this region's replica.")
+        return _credential(row)
+
+    def default_credential(self, account_id: int) -> ReplicaCredential | None:
+        """The account's default registry credential, if it has one."""
+        row = self._db.execute(
+            f"SELECT {_PUBLIC} FROM credentials WHERE account_id = ? AND is_default = 1 "  # noqa: S608
+            "AND type = ? ORDER BY id LIMIT 1", (account_id, REGISTRY_TYPE)).fetchone()
+        return None if row is None else _credential(row)
+
+    def open_secret(self, credential_id: int) -> RegistryLogin:
+        """The credential's login, opened now for one use (a pull, a build).
+
+        The secret opens only for this region, credential and revision: a sealed value copied
+        to another row, or left over from an older revision, raises
+        :class:`~moorage.sealing.SealedDataError` (whose message holds nothing secret). The
+        plaintext is not cached or written anywhere.
+        """
+        row = self._db.execute(
+            "SELECT account_id, revision, username, secret FROM credentials WHERE id = ?",
+            (credential_id,)).fetchone()
+        if row is None:
+            raise CredentialNotFound(f"No credential {credential_id} in this region's replica.")
+        account_id, revision, username, sealed = row
+        region = self.region()
+        if region is None:  # a credential without a snapshot cannot happen; be explicit
+            raise ReplicaError("The replica has no region yet.")
+        aad = protocol.region_secret_aad(region=region, account_id=account_id,
+                                         credential_id=credential_id, revision=revision)
+        plaintext = open_sealed(self._keyring, sealed, aad)
+        try:
+            password = plaintext.decode("utf-8")
+        except UnicodeDecodeError:
+            # The codec's message would quote a byte of the secret.
+            raise SealedDataError("The opened secret is not UTF-8 text.",
+                                  code="sealed_malformed") from None
+        return RegistryLogin(username, password)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def apply_snapshot(self, payload: dict[str, Any]) -> AppliedSnapshot:
+        """Replace everything with the snapshot and its revision, in one transaction.
+
+        A snapshot may carry a lower revision than the replica holds (the control plane was
+        restored from a backup and asked for it): it is the truth and is taken as is. A
+        snapshot for another region than the one this replica holds is refused.
+        """
+        region = _text(payload, "region", where="snapshot")
+        revision = _int(payload, "revision", where="snapshot")
+        accounts = [_account(a, where=f"snapshot account {i}")
+                    for i, a in enumerate(_list(payload, "accounts", where="snapshot"))]
+        credentials = [_credential_row(c, where=f"snapshot credential {i}")
+                       for i, c in enumerate(_list(payload, "credentials", where="snapshot"))]
+        with self._transaction():
+            self._check_region(region)
+            self._db.execute("DELETE FROM credentials")
+            self._db.execute("DELETE FROM accounts")
+            self._db.executemany("INSERT OR REPLACE INTO accounts (id, slug) VALUES (?, ?)",
+                                 accounts)
+            self._db.executemany(_UPSERT, credentials)
+            self._drop_orphans()
+            self._set_meta("region", region)
+            self._set_meta("revision", str(revision))
+            held = self.credentials_held()
+            count = self._db.execute("SELECT COUNT(*) FROM accounts").fetchone()[0]
+        return AppliedSnapshot(revision=revision, region=region, accounts=count,
+                               credentials=held)
+
+    def apply_changes(self, payload: dict[str, Any]) -> AppliedChanges:
+        """Apply every change in order and set the revision, in one transaction.
+
+        Idempotent: changes at or below the held revision were applied already and are
+        skipped, and the revision never goes back, so a batch applied twice (an agent killed
+        before its ack, a replayed answer) changes nothing. A batch that starts after the held
+        revision would skip changes and is refused; so is one asking for a snapshot. Any
+        malformed change rolls the whole batch back (:class:`MalformedPayload`).
+        """
+        region = _text(payload, "region", where="changes")
+        since = _int(payload, "since", where="changes")
+        revision = _int(payload, "revision", where="changes")
+        changes = _list(payload, "changes", where="changes")
+        if payload.get("snapshot_required") is not False:
+            raise ReplicaError("This answer asks for a snapshot; it has no changes to apply.")
+        with self._transaction():
+            self._check_region(region)
+            held = self.revision()
+            if held is None:
+                raise ReplicaError("The replica needs a snapshot before it can apply changes.")
+            if since > held:
+                raise ReplicaError(
+                    f"These changes start after revision {since}; the replica holds {held}, "
+                    "so some would be missed.")
+            upserted: set[int] = set()
+            removed: set[int] = set()
+            applied = 0
+            last = since
+            for index, change in enumerate(changes):
+                where = f"change {index}"
+                if not isinstance(change, dict):
+                    raise MalformedPayload(f"{where} is not an object")
+                at = _int(change, "revision", where=where)
+                if not last <= at <= revision or at <= since:
+                    raise MalformedPayload(f"{where} has revision {at}, out of order")
+                last = at
+                if at <= held:
+                    continue
+                self._apply_change(change, where=where, upserted=upserted, removed=removed)
+                applied += 1
+            removed |= self._drop_orphans()
+            held_now = self.credentials_held()
+            new_revision = max(held, revision)
+            self._set_meta("revision", str(new_revision))
+        return AppliedChanges(
+            previous=held, revision=new_revision, changes=len(changes), applied=applied,
+            upserted={i: held_now[i] for i in sorted(upserted) if i in held_now},
+            removed=sorted(removed - set(held_now)),
+        )
+
+    def _apply_change(
+        self, change: dict[str, Any], *, where: str, upserted: set[int], removed: set[int]
+    ) -> None:
+        op = change.get("op")
+        if op == "credential.upsert":
+            row = _credential_row(change.get("credential"), where=f"{where} credential")
+            self._db.execute(_UPSERT, row)
+            upserted.add(row[0])
+            removed.discard(row[0])
+        elif op == "credential.delete":
+            credential_id = _int(change, "credential_id", where=where)
+            self._db.execute("DELETE FROM credentials WHERE id = ?", (credential_id,))
+            removed.add(credential_id)
+            upserted.discard(credential_id)
+        elif op == "account.upsert":
+            account = _account(change.get("account"), where=f"{where} account")
+            self._db.execute("INSERT OR REPLACE INTO accounts (id, slug) VALUES (?, ?)",
+                             account)
+        elif op == "account.delete":
+            account_id = _int(change, "account_id", where=where)
+            dropped = [r[0] for r in self._db.execute(
+                "SELECT id FROM credentials WHERE account_id = ?", (account_id,))]
+            self._db.execute("DELETE FROM credentials WHERE account_id = ?", (account_id,))
+            self._db.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
+            removed.update(dropped)
+            upserted.difference_update(dropped)
+        else:
+            raise MalformedPayload(f"{where} has an unknown op {op!r}")
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # IMMEDIATE: take the write lock up front, so nothing can interleave with the batch.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def _check_region(self, region: str) -> None:
+        held = self.region()
+        if held is not None and held != region:
+            raise ReplicaError(
+                f"The replica in {self.path.parent} belongs to region {held!r}, not "
+                f"{region!r}; give each region's agent its own data dir.")
+
+    def _drop_orphans(self) -> set[int]:
+        orphans = {r[0] for r in self._db.execute(
+            "SELECT id FROM credentials WHERE account_id NOT IN (SELECT id FROM accounts)")}
+        if orphans:
+            self._db.execute(
+                "DELETE FROM credentials WHERE account_id NOT IN (SELECT id FROM accounts)")
+        return orphans
+
+
+_UPSERT = (
+    "INSERT OR REPLACE INTO credentials (" + ", ".join(_COLUMNS) + ") "
+    "VALUES (" + ", ".join("?" for _ in _COLUMNS) + ")"
+)
+
+
+def _credential(row: tuple[Any, ...]) -> ReplicaCredential:
+    return ReplicaCredential(id=row[0], account_id=row[1], type=row[2], name=row[3],
+                             server=row[4], username=row[5], email=row[6],
+                             is_default=bool(row[7]), revision=row[8])
+
+
+def _credential_row(value: Any, *, where: str) -> tuple[Any, ...]:
+    """A credential object checked field by field, as a row for ``_UPSERT``."""
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{where} is not an object")
+    row = (
+        _int(value, "id", where=where),
+        _int(value, "account_id", where=where),
+        _text(value, "type", where=where),
+        _text(value, "name", where=where),
+        _text(value, "server", where=where, empty=True),
+        _text(value, "username", where=where, empty=True),
+        _text(value, "email", where=where, empty=True),
+        _bool(value, "is_default", where=where),
+        _int(value, "revision", where=where),
+        _text(value, "secret", where=where),
+    )
+    try:
+        key_id_of(row[-1])
+    except SealedDataError:
+        # Never store what may be a secret in clear: only sealed values go in the file.
+        raise MalformedPayload(f"{where} has a secret that is not sealed") from None
+    return row
+
+
+def _account(value: Any, *, where: str) -> tuple[int, str]:
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{where} is not an object")
+    return _int(value, "id", where=where), _text(value, "slug", where=where)
+
+
+def _int(obj: dict[str, Any], name: str, *, where: str) -> int:
+    value = obj.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MalformedPayload(f"{where}: {name} is not a non-negative integer")
+    return value
+
+
+def _text(obj: dict[str, Any], name: str, *, where: str, empty: bool = False) -> str:
+    value = obj.get(name)
+    if not isinstance(value, str) or (not value and not empty):
+        raise MalformedPayload(f"{where}: {name} is not {'' if empty else 'non-empty '}text")
+    return value
+
+
+def _bool(obj: dict[str, Any], name: str, *, where: str) -> bool:
+    value = obj.get(name)
+    if not isinstance(value, bool):
+        raise MalformedPayload(f"{where}: {name} is not true or false")
+    return value
+
+
+def _list(obj: dict[str, Any], name: str, *, where: str) -> list[Any]:
+    value = obj.get(name)
+    if not isinstance(value, list):
+        raise MalformedPayload(f"{where}: {name} is not a list")
+    return value

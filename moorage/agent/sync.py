@@ -1,0 +1,259 @@
+"""The reconcile loop: snapshot once, then long-poll changes, apply, acknowledge.
+
+One step (:meth:`SyncLoop.run_once`):
+
+1. resend the pending acknowledgement, if the last one did not get through;
+2. without a revision, take a snapshot; else long-poll ``changes`` since the revision
+   (``snapshot_required`` → take a snapshot);
+3. apply it to the replica in one transaction;
+4. acknowledge it — for a batch, the credentials it wrote and removed; for a snapshot, the
+   whole replica. The acknowledgement stays pending until the control plane has it.
+
+After a restart the first thing sent is a full acknowledgement of the replica, because an
+agent stopped between applying a batch and acknowledging it lost that acknowledgement; the
+server's ack is idempotent, so re-sending it is harmless.
+
+Failures: :class:`~moorage.agent.errors.TransientError` (unreachable, 5xx) and refused
+payloads (:class:`~moorage.agent.protocol.TamperedPayload`, which is never applied) are
+retried after an exponential backoff (0.5 s doubling to 30 s, ±20 % jitter);
+:class:`~moorage.agent.errors.AgentAuthError` is logged and re-raised: the agent stops.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from moorage.agent.client import ControlPlaneClient
+from moorage.agent.config import AgentConfig
+from moorage.agent.errors import (
+    AgentAuthError,
+    ConfigurationError,
+    ProtocolError,
+    ReplicaError,
+    TamperedPayload,
+    TransientError,
+)
+from moorage.agent.replica import Replica
+
+T = TypeVar("T")
+
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+BACKOFF_JITTER = 0.2
+# How often a request in progress checks whether the agent was asked to stop.
+STOP_CHECK_INTERVAL = 0.1
+# With ``wait`` 0 the control plane answers at once; do not turn that into a busy loop.
+MIN_POLL_INTERVAL = 1.0
+
+
+class Outcome(enum.Enum):
+    """How one step ended, for the caller deciding whether to go on."""
+
+    SYNCED = "synced"  # the replica is up to date with the answer (maybe nothing was new)
+    RETRY = "retry"  # it failed; logged, and (with backoff) waited for
+    STOPPED = "stopped"  # the stop event was set; nothing half-done
+
+
+@dataclass(frozen=True)
+class Ack:
+    """An acknowledgement to send, kept until the control plane has it."""
+
+    revision: int
+    credentials: dict[int, int] = field(default_factory=dict)
+    removed: list[int] = field(default_factory=list)
+    snapshot: bool = False
+
+
+class Backoff:
+    """Exponential backoff with jitter, so many agents do not retry in lockstep after an
+    outage of the control plane."""
+
+    def __init__(
+        self, *, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX,
+        jitter: float = BACKOFF_JITTER, rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.jitter = jitter
+        self.rand = rand
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        """The wait before the next attempt; each call doubles the base up to the maximum."""
+        base = min(self.maximum, self.initial * 2 ** min(self.attempts, 32))
+        self.attempts += 1
+        return base * (1 + self.jitter * (2 * self.rand() - 1))
+
+    def reset(self) -> None:
+        """After a success, the next failure starts again from the initial delay."""
+        self.attempts = 0
+
+
+class _Stopped(Exception):
+    """The stop event was set while waiting for the control plane."""
+
+
+class SyncLoop:
+    """Keeps the replica in step with the control plane until stopped.
+
+    ``sleep`` waits between retries (default: waiting on ``stop_event``, so a stop cuts the
+    wait short); tests pass a recorder. ``interruptible`` runs each request in a helper
+    thread so a stop abandons a long poll at once instead of after up to ``wait`` seconds
+    (the thread is a daemon and dies with the process; its answer is dropped).
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: ControlPlaneClient,
+        replica: Replica,
+        logger: logging.Logger,
+        stop_event: threading.Event,
+        *,
+        sleep: Callable[[float], Any] | None = None,
+        backoff: Backoff | None = None,
+        interruptible: bool = True,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.replica = replica
+        self.logger = logger
+        self.stop_event = stop_event
+        self.backoff = backoff if backoff is not None else Backoff()
+        self._sleep = sleep if sleep is not None else stop_event.wait
+        self._interruptible = interruptible
+        held_region = replica.region()
+        if config.region is not None and held_region is not None \
+                and config.region != held_region:
+            raise ConfigurationError(
+                f"The replica in {config.data_dir} belongs to region {held_region!r}, not "
+                f"{config.region!r}; give each region's agent its own data dir.")
+        self.region = config.region or held_region
+        client.region = self.region
+        held = replica.revision()
+        # An ack may have been lost when the agent last stopped: report everything held.
+        self.pending_ack: Ack | None = None if held is None else Ack(
+            revision=held, credentials=replica.credentials_held(), snapshot=True)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        """Sync until ``stop_event`` is set; raises :class:`AgentAuthError` (fatal)."""
+        self._log(logging.INFO, "syncing with %s", self.config.url)
+        while not self.stop_event.is_set():
+            if self.run_once() is Outcome.SYNCED and self.config.wait == 0:
+                self.stop_event.wait(MIN_POLL_INTERVAL)
+        self._log(logging.INFO, "stopped")
+
+    def run_once(self, *, backoff: bool = True) -> Outcome:
+        """One step; on a failure, log it and (with ``backoff``) wait before returning.
+
+        Raises :class:`AgentAuthError` after logging it: retrying cannot help.
+        """
+        if self.stop_event.is_set():
+            return Outcome.STOPPED
+        try:
+            self._step()
+        except _Stopped:
+            return Outcome.STOPPED
+        except AgentAuthError as exc:
+            self._log(logging.ERROR, "%s; stopping", exc)
+            raise
+        except TransientError as exc:
+            return self._retry(logging.WARNING, "control plane unreachable", exc, backoff)
+        except TamperedPayload as exc:
+            return self._retry(logging.ERROR, "rejected a payload that failed its integrity "
+                               "check", exc, backoff)
+        except (ProtocolError, ReplicaError) as exc:
+            return self._retry(logging.ERROR, "sync failed", exc, backoff)
+        self.backoff.reset()
+        return Outcome.SYNCED
+
+    def _retry(self, level: int, what: str, exc: Exception, backoff: bool) -> Outcome:
+        if not backoff:
+            self._log(level, "%s: %s", what, exc)
+            return Outcome.RETRY
+        delay = self.backoff.next_delay()
+        self._log(level, "%s, retrying in %.1f s: %s", what, delay, exc)
+        self._sleep(delay)
+        return Outcome.STOPPED if self.stop_event.is_set() else Outcome.RETRY
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        if self.pending_ack is not None:
+            self._send_ack(self.pending_ack)
+        held = self.replica.revision()
+        if held is None:
+            self._snapshot()
+            return
+        payload = self._call(lambda: self.client.changes(held, self.config.wait))
+        if payload["snapshot_required"]:
+            self._log(logging.INFO, "revision %d is no longer in the control plane's change "
+                      "log: taking a snapshot", held)
+            self._snapshot()
+            return
+        result = self.replica.apply_changes(payload)
+        if result.applied:
+            self._log(logging.INFO, "applied revision %d: %d changes", result.revision,
+                      result.applied)
+        elif result.revision != result.previous:
+            self._log(logging.DEBUG, "revision %d: nothing for this region", result.revision)
+        if result.applied or result.revision != result.previous:
+            self.pending_ack = Ack(revision=result.revision, credentials=result.upserted,
+                                   removed=result.removed)
+            self._send_ack(self.pending_ack)
+
+    def _snapshot(self) -> None:
+        payload = self._call(self.client.snapshot)
+        result = self.replica.apply_snapshot(payload)
+        if self.region is None:
+            self.region = self.client.region = result.region
+        self._log(logging.INFO, "took a snapshot at revision %d: %d accounts, %d credentials",
+                  result.revision, result.accounts, len(result.credentials))
+        self.pending_ack = Ack(revision=result.revision, credentials=result.credentials,
+                               snapshot=True)
+        self._send_ack(self.pending_ack)
+
+    def _send_ack(self, ack: Ack) -> None:
+        self._call(lambda: self.client.ack(ack.revision, ack.credentials, ack.removed,
+                                           ack.snapshot))
+        self.pending_ack = None
+        self._log(logging.DEBUG, "acknowledged revision %d%s: %d credentials, %d removed",
+                  ack.revision, " (snapshot)" if ack.snapshot else "", len(ack.credentials),
+                  len(ack.removed))
+
+    def _call(self, request: Callable[[], T]) -> T:
+        """Run one request; with ``interruptible``, give up on it as soon as a stop comes."""
+        if self.stop_event.is_set():
+            raise _Stopped
+        if not self._interruptible:
+            return request()
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = request()
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=target, name="moorage-agent-request", daemon=True).start()
+        while not done.wait(STOP_CHECK_INTERVAL):
+            if self.stop_event.is_set():
+                raise _Stopped
+        if "error" in box:
+            raise box["error"]
+        result: T = box["result"]
+        return result
+
+    def _log(self, level: int, message: str, *args: object) -> None:
+        self.logger.log(level, message, *args, extra={"region": self.region or "-"})

@@ -1,0 +1,240 @@
+"""A FAKE control plane for the agent's unit tests — not the real one.
+
+:class:`FakeControlPlane` speaks the agent half of ``docs/sync.md`` (signed snapshots and
+changes, acks, the error shapes) from an in-memory state, as an ``httpx.MockTransport`` handler
+or, through :func:`serve_http`, over real loopback HTTP for the CLI tests. It exists so the
+agent's loop can be tested before and independently of the Django app; it does not coalesce
+changes and ignores ``wait`` unless told to hang. The end-to-end tests run the same agent
+against the real control plane (``moorage/regions``) under pytest-django's ``live_server``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from moorage.agent import protocol
+from moorage.sealing import Key, generate_key, seal
+
+TOKEN = "mrr_" + "A" * 43
+
+
+@dataclass
+class FakeCredential:
+    """A credential with its secret in clear, sealed for the region when sent."""
+
+    id: int
+    account_id: int
+    username: str
+    secret: str
+    name: str = ""
+    server: str = "registry.example"
+    type: str = "container_registry"
+    email: str = ""
+    is_default: bool = False
+    revision: int = 1
+
+
+@dataclass
+class FakeControlPlane:
+    """In-memory state, a change log and knobs to make it misbehave.
+
+    Knobs: ``failures`` (a queue of HTTP statuses or exceptions for the next requests),
+    ``tamper_next`` (flip a byte of the next signed payload), ``revoked``/``token``
+    (authentication), ``compacted_through`` (older ``since`` → snapshot_required),
+    ``hang`` (an event a changes request waits on, to test stopping mid long poll),
+    ``ack_failures`` (statuses for the next acks only).
+    """
+
+    region: str = "eu-1"
+    key: Key = field(default_factory=lambda: generate_key("eu-1-test"))
+    token: str = TOKEN
+    revoked: bool = False
+    revision: int = 0
+    compacted_through: int = 0
+    accounts: dict[int, str] = field(default_factory=dict)
+    credentials: dict[int, FakeCredential] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[int | Exception] = field(default_factory=list)
+    ack_failures: list[int] = field(default_factory=list)
+    tamper_next: bool = False
+    hang: threading.Event | None = None
+    requests: list[str] = field(default_factory=list)
+    acks: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- state changes (each is one revision) ------------------------------------------------
+
+    def add_account(self, account_id: int, slug: str) -> int:
+        """Enable an account in the region with its credentials, like ``account.upsert``."""
+        self.revision += 1
+        self.accounts[account_id] = slug
+        self.log.append({"revision": self.revision, "op": "account.upsert",
+                         "account": {"id": account_id, "slug": slug}})
+        for credential in self.credentials.values():
+            if credential.account_id == account_id:
+                self.log.append(self._upsert(credential))
+        return self.revision
+
+    def put_credential(self, credential: FakeCredential) -> int:
+        """Create or change a credential; a change bumps the credential's own revision."""
+        self.revision += 1
+        if credential.id in self.credentials:
+            credential.revision = self.credentials[credential.id].revision + 1
+        self.credentials[credential.id] = credential
+        self.log.append(self._upsert(credential))
+        return self.revision
+
+    def delete_credential(self, credential_id: int) -> int:
+        """Delete a credential (``credential.delete``)."""
+        self.revision += 1
+        credential = self.credentials.pop(credential_id)
+        self.log.append({"revision": self.revision, "op": "credential.delete",
+                         "account_id": credential.account_id, "credential_id": credential_id})
+        return self.revision
+
+    def remove_account(self, account_id: int) -> int:
+        """Disable an account for the region (``account.delete``)."""
+        self.revision += 1
+        self.accounts.pop(account_id)
+        self.log.append({"revision": self.revision, "op": "account.delete",
+                         "account_id": account_id})
+        return self.revision
+
+    def bump(self) -> int:
+        """A change that does not concern this region: only the revision moves."""
+        self.revision += 1
+        return self.revision
+
+    def credential_payload(self, credential: FakeCredential) -> dict[str, Any]:
+        """The protocol's CREDENTIAL object, its secret sealed for the region."""
+        aad = protocol.region_secret_aad(region=self.region, account_id=credential.account_id,
+                                         credential_id=credential.id,
+                                         revision=credential.revision)
+        return {
+            "id": credential.id, "account_id": credential.account_id, "type": credential.type,
+            "name": credential.name or f"cred-{credential.id}", "server": credential.server,
+            "username": credential.username, "email": credential.email,
+            "is_default": credential.is_default, "revision": credential.revision,
+            "secret": seal(self.key, credential.secret.encode(), aad),
+        }
+
+    def _upsert(self, credential: FakeCredential) -> dict[str, Any]:
+        return {"revision": self.revision, "op": "credential.upsert",
+                "credential": self.credential_payload(credential)}
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def snapshot_payload(self) -> dict[str, Any]:
+        """The whole state, as the snapshot endpoint's payload."""
+        return {
+            "kind": "snapshot", "region": self.region, "revision": self.revision,
+            "accounts": [{"id": i, "slug": s} for i, s in sorted(self.accounts.items())],
+            "credentials": [self.credential_payload(c) for _, c in
+                            sorted(self.credentials.items()) if c.account_id in self.accounts],
+        }
+
+    def changes_payload(self, since: int) -> dict[str, Any]:
+        """Changes after ``since``, as the changes endpoint's payload."""
+        required = since < self.compacted_through or since > self.revision
+        return {
+            "kind": "changes", "region": self.region, "since": since,
+            "revision": self.revision, "snapshot_required": required,
+            "changes": [] if required else [c for c in self.log if c["revision"] > since],
+        }
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """The ``httpx.MockTransport`` handler."""
+        path = request.url.path.removeprefix("/api/v1/agent/")
+        self.requests.append(path)
+        if self.failures:
+            failure = self.failures.pop(0)
+            if isinstance(failure, Exception):
+                raise failure
+            return _error(failure, "server_error", "The fake was told to fail.")
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return _error(401, "region_token_invalid", "The region token is not valid.")
+        if self.revoked:
+            return _error(401, "region_token_revoked", "The token was rotated.")
+        if path == "snapshot" and request.method == "GET":
+            return self._signed(self.snapshot_payload())
+        if path == "changes" and request.method == "GET":
+            if self.hang is not None:
+                self.hang.wait(30)
+            return self._signed(self.changes_payload(int(request.url.params["since"])))
+        if path == "ack" and request.method == "POST":
+            if self.ack_failures:
+                return _error(self.ack_failures.pop(0), "server_error", "Ack failed.")
+            self.acks.append(json.loads(request.content))
+            return httpx.Response(204)
+        return _error(404, "not_found", "No such endpoint.")
+
+    def transport(self) -> httpx.MockTransport:
+        """A transport for :class:`~moorage.agent.client.ControlPlaneClient`."""
+        return httpx.MockTransport(self.handle)
+
+    def _signed(self, payload: dict[str, Any]) -> httpx.Response:
+        envelope = protocol.sign(payload, self.key)
+        if self.tamper_next:
+            self.tamper_next = False
+            body = json.dumps(payload).replace('"revision"', '"revisiom"', 1).encode()
+            envelope["payload"] = protocol._b64(body)
+        return httpx.Response(200, json=envelope)
+
+
+def _error(status: int, code: str, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"code": code, "message": message, "detail": {}})
+
+
+@contextmanager
+def serve_http(fake: FakeControlPlane) -> Iterator[str]:
+    """Serve ``fake`` on a loopback port over real HTTP; yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            parts = urlsplit(self.path)
+            request = httpx.Request(
+                self.command, f"http://fake{parts.path}",
+                params=parse_qs(parts.query), headers=dict(self.headers.items()), content=body)
+            try:
+                response = fake.handle(request)
+            except httpx.TransportError:
+                self.close_connection = True
+                return
+            self.send_response(response.status_code)
+            content = response.content
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+
+        do_GET = do_POST = _any
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        if fake.hang is not None:
+            fake.hang.set()
+        server.shutdown()
+        server.server_close()
+
+
+def always(value: float) -> Callable[[], float]:
+    """A 'random' source for deterministic jitter."""
+    return lambda: value

@@ -1,0 +1,217 @@
+"""The reconcile loop against the FAKE control plane (see ``fakes.py``): snapshot, changes,
+acks, retries, refusals and stopping."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from moorage.agent.errors import AgentAuthError, ConfigurationError
+from moorage.agent.replica import Replica
+from moorage.agent.sync import Backoff, Outcome, SyncLoop
+from moorage.agent.tests.conftest import Sleeps
+from moorage.agent.tests.fakes import TOKEN, FakeControlPlane, FakeCredential
+
+SECRET = "s3cr3t-registry-password"
+MakeLoop = Callable[..., SyncLoop]
+
+
+def seeded(fake: FakeControlPlane) -> None:
+    fake.add_account(1, "acme")
+    fake.put_credential(FakeCredential(17, 1, "octo", SECRET, is_default=True))
+
+
+def test_the_first_run_takes_a_snapshot_and_acknowledges_all_of_it(
+    fake: FakeControlPlane, loop: SyncLoop, replica: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    seeded(fake)
+    caplog.set_level(logging.DEBUG, "moorage.agent")
+    assert loop.run_once() is Outcome.SYNCED
+    assert fake.requests == ["snapshot", "ack"]
+    assert fake.acks == [{"revision": 2, "snapshot": True, "credentials": {"17": 1},
+                          "removed": []}]
+    assert replica.revision() == 2
+    assert loop.region == loop.client.region == "eu-1"
+    assert replica.open_secret(17).password == SECRET
+    assert "took a snapshot at revision 2: 1 accounts, 1 credentials" in caplog.text
+    mine = [r for r in caplog.records if r.name == "moorage.agent"]
+    assert all(getattr(r, "region", None) == "eu-1" for r in mine)
+
+
+def test_a_change_is_applied_and_acknowledged(
+    fake: FakeControlPlane, loop: SyncLoop, replica: Replica, caplog: pytest.LogCaptureFixture
+) -> None:
+    seeded(fake)
+    fake.put_credential(FakeCredential(18, 1, "bot", "bot-secret"))
+    loop.run_once()
+    fake.put_credential(FakeCredential(17, 1, "octo", SECRET + "2", is_default=True))
+    fake.delete_credential(18)
+    fake.requests.clear()
+    caplog.set_level(logging.INFO, "moorage.agent")
+    assert loop.run_once() is Outcome.SYNCED
+    assert fake.requests == ["changes", "ack"]
+    assert fake.acks[-1] == {"revision": 5, "snapshot": False, "credentials": {"17": 2},
+                             "removed": [18]}
+    assert replica.credentials_held() == {17: 2}
+    assert replica.open_secret(17).password == SECRET + "2"
+    assert "applied revision 5: 2 changes" in caplog.text
+
+    fake.bump()  # a change elsewhere: the revision moves, nothing to apply, still acked
+    assert loop.run_once() is Outcome.SYNCED
+    assert replica.revision() == 6
+    assert fake.acks[-1] == {"revision": 6, "snapshot": False, "credentials": {},
+                             "removed": []}
+    acks = len(fake.acks)
+    assert loop.run_once() is Outcome.SYNCED  # nothing new at all: no ack
+    assert len(fake.acks) == acks
+    assert SECRET not in caplog.text and TOKEN not in caplog.text
+
+
+def test_snapshot_required_takes_a_snapshot(
+    fake: FakeControlPlane, loop: SyncLoop, replica: Replica
+) -> None:
+    seeded(fake)
+    loop.run_once()
+    fake.add_account(2, "globex")
+    fake.remove_account(1)
+    fake.compacted_through = fake.revision  # the log was compacted past the agent
+    fake.requests.clear()
+    assert loop.run_once() is Outcome.SYNCED
+    assert fake.requests == ["changes", "snapshot", "ack"]
+    assert fake.acks[-1] == {"revision": 4, "snapshot": True, "credentials": {},
+                             "removed": []}
+    assert replica.accounts() == {2: "globex"}
+    assert replica.credentials_held() == {}
+
+
+def test_transient_errors_back_off_doubling_and_recover(
+    fake: FakeControlPlane, loop: SyncLoop, replica: Replica, sleeps: Sleeps,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seeded(fake)
+    refused = httpx.ConnectError("connection refused")
+    fake.failures = [503, refused, 502, refused, 500, 500, 500, 500, 500, 500, 500]
+    outcomes = [loop.run_once() for _ in range(12)]
+    assert outcomes == [Outcome.RETRY] * 11 + [Outcome.SYNCED]
+    # rand() is 0.5, so the jitter is zero here: the documented sequence, capped at 30 s.
+    assert sleeps == [0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30, 30]
+    assert replica.revision() == 2
+    lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(lines) == 11
+    assert lines[0] == "control plane unreachable, retrying in 0.5 s: HTTP 503 server_error: " \
+                       "The fake was told to fail."
+    assert lines[1] == "control plane unreachable, retrying in 1.0 s: ConnectError: " \
+                       "connection refused"
+    fake.failures = [503]
+    sleeps.clear()
+    loop.run_once()
+    assert sleeps == [0.5]  # a success resets the backoff
+
+
+def test_the_jitter_stays_within_twenty_percent() -> None:
+    low, high = Backoff(rand=lambda: 0.0), Backoff(rand=lambda: 0.999999)
+    assert [round(low.next_delay(), 2) for _ in range(3)] == [0.4, 0.8, 1.6]
+    assert [round(high.next_delay(), 2) for _ in range(3)] == [0.6, 1.2, 2.4]
+
+
+def test_an_ack_that_fails_stays_pending_and_is_resent_before_the_next_poll(
+    fake: FakeControlPlane, loop: SyncLoop, replica: Replica
+) -> None:
+    seeded(fake)
+    loop.run_once()
+    fake.put_credential(FakeCredential(17, 1, "octo", "new", is_default=True))
+    fake.ack_failures = [503]
+    fake.requests.clear()
+    assert loop.run_once() is Outcome.RETRY
+    assert replica.revision() == 3  # applied, not yet acknowledged
+    assert loop.pending_ack is not None
+    assert loop.run_once() is Outcome.SYNCED
+    assert fake.requests == ["changes", "ack", "ack", "changes"]
+    assert fake.acks[-1] == {"revision": 3, "snapshot": False, "credentials": {"17": 2},
+                             "removed": []}
+    assert loop.pending_ack is None
+
+
+def test_after_a_restart_the_whole_replica_is_acknowledged_first(
+    fake: FakeControlPlane, make_loop: MakeLoop, replica: Replica
+) -> None:
+    seeded(fake)
+    make_loop().run_once()
+    fake.requests.clear()
+    restarted = make_loop()
+    assert restarted.region == "eu-1"
+    restarted.run_once()
+    assert fake.requests == ["ack", "changes"]
+    assert fake.acks[-1] == {"revision": 2, "snapshot": True, "credentials": {"17": 1},
+                             "removed": []}
+
+
+def test_a_tampered_payload_is_refused_not_applied_and_retried(
+    fake: FakeControlPlane, loop: SyncLoop, replica: Replica, sleeps: Sleeps,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seeded(fake)
+    loop.run_once()
+    before = replica.credentials_held()
+    fake.delete_credential(17)
+    fake.tamper_next = True
+    assert loop.run_once() is Outcome.RETRY
+    assert replica.credentials_held() == before
+    assert replica.revision() == 2
+    assert sleeps == [0.5]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[0].getMessage().startswith(
+        "rejected a payload that failed its integrity check, retrying in 0.5 s")
+    assert loop.run_once() is Outcome.SYNCED  # the next, genuine answer is applied
+    assert replica.credentials_held() == {}
+
+
+def test_an_auth_error_stops_the_loop(
+    fake: FakeControlPlane, loop: SyncLoop, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.revoked = True
+    with pytest.raises(AgentAuthError) as raised:
+        loop.run_forever()
+    assert raised.value.code == "region_token_revoked"
+    assert sleeps == []
+    assert "the region token was rotated or the region removed" in caplog.text
+    assert "stopping" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+def test_stopping_abandons_a_long_poll_at_once(
+    fake: FakeControlPlane, make_loop: MakeLoop
+) -> None:
+    seeded(fake)
+    stop = threading.Event()
+    loop = make_loop(stop, sleep=None)
+    loop.run_once()
+    fake.hang = threading.Event()  # the next changes request does not answer
+    started = time.monotonic()
+    threading.Timer(0.3, stop.set).start()
+    loop.run_forever()
+    assert time.monotonic() - started < 1.5
+    assert fake.requests[-1] == "changes"
+    fake.hang.set()
+
+
+def test_a_pinned_region_must_match_the_replica(
+    fake: FakeControlPlane, make_loop: MakeLoop, config: object, replica: Replica
+) -> None:
+    seeded(fake)
+    make_loop().run_once()
+    from dataclasses import replace
+
+    from moorage.agent.client import ControlPlaneClient
+    from moorage.agent.config import AgentConfig
+
+    assert isinstance(config, AgentConfig)
+    pinned = replace(config, region="us-1")
+    with pytest.raises(ConfigurationError, match="belongs to region 'eu-1', not 'us-1'"):
+        SyncLoop(pinned, ControlPlaneClient(pinned, transport=fake.transport()), replica,
+                 logging.getLogger("moorage.agent"), threading.Event())

@@ -1,0 +1,149 @@
+"""``moorage agent``: run a region agent against a control plane.
+
+The token and the region key are read from files (never command-line values, which any user
+of the machine can see in the process list). Files readable by group or others are used but
+warned about: refusing them would break common setups (a Kubernetes secret volume is 0644 by
+default) while a warning still points at the problem.
+
+Exit codes: 0 stopped cleanly (SIGTERM/SIGINT, or ``--once`` synced), 1 ``--once`` could not
+sync, 2 bad configuration (the message names the file or option), 3 the control plane refused
+the token. This module does not import Django.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import stat
+import threading
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+import click
+
+from moorage.agent.client import ControlPlaneClient
+from moorage.agent.config import AgentConfig, is_region_token
+from moorage.agent.errors import AgentAuthError, ConfigurationError, ReplicaError
+from moorage.agent.logs import configure_logging
+from moorage.agent.protocol import DEFAULT_WAIT
+from moorage.agent.replica import Replica
+from moorage.agent.sync import Outcome, SyncLoop
+from moorage.cli.output import fail
+from moorage.sealing import Key, KeyringError, parse_keys
+
+EXIT_UNSYNCED = 1
+EXIT_CONFIG = 2
+EXIT_AUTH = 3
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _read_private(path: Path, what: str, logger: logging.Logger) -> str:
+    """The text of a token or key file, or exit 2 naming the file (never its content)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        fail(f"The {what} {path} does not exist.", code="agent_config_invalid",
+             exit_code=EXIT_CONFIG)
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"Cannot read the {what} {path}: {type(exc).__name__}.",
+             code="agent_config_invalid", exit_code=EXIT_CONFIG)
+    if not stat.S_ISREG(mode):
+        fail(f"The {what} {path} is not a file.", code="agent_config_invalid",
+             exit_code=EXIT_CONFIG)
+    if mode & 0o077:
+        logger.warning("the %s %s is readable by group or others (mode %o); "
+                       "chmod 600 it", what, path, stat.S_IMODE(mode),
+                       extra={"region": "-"})
+    return text
+
+
+def _token(path: Path, logger: logging.Logger) -> str:
+    lines = [line.strip() for line in _read_private(path, "token file", logger).splitlines()
+             if line.strip()]
+    if len(lines) != 1 or not is_region_token(lines[0]):
+        fail(f"The token file {path} must hold one line: the region token (mrr_…) printed by "
+             "'moorage regions add' or 'rotate-token'.", code="agent_config_invalid",
+             exit_code=EXIT_CONFIG)
+    return lines[0]
+
+
+def _key(path: Path, logger: logging.Logger) -> Key:
+    try:
+        keys = parse_keys(_read_private(path, "key file", logger))
+    except KeyringError as exc:  # the message never echoes key material
+        fail(f"The key file {path} is not valid: {exc}", code="agent_config_invalid",
+             exit_code=EXIT_CONFIG)
+    if len(keys) != 1:
+        fail(f"The key file {path} must hold exactly one key (id:base64) as printed by "
+             f"'moorage regions add'; it holds {len(keys)}.", code="agent_config_invalid",
+             exit_code=EXIT_CONFIG)
+    return keys[0]
+
+
+@click.command("agent")
+@click.option("--url", required=True, metavar="URL",
+              help="The control plane, e.g. https://moorage.example.com.")
+@click.option("--token-file", required=True, type=click.Path(path_type=Path),
+              help="File holding the region token (one line, mrr_…).")
+@click.option("--key-file", required=True, type=click.Path(path_type=Path),
+              help="File holding the region key (one line, id:base64).")
+@click.option("--data-dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Where the agent keeps its replica (created, mode 0700).")
+@click.option("--docker-host", metavar="URL",
+              help="Docker Engine API of the region, e.g. unix:///var/run/docker.sock.")
+@click.option("--region", metavar="SLUG",
+              help="Refuse answers for any other region (default: learn it on first sync).")
+@click.option("--wait", type=click.IntRange(0, 60), default=None,
+              help="Long-poll seconds per request (default 25; 0 with --once).")
+@click.option("--once", is_flag=True, help="Sync once and exit (exit 1 if that failed).")
+@click.option("-v", "--verbose", is_flag=True, help="Log acks and empty polls too.")
+def agent(
+    url: str, token_file: Path, key_file: Path, data_dir: Path, docker_host: str | None,
+    region: str | None, wait: int | None, once: bool, verbose: bool,
+) -> None:
+    """Run this region's agent: keep its sealed replica in step with the control plane."""
+    logger = configure_logging(level=logging.DEBUG if verbose else logging.INFO,
+                               region=region)
+    token = _token(token_file, logger)
+    key = _key(key_file, logger)
+    try:
+        config = AgentConfig(url=url, token=token, region_key=key, data_dir=data_dir,
+                             docker_host=docker_host, region=region,
+                             wait=wait if wait is not None else (0 if once else DEFAULT_WAIT))
+    except ConfigurationError as exc:
+        fail(str(exc), code="agent_config_invalid", exit_code=EXIT_CONFIG)
+    parts = urlsplit(url)
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        logger.warning("the control plane URL is plain http: the region token travels in "
+                       "clear; use https", extra={"region": region or "-"})
+    try:
+        replica = Replica.in_dir(data_dir, key)
+    except (ReplicaError, OSError) as exc:
+        fail(f"Cannot use the data dir {data_dir}: {exc}", code="agent_config_invalid",
+             exit_code=EXIT_CONFIG)
+    client = ControlPlaneClient(config)
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM,
+                                                                   signal.SIGINT)}
+    try:
+        loop = SyncLoop(config, client, replica, logger, stop)
+        if once:
+            outcome = loop.run_once(backoff=False)
+            raise click.exceptions.Exit(0 if outcome is not Outcome.RETRY else EXIT_UNSYNCED)
+        loop.run_forever()
+    except ConfigurationError as exc:
+        fail(str(exc), code="agent_config_invalid", exit_code=EXIT_CONFIG)
+    except AgentAuthError:
+        raise click.exceptions.Exit(EXIT_AUTH) from None  # logged by the loop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if not stop.is_set():
+            client.close()  # a long poll abandoned on stop may still hold it: let it die
+        replica.close()
