@@ -9,6 +9,7 @@ each change as it applies it.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
@@ -72,9 +73,12 @@ class ControlPlaneClient:
 
     def snapshot(self) -> dict[str, Any]:
         """The region's whole state, verified; the caller replaces its replica with it."""
-        payload = self._verified(self._request("GET", "snapshot"), kind="snapshot")
+        nonce = _nonce()
+        response = self._request("GET", "snapshot", params={"nonce": nonce})
+        payload = self._verified(response, kind="snapshot")
         _require_list(payload, "accounts")
         _require_list(payload, "credentials")
+        _require_nonce(payload, nonce)
         return payload
 
     def changes(self, since: int, wait: int) -> dict[str, Any]:
@@ -82,7 +86,9 @@ class ControlPlaneClient:
 
         An answer for another ``since`` is refused: applying it could skip or replay changes.
         """
-        response = self._request("GET", "changes", params={"since": since, "wait": wait})
+        nonce = _nonce()
+        response = self._request("GET", "changes",
+                                 params={"since": since, "wait": wait, "nonce": nonce})
         payload = self._verified(response, kind="changes")
         if _require_int(payload, "since") != since:
             raise MalformedPayload(
@@ -94,6 +100,7 @@ class ControlPlaneClient:
             raise MalformedPayload(
                 f"the answer's revision {payload['revision']} is before {since} and does not "
                 "ask for a snapshot")
+        _require_nonce(payload, nonce)
         return payload
 
     def ack(
@@ -136,6 +143,18 @@ class ControlPlaneClient:
         if _require_int(payload, "revision") < 0:
             raise MalformedPayload("the payload's revision is negative")
         return payload
+
+
+def _nonce() -> str:
+    """A fresh value the control plane must echo inside the signed payload."""
+    return secrets.token_urlsafe(16)
+
+
+def _require_nonce(payload: dict[str, Any], nonce: str) -> None:
+    # A signed answer recorded earlier (an old snapshot, say) carries another nonce: replaying
+    # it could roll the replica back to credentials that were since rotated.
+    if payload.get("nonce") != nonce:
+        raise MalformedPayload("the answer does not echo this request's nonce (a replay?)")
 
 
 def _raise_for_status(response: httpx.Response) -> None:

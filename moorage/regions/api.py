@@ -24,9 +24,18 @@ class Envelope(Schema):
     mac: str
 
 
+NONCE = Field(..., min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+              description="Echoed inside the signed answer, so an old answer cannot be replayed.")
+
+
+class SnapshotQuery(Schema):
+    nonce: str = NONCE
+
+
 class ChangesQuery(Schema):
     since: int = Field(..., ge=0)
     wait: int = Field(DEFAULT_WAIT, ge=0, le=MAX_WAIT)
+    nonce: str = NONCE
 
 
 class AckIn(Schema):
@@ -42,14 +51,15 @@ def _region(request: HttpRequest) -> Region:
 
 
 @agent_router.get("/agent/snapshot", response=Envelope, summary="The region's whole state")
-def agent_snapshot(request: HttpRequest) -> dict[str, str]:
-    return sync.snapshot(region=_region(request))
+def agent_snapshot(request: HttpRequest, query: Query[SnapshotQuery]) -> dict[str, str]:
+    return sync.snapshot(region=_region(request), nonce=query.nonce)
 
 
 @agent_router.get("/agent/changes", response=Envelope,
                   summary="Changes after a revision (long poll)")
 def agent_changes(request: HttpRequest, query: Query[ChangesQuery]) -> dict[str, str]:
-    return sync.changes(region=_region(request), since=query.since, wait=query.wait)
+    return sync.changes(region=_region(request), since=query.since, wait=query.wait,
+                        nonce=query.nonce)
 
 
 @agent_router.post("/agent/ack", response={204: None}, summary="What the agent holds now")

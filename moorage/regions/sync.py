@@ -73,8 +73,8 @@ def _credential_payload(region: Region, key: Key, credential: Credential) -> dic
     }
 
 
-def snapshot(*, region: Region) -> dict[str, str]:
-    """The whole state for ``region``, signed."""
+def snapshot(*, region: Region, nonce: str) -> dict[str, str]:
+    """The whole state for ``region``, signed, echoing the agent's ``nonce``."""
     with transaction.atomic():
         # One transaction: the revision and the rows are read as of the same moment on
         # PostgreSQL (repeatable enough: the counter is read first, rows may only be newer,
@@ -87,6 +87,7 @@ def snapshot(*, region: Region) -> dict[str, str]:
     payload = {
         "kind": "snapshot",
         "region": region.slug,
+        "nonce": nonce,
         "revision": revision,
         "accounts": [{"id": a.pk, "slug": a.slug} for a in accounts],
         "credentials": [_credential_payload(region, key, c) for c in credentials],
@@ -153,8 +154,11 @@ def _relevant(region: Region, since: int, until: int) -> list[Change]:
     )
 
 
-def changes(*, region: Region, since: int, wait: int) -> dict[str, str]:
-    """Changes after ``since`` for ``region``, waiting up to ``wait`` seconds for one."""
+def changes(*, region: Region, since: int, wait: int, nonce: str) -> dict[str, str]:
+    """Changes after ``since`` for ``region``, waiting up to ``wait`` seconds for one.
+
+    The signed answer echoes ``nonce`` so the agent can tell it from a replayed old one.
+    """
     if since < 0 or not 0 <= wait <= MAX_WAIT:
         raise ValidationFailed(f"Use since ≥ 0 and 0 ≤ wait ≤ {MAX_WAIT}.",
                                code="sync_parameters_invalid")
@@ -168,13 +172,14 @@ def changes(*, region: Region, since: int, wait: int) -> dict[str, str]:
                 _record_progress(region, since)
                 progressed = True
             if since > revision or since < compacted:
-                return _changes_answer(region, since, revision, [], snapshot_required=True)
+                return _changes_answer(region, since, revision, [], nonce,
+                                       snapshot_required=True)
             rows = _relevant(region, since, revision)
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 key = region_secrets.open_region_key(region)
                 return _changes_answer(region, since, revision, _ops(region, key, rows),
-                                       key=key)
+                                       nonce, key=key)
             if connection.vendor == "postgresql":
                 if not listening:
                     with connection.cursor() as cursor:
@@ -198,11 +203,12 @@ def _wait_for_notify(timeout: float) -> None:
 
 
 def _changes_answer(
-    region: Region, since: int, revision: int, ops: list[dict[str, Any]], *,
+    region: Region, since: int, revision: int, ops: list[dict[str, Any]], nonce: str, *,
     snapshot_required: bool = False, key: Key | None = None,
 ) -> dict[str, str]:
     payload = {
-        "kind": "changes", "region": region.slug, "since": since, "revision": revision,
+        "kind": "changes", "region": region.slug, "nonce": nonce, "since": since,
+        "revision": revision,
         "snapshot_required": snapshot_required, "changes": ops,
     }
     return sign(payload, key or region_secrets.open_region_key(region))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,15 +26,21 @@ class AgentView:
         return {"Authorization": f"Bearer {self.token}"}
 
     def snapshot(self, client: Client) -> dict[str, Any]:
-        response = client.get("/api/v1/agent/snapshot", headers=self.auth)
+        nonce = secrets.token_urlsafe(12)
+        response = client.get(f"/api/v1/agent/snapshot?nonce={nonce}", headers=self.auth)
         assert response.status_code == 200, response.content[:300]
-        return protocol.verify(response.json(), self.key)
+        payload = protocol.verify(response.json(), self.key)
+        assert payload.pop("nonce") == nonce
+        return payload
 
     def changes(self, client: Client, since: int, wait: int = 0) -> dict[str, Any]:
-        response = client.get(f"/api/v1/agent/changes?since={since}&wait={wait}",
+        nonce = secrets.token_urlsafe(12)
+        response = client.get(f"/api/v1/agent/changes?since={since}&wait={wait}&nonce={nonce}",
                               headers=self.auth)
         assert response.status_code == 200, response.content[:300]
-        return protocol.verify(response.json(), self.key)
+        payload = protocol.verify(response.json(), self.key)
+        assert payload.pop("nonce") == nonce
+        return payload
 
 
 def make_region(slug: str, **kwargs: Any) -> AgentView:

@@ -163,12 +163,14 @@ class FakeControlPlane:
             return _error(401, "region_token_invalid", "The region token is not valid.")
         if self.revoked:
             return _error(401, "region_token_revoked", "The token was rotated.")
+        nonce = {"nonce": request.url.params.get("nonce")}
         if path == "snapshot" and request.method == "GET":
-            return self._signed(self.snapshot_payload())
+            return self._signed(self.snapshot_payload() | nonce)
         if path == "changes" and request.method == "GET":
             if self.hang is not None:
                 self.hang.wait(30)
-            return self._signed(self.changes_payload(int(request.url.params["since"])))
+            return self._signed(
+                self.changes_payload(int(request.url.params["since"])) | nonce)
         if path == "ack" and request.method == "POST":
             if self.ack_failures:
                 return _error(self.ack_failures.pop(0), "server_error", "Ack failed.")

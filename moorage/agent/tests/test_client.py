@@ -22,12 +22,20 @@ from moorage.agent.errors import (
     TransientError,
 )
 from moorage.agent.tests.fakes import TOKEN, FakeControlPlane
-from moorage.sealing import generate_key
+from moorage.sealing import Key, generate_key
 
 
 def answering(config: AgentConfig, envelope: Any, status: int = 200) -> ControlPlaneClient:
+    """Always the same answer, whatever was asked (so, also, a replay)."""
     return ControlPlaneClient(config, transport=httpx.MockTransport(
         lambda request: httpx.Response(status, json=envelope)))
+
+
+def echoing(config: AgentConfig, payload: dict[str, Any], key: Key) -> ControlPlaneClient:
+    """``payload`` signed afresh for each request, echoing its nonce as the server does."""
+    return ControlPlaneClient(config, transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, json=protocol.sign(
+            payload | {"nonce": request.url.params.get("nonce")}, key))))
 
 
 def test_requests_carry_the_token_and_the_ack_has_the_protocols_shape(
@@ -44,11 +52,13 @@ def test_requests_carry_the_token_and_the_ack_has_the_protocols_shape(
     assert client.snapshot()["revision"] == 1
     assert client.changes(1, 0)["changes"] == []
     client.ack(1, {18: 1, 17: 3}, [12], False)
-    assert [str(r.url) for r in seen] == [
+    assert [str(r.url.copy_remove_param("nonce")) for r in seen] == [
         "http://control-plane.test/api/v1/agent/snapshot",
         "http://control-plane.test/api/v1/agent/changes?since=1&wait=0",
         "http://control-plane.test/api/v1/agent/ack",
     ]
+    nonces = [r.url.params.get("nonce") for r in seen[:2]]
+    assert all(nonces) and nonces[0] != nonces[1]  # fresh for every request
     assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in seen)
     assert fake.acks == [{"revision": 1, "snapshot": False, "credentials": {"17": 3, "18": 1},
                           "removed": [12]}]
@@ -79,14 +89,24 @@ def test_an_altered_payload_or_mac_is_refused(fake: FakeControlPlane, config: Ag
     for bad in (altered_payload, altered_mac, other_key, {"payload": "x"}, ["not", "a", "dict"]):
         with pytest.raises(TamperedPayload):
             answering(config, bad).snapshot()
-    assert answering(config, envelope).snapshot()["accounts"] == [{"id": 1, "slug": "acme"}]
+    assert echoing(config, fake.snapshot_payload(), fake.key).snapshot()["accounts"] == [
+        {"id": 1, "slug": "acme"}]
+
+
+def test_a_replayed_answer_is_refused(fake: FakeControlPlane, config: AgentConfig) -> None:
+    fake.add_account(1, "acme")
+    recorded = protocol.sign(fake.snapshot_payload() | {"nonce": "an-old-request-1"}, fake.key)
+    with pytest.raises(MalformedPayload, match="nonce"):
+        answering(config, recorded).snapshot()
+    unsigned_nonce = protocol.sign(fake.changes_payload(0), fake.key)
+    with pytest.raises(MalformedPayload, match="nonce"):
+        answering(config, unsigned_nonce).changes(0, 0)
 
 
 def test_a_payload_for_another_region_is_refused(
     fake: FakeControlPlane, config: AgentConfig
 ) -> None:
-    other = protocol.sign(fake.snapshot_payload() | {"region": "us-1"}, fake.key)
-    client = answering(config, other)
+    client = echoing(config, fake.snapshot_payload() | {"region": "us-1"}, fake.key)
     assert client.snapshot()["region"] == "us-1"  # region not known yet: learned from it
     client.region = "eu-1"
     with pytest.raises(MalformedPayload, match="for region 'us-1', this agent serves 'eu-1'"):

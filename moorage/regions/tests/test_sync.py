@@ -181,27 +181,30 @@ def test_ack_records_replicas_and_progress(client: Client, owner: Member) -> Non
     assert stale["synced_regions"] == 0 and stale["regions"][0]["revision"] == 1
 
 
+SNAPSHOT = "/api/v1/agent/snapshot?nonce=test-nonce-1"
+
+
 def test_region_tokens(client: Client) -> None:
     eu = make_region("eu-1")
-    assert client.get("/api/v1/agent/snapshot", headers=eu.auth).status_code == 200
+    assert client.get(SNAPSHOT, headers=eu.auth).status_code == 200
     new_token = services.region_rotate_token(actor=None, slug="eu-1")
-    assert_api_error(client.get("/api/v1/agent/snapshot", headers=eu.auth), 401,
+    assert_api_error(client.get(SNAPSHOT, headers=eu.auth), 401,
                      "region_token_revoked")
-    assert client.get("/api/v1/agent/snapshot",
+    assert client.get(SNAPSHOT,
                       headers={"Authorization": f"Bearer {new_token}"}).status_code == 200
-    assert_api_error(client.get("/api/v1/agent/snapshot",
+    assert_api_error(client.get(SNAPSHOT,
                                 headers={"Authorization": "Bearer mrr_" + "x" * 43}), 401,
                      "region_token_invalid")
-    assert_api_error(client.get("/api/v1/agent/snapshot"), 401, "not_authenticated")
+    assert_api_error(client.get(SNAPSHOT), 401, "not_authenticated")
     services.region_remove(actor=None, slug="eu-1")
-    assert_api_error(client.get("/api/v1/agent/snapshot",
+    assert_api_error(client.get(SNAPSHOT,
                                 headers={"Authorization": f"Bearer {new_token}"}), 401,
                      "region_token_invalid")
     assert eu.token not in database_text() and new_token not in database_text()
 
 
 def test_an_account_token_is_not_a_region_token(client: Client, owner: Member) -> None:
-    assert_api_error(client.get("/api/v1/agent/snapshot", headers=owner.auth), 401,
+    assert_api_error(client.get(SNAPSHOT, headers=owner.auth), 401,
                      "region_token_invalid")
     eu = make_region("eu-1")
     assert_api_error(client.get("/api/v1/credentials", headers=eu.auth), 401, "token_invalid")
