@@ -76,3 +76,22 @@ def api_token_get(*, account: Account, token_id: int) -> ApiToken:
     if token is None:
         raise NotFound("No such API token in this account.", code="token_not_found")
     return token
+
+
+def operator_membership(*, email: str | None, account_slug: str | None) -> Membership:
+    """Whom a server-side command acts as: the given user (default: the first platform staff
+    user) in the given account (default: their first)."""
+    if email:
+        user = User.objects.filter(email=email.strip().lower()).first()
+        if user is None:
+            raise NotFound(f"No user {email}.", code="user_not_found")
+    else:
+        user = User.objects.filter(is_platform_staff=True).order_by("id").first()
+        if user is None:
+            raise NotFound("No user yet; run 'moorage init' first.", code="not_initialised")
+    if account_slug:
+        return membership_by_slug(user=user, slug=account_slug)
+    first = memberships_of_user(user=user).select_related("user").first()
+    if first is None:
+        raise NotFound(f"{user.email} belongs to no account.", code="no_account")
+    return first

@@ -31,7 +31,7 @@ from moorage.registry.dockerconfig import (
 )
 
 if TYPE_CHECKING:
-    from moorage.accounts.models import Membership
+    pass
 
 REGISTRY = "container_registry"
 GIT = "git"
@@ -387,28 +387,6 @@ def credentials_import_docker_config(path: Path | None) -> None:
 # ----- export: on the server machine
 
 
-def _membership(email: str | None, account_slug: str | None) -> Membership:
-    """Whom the export acts as: the given user (default: the first platform staff user) in
-    the given account (default: their first), as ``moorage tokens create`` chooses."""
-    from moorage.accounts import selectors
-    from moorage.accounts.models import User
-
-    if email:
-        user = User.objects.filter(email=email.strip().lower()).first()
-        if user is None:
-            fail(f"No user {email}.", code="user_not_found")
-    else:
-        user = User.objects.filter(is_platform_staff=True).order_by("id").first()
-        if user is None:
-            fail("No user yet; run 'moorage init' first.", code="not_initialised")
-    if account_slug:
-        return selectors.membership_by_slug(user=user, slug=account_slug)
-    first = selectors.memberships_of_user(user=user).select_related("user", "account").first()
-    if first is None:
-        fail(f"{user.email} belongs to no account.", code="no_account")
-    return first
-
-
 def _write_private(path: Path, text: str, *, force: bool) -> None:
     """Write ``text`` to a file only its owner can read (0600), whatever the umask."""
     if not force:
@@ -472,6 +450,7 @@ def credentials_export(
     setup_django()
     from django.db import transaction
 
+    from moorage.accounts.selectors import operator_membership
     from moorage.credentials.services import credentials_export as export_service
     from moorage.errors import ApplicationError
 
@@ -479,7 +458,7 @@ def credentials_export(
         # The audit rows commit only once the file is written: no export is recorded that
         # did not happen, and none happens unrecorded.
         with transaction.atomic():
-            membership = _membership(email, account_slug)
+            membership = operator_membership(email=email, account_slug=account_slug)
             entries = export_service(actor=membership.user, membership=membership,
                                      names=list(names))
             logins = [(e.server, e.login, e.email or None) for e in entries]

@@ -153,30 +153,17 @@ def tokens() -> None:
 def tokens_create(name: str, email: str | None, account_slug: str | None) -> None:
     """Print a new API token. Only the token goes to standard output, for scripts."""
     setup_django()
-    from moorage.accounts import selectors
-    from moorage.accounts.models import User
+    from moorage.accounts.selectors import operator_membership
     from moorage.accounts.services import api_token_create
     from moorage.errors import ApplicationError
 
-    if email:
-        user = User.objects.filter(email=email.strip().lower()).first()
-        if user is None:
-            fail(f"No user {email}.", code="user_not_found")
-    else:
-        user = User.objects.filter(is_platform_staff=True).order_by("id").first()
-        if user is None:
-            fail("No user yet; run 'moorage init' first.", code="not_initialised")
     try:
-        if account_slug:
-            membership = selectors.membership_by_slug(user=user, slug=account_slug)
-        else:
-            first = selectors.memberships_of_user(user=user).select_related("user").first()
-            if first is None:
-                fail(f"{user.email} belongs to no account.", code="no_account")
-            membership = first
-        token, plaintext = api_token_create(actor=user, membership=membership, name=name)
+        membership = operator_membership(email=email, account_slug=account_slug)
+        token, plaintext = api_token_create(actor=membership.user, membership=membership,
+                                            name=name)
     except ApplicationError as exc:
         fail(exc.message, code=exc.code)
+    user = membership.user
     err_console.print(
         f"Token [bold]{token.name}[/bold] for {user.email} in {membership.account.slug} "
         "(shown only now):"
