@@ -77,3 +77,13 @@ def region_secret_aad(
         f"moorage/region-credential/v1|region={region}|account={account_id}"
         f"|credential={credential_id}|field={field}|revision={revision}"
     ).encode()
+
+
+def region_env_aad(
+    *, region: str, account_id: int, app_id: int, deployment_id: int, name: str
+) -> bytes:
+    """Associated data of a secret app env value sealed for a region's deployment."""
+    return (
+        f"moorage/region-app-env/v1|region={region}|account={account_id}|app={app_id}"
+        f"|deployment={deployment_id}|name={name}"
+    ).encode()

@@ -28,3 +28,8 @@ class AuditAction(models.TextChoices):
     REGION_TOKEN_ROTATED = "region.token_rotated", "Region token rotated"
     REGION_REMOVED = "region.removed", "Region removed"
     ACCOUNT_REGIONS_CHANGED = "account.regions_changed", "Regions of the account changed"
+    APP_CREATED = "app.created", "App created"
+    APP_UPDATED = "app.updated", "App changed"
+    APP_DELETED = "app.deleted", "App deleted"
+    DEPLOY_STARTED = "deploy.started", "Deploy started"
+    DEPLOY_FINISHED = "deploy.finished", "Deploy finished"

@@ -15,8 +15,11 @@ from ninja.errors import ValidationError as NinjaValidationError
 from moorage import __version__
 from moorage.accounts.api import router as accounts_router
 from moorage.accounts.auth import ApiTokenAuth
+from moorage.apps.api import router as apps_router
 from moorage.audit.api import router as audit_router
 from moorage.credentials.api import router as credentials_router
+from moorage.deployments.api import agent_router as deployments_agent_router
+from moorage.deployments.api import router as deployments_router
 from moorage.errors import ApplicationError
 from moorage.regions.api import agent_router
 from moorage.regions.api import router as regions_router
@@ -40,6 +43,9 @@ api.add_router("/", audit_router)
 api.add_router("/", credentials_router)
 api.add_router("/", regions_router)
 api.add_router("/", agent_router)
+api.add_router("/", apps_router)
+api.add_router("/", deployments_router)
+api.add_router("/", deployments_agent_router)
 
 
 def _error(

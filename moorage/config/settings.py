@@ -33,6 +33,8 @@ INSTALLED_APPS = [
     "moorage.audit",
     "moorage.credentials",
     "moorage.regions",
+    "moorage.apps",
+    "moorage.deployments",
 ]
 
 MIDDLEWARE = [

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.db.models import Count, F, QuerySet
 
 from moorage.accounts.models import Account
+from moorage.apps.choices import RuntimePull
+from moorage.apps.models import App
 from moorage.credentials.choices import CredentialType
 from moorage.credentials.models import Credential
 from moorage.errors import NotFound, ValidationFailed
@@ -76,8 +78,20 @@ def default_credential(*, account: Account) -> Credential | None:
 
 
 def usage_counts(*, account: Account) -> dict[int, int]:
-    """How many apps use each credential (explicitly or as the default).
+    """How many apps use each credential: by name, or through "Use account default"."""
+    counts: dict[int, int] = {}
+    explicit = (App.objects.filter(account=account, runtime_pull=RuntimePull.CREDENTIAL)
+                .values("runtime_pull_credential").annotate(n=Count("id")))
+    for row in explicit:
+        counts[row["runtime_pull_credential"]] = row["n"]
+    default = default_credential(account=account)
+    if default is not None:
+        by_default = App.objects.filter(account=account,
+                                        runtime_pull=RuntimePull.ACCOUNT_DEFAULT).count()
+        counts[default.pk] = counts.get(default.pk, 0) + by_default
+    return counts
 
-    Apps do not exist yet; the apps issue fills this in. Until then no credential is used.
-    """
-    return {}
+
+def apps_naming(*, credential: Credential) -> list[str]:
+    """Names of the apps that pull with ``credential`` by name (not via the default)."""
+    return sorted(credential.runtime_apps.values_list("name", flat=True))

@@ -18,7 +18,7 @@ from moorage.accounts.models import Account, Membership, User
 from moorage.accounts.permissions import Action, require
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
-from moorage.credentials import validation, vault
+from moorage.credentials import selectors, validation, vault
 from moorage.credentials.choices import CredentialType, TestResult
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict, NotFound, ValidationFailed
@@ -228,6 +228,13 @@ def credential_delete(*, actor: User, membership: Membership, credential_id: int
     require(membership, Action.MANAGE_CREDENTIALS)
     _lock_account(membership.account)
     credential = _get_for_update(membership, credential_id)
+    naming = selectors.apps_naming(credential=credential)
+    if naming:
+        raise Conflict(
+            f"{credential.name!r} is the pull credential of {', '.join(naming)}; choose "
+            "another for them first.",
+            code="credential_in_use", detail={"apps": naming},
+        )
     promoted: Credential | None = None
     was_default = credential.is_default
     name = credential.name

@@ -55,28 +55,41 @@ def associated_data(*, account_id: int, credential_id: int, field: str) -> bytes
     return text.encode()
 
 
+def seal_value(plaintext: str, aad: bytes) -> str:
+    """Seal any secret value with the primary key, bound to ``aad`` (where it belongs)."""
+    return seal(keyring().primary, plaintext.encode("utf-8"), aad)
+
+
+def open_value(sealed: str, aad: bytes) -> str:
+    """Open a value sealed by :func:`seal_value`; reload the keyring once on an unknown key.
+
+    Raises :class:`SealedDataError` (whose message holds nothing secret).
+    """
+    try:
+        return open_sealed(keyring(), sealed, aad).decode("utf-8")
+    except SealedDataError as exc:
+        if exc.code != "sealed_key_unknown":
+            raise
+        return open_sealed(keyring(reload=True), sealed, aad).decode("utf-8")
+
+
+def _credential_aad(credential: Credential) -> bytes:
+    return associated_data(
+        account_id=credential.account_id, credential_id=credential.pk, field=SECRET_FIELD
+    )
+
+
 def seal_secret(credential: Credential, plaintext: str) -> str:
     """Seal ``plaintext`` for ``credential`` (which must already have an id)."""
     if credential.pk is None:
         raise ValueError("a credential needs an id before its secret can be sealed")
-    aad = associated_data(
-        account_id=credential.account_id, credential_id=credential.pk, field=SECRET_FIELD
-    )
-    return seal(keyring().primary, plaintext.encode("utf-8"), aad)
+    return seal_value(plaintext, _credential_aad(credential))
 
 
 def open_secret(credential: Credential) -> str:
     """The credential's secret in clear. Call only at the moment of use; never keep it."""
-    aad = associated_data(
-        account_id=credential.account_id, credential_id=credential.pk, field=SECRET_FIELD
-    )
     try:
-        try:
-            return open_sealed(keyring(), credential.secret, aad).decode("utf-8")
-        except SealedDataError as exc:
-            if exc.code != "sealed_key_unknown":
-                raise
-            return open_sealed(keyring(reload=True), credential.secret, aad).decode("utf-8")
+        return open_value(credential.secret, _credential_aad(credential))
     except SealedDataError as exc:
         raise SecretUnavailable(
             f"The secret of credential {credential.name!r} cannot be opened: {exc}",

@@ -23,3 +23,5 @@ class ChangeKind(models.TextChoices):
 
     CREDENTIAL = "credential", "Credential"
     ACCOUNT = "account", "Account enabled in or removed from a region"
+    DEPLOYMENT = "deployment", "Deployment of an app in a region"
+    APP = "app", "App removed from a region"

@@ -17,6 +17,8 @@ from django.utils import timezone
 from moorage.accounts.models import Account
 from moorage.agent.protocol import MAX_WAIT, sign
 from moorage.credentials.models import Credential
+from moorage.deployments.models import Deployment
+from moorage.deployments.payloads import deployment_payload, latest_deployments
 from moorage.errors import AuthenticationFailed, ValidationFailed
 from moorage.regions import changelog
 from moorage.regions import secrets as region_secrets
@@ -83,6 +85,7 @@ def snapshot(*, region: Region, nonce: str) -> dict[str, str]:
         account_ids = _enabled_account_ids(region)
         accounts = list(Account.objects.filter(id__in=account_ids).order_by("id"))
         credentials = list(Credential.objects.filter(account_id__in=account_ids).order_by("id"))
+        deployments = latest_deployments(region, account_ids)
     key = region_secrets.open_region_key(region)
     payload = {
         "kind": "snapshot",
@@ -91,6 +94,7 @@ def snapshot(*, region: Region, nonce: str) -> dict[str, str]:
         "revision": revision,
         "accounts": [{"id": a.pk, "slug": a.slug} for a in accounts],
         "credentials": [_credential_payload(region, key, c) for c in credentials],
+        "deployments": [deployment_payload(region, key, d) for d in deployments],
     }
     return sign(payload, key)
 
@@ -107,6 +111,11 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
             Q(id__in=credential_ids) | Q(account_id__in=upserted_accounts))
     }
     accounts = {a.pk: a for a in Account.objects.filter(id__in=upserted_accounts)}
+    deployments = {
+        d.pk: d for d in Deployment.objects.filter(
+            id__in={c.object_id for c in rows if c.kind == ChangeKind.DEPLOYMENT}, region=region,
+        ).select_related("app").prefetch_related("app__env")
+    }
     ops: dict[tuple[str, int], tuple[int, int, dict[str, Any]]] = {}
     sequence = 0
 
@@ -130,6 +139,16 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
             else:
                 put(("account", change.account_id), change.revision,
                     {"op": "account.delete", "account_id": change.account_id})
+        elif change.kind == ChangeKind.DEPLOYMENT:
+            deployment = deployments.get(change.object_id)
+            if deployment is not None and deployment.app.account_id in enabled:
+                put(("deployment", deployment.app_id), change.revision,
+                    {"op": "deployment.upsert",
+                     "deployment": deployment_payload(region, key, deployment)})
+        elif change.kind == ChangeKind.APP:
+            put(("deployment", change.object_id), change.revision,
+                {"op": "app.delete", "account_id": change.account_id,
+                 "app_id": change.object_id})
         elif change.kind == ChangeKind.CREDENTIAL:
             current = credentials.get(change.object_id)
             if current is not None and current.account_id in enabled:

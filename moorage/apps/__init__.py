@@ -1,0 +1,1 @@
+"""Apps: what an account runs, from which image, pulled with which credential."""

@@ -1,0 +1,113 @@
+"""REST endpoints for apps: thin wrappers over selectors and services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Status
+
+from moorage.accounts.models import Membership
+from moorage.accounts.permissions import Action, require
+from moorage.apps import selectors, services
+from moorage.apps.models import App
+from moorage.apps.pull import PullPlan, resolve_pull
+from moorage.apps.schemas import AppIn, AppOut, AppPatch, PullCredentialOut
+
+router = Router(tags=["apps"])
+
+
+def _membership(request: HttpRequest) -> Membership:
+    membership: Membership = request.auth  # type: ignore[attr-defined]
+    return membership
+
+
+def app_out(app: App) -> dict[str, Any]:
+    credential = app.runtime_pull_credential
+    return {
+        "id": app.pk, "name": app.name, "source": app.source, "image": app.image,
+        "runtime_pull": app.runtime_pull,
+        "runtime_pull_credential_id": credential.pk if credential else None,
+        "runtime_pull_credential_name": credential.name if credential else None,
+        "port": app.port, "command": app.command, "replicas": app.replicas,
+        "env": [{"name": v.name, "value": None if v.secret else v.value, "secret": v.secret}
+                for v in app.env.all()],
+        "regions": sorted(r.slug for r in app.regions.all()),
+        "created_at": app.created_at, "updated_at": app.updated_at,
+    }
+
+
+def plan_out(plan: PullPlan) -> dict[str, Any]:
+    credential = plan.credential
+    return {
+        "image": str(plan.reference) if plan.reference else None,
+        "registry_host": plan.reference.domain if plan.reference else None,
+        "runtime_pull": plan.source,
+        "credential_id": credential.pk if credential else None,
+        "credential_name": credential.name if credential else None,
+        "credential_server": credential.server if credential else None,
+        "anonymous": plan.anonymous,
+        "host_mismatch": plan.mismatch,
+        "message": plan.describe(),
+    }
+
+
+def _env(items: list[Any] | None) -> list[services.EnvInput] | None:
+    if items is None:
+        return None
+    return [services.EnvInput(name=e.name, value=e.value, secret=e.secret) for e in items]
+
+
+@router.get("/apps", response=list[AppOut], summary="The account's apps")
+def apps_list(request: HttpRequest) -> list[dict[str, Any]]:
+    membership = _membership(request)
+    require(membership, Action.VIEW)
+    return [app_out(a) for a in selectors.apps_of(account=membership.account)]
+
+
+@router.post("/apps", response={201: AppOut}, summary="Create an app")
+def app_create(request: HttpRequest, payload: AppIn) -> Status[dict[str, Any]]:
+    membership = _membership(request)
+    app = services.app_create(
+        actor=membership.user, membership=membership, name=payload.name,
+        source=payload.source, image=payload.image, runtime_pull=payload.runtime_pull,
+        runtime_pull_credential_id=payload.runtime_pull_credential_id, port=payload.port,
+        command=payload.command, replicas=payload.replicas, env=_env(payload.env),
+        regions=payload.regions,
+    )
+    return Status(201, app_out(selectors.app_get(account=membership.account, app_id=app.pk)))
+
+
+@router.get("/apps/{app_id}", response=AppOut, summary="One app")
+def app_get(request: HttpRequest, app_id: int) -> dict[str, Any]:
+    membership = _membership(request)
+    require(membership, Action.VIEW)
+    return app_out(selectors.app_get(account=membership.account, app_id=app_id))
+
+
+@router.patch("/apps/{app_id}", response=AppOut, summary="Change an app")
+def app_update(request: HttpRequest, app_id: int, payload: AppPatch) -> dict[str, Any]:
+    membership = _membership(request)
+    given = payload.model_dump(exclude_unset=True)
+    if "env" in given:
+        given["env"] = _env(payload.env)
+    services.app_update(actor=membership.user, membership=membership, app_id=app_id, **given)
+    return app_out(selectors.app_get(account=membership.account, app_id=app_id))
+
+
+@router.delete("/apps/{app_id}", response={204: None}, summary="Delete an app")
+def app_delete(request: HttpRequest, app_id: int) -> Status[None]:
+    membership = _membership(request)
+    services.app_delete(actor=membership.user, membership=membership, app_id=app_id)
+    return Status(204, None)
+
+
+@router.get("/apps/{app_id}/pull-credential", response=PullCredentialOut,
+            summary="Which credential a deploy of this app pulls with, right now")
+def app_pull_credential(request: HttpRequest, app_id: int) -> dict[str, Any]:
+    membership = _membership(request)
+    require(membership, Action.VIEW)
+    app = selectors.app_get(account=membership.account, app_id=app_id)
+    return plan_out(resolve_pull(account=app.account, image=app.image,
+                                 runtime_pull=app.runtime_pull,
+                                 credential=app.runtime_pull_credential))

@@ -1,0 +1,77 @@
+"""The app model and its environment."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from moorage.apps.choices import RuntimePull, SourceMode
+
+
+class App(models.Model):
+    """Something an account runs in one or more regions.
+
+    In ``image`` mode it runs ``image``, pulled at deploy time as ``runtime_pull`` says:
+    the account default (resolved when a deploy starts), anonymously, or with
+    ``runtime_pull_credential`` — a container-registry credential of the same account.
+    A credential an app names cannot be deleted (``PROTECT``); the services say which apps.
+    """
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE,
+                                related_name="apps")
+    name = models.SlugField(max_length=63)
+    source = models.CharField(max_length=16, choices=SourceMode.choices,
+                              default=SourceMode.IMAGE)
+    image = models.CharField(max_length=512, blank=True)
+    runtime_pull = models.CharField(max_length=32, choices=RuntimePull.choices,
+                                    default=RuntimePull.ACCOUNT_DEFAULT)
+    runtime_pull_credential = models.ForeignKey(
+        "credentials.Credential", on_delete=models.PROTECT, null=True, blank=True,
+        related_name="runtime_apps",
+    )
+    port = models.PositiveIntegerField(null=True, blank=True)
+    command = models.JSONField(null=True, blank=True, help_text="Arguments, or null for the "
+                               "image's own command.")
+    replicas = models.PositiveSmallIntegerField(default=1)
+    regions = models.ManyToManyField("regions.Region", related_name="apps", blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("name",)
+        constraints = [
+            models.UniqueConstraint(fields=["account", "name"], name="app_name_unique"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(runtime_pull=RuntimePull.CREDENTIAL,
+                             runtime_pull_credential__isnull=False)
+                    | (~models.Q(runtime_pull=RuntimePull.CREDENTIAL)
+                       & models.Q(runtime_pull_credential__isnull=True))
+                ),
+                name="app_pull_credential_matches_mode",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EnvVar(models.Model):
+    """One environment variable of an app. A secret value is sealed like a credential."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="env")
+    name = models.CharField(max_length=128)
+    value = models.TextField(blank=True, help_text="Plain value (empty when secret).")
+    secret = models.BooleanField(default=False)
+    sealed = models.TextField(blank=True, help_text="Sealed value of a secret variable.")
+
+    class Meta:
+        ordering = ("name",)
+        constraints = [
+            models.UniqueConstraint(fields=["app", "name"], name="env_name_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

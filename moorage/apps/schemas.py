@@ -1,0 +1,78 @@
+"""API shapes of apps. Secret env values are write-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ninja import Field, Schema
+
+from moorage.apps.choices import RuntimePull, SourceMode
+
+
+class EnvIn(Schema):
+    name: str = Field(..., max_length=128)
+    value: str | None = Field(None, max_length=32 * 1024,
+                              description="Leave out for a secret to keep its value.")
+    secret: bool = False
+
+
+class EnvOut(Schema):
+    name: str
+    value: str | None = Field(..., description="null for a secret: never returned.")
+    secret: bool
+
+
+class AppIn(Schema):
+    name: str = Field(..., max_length=63)
+    source: SourceMode = SourceMode.IMAGE
+    image: str = Field("", max_length=512)
+    runtime_pull: RuntimePull = RuntimePull.ACCOUNT_DEFAULT
+    runtime_pull_credential_id: int | None = None
+    port: int | None = None
+    command: list[str] | None = None
+    replicas: int = 1
+    env: list[EnvIn] = Field(default_factory=list)
+    regions: list[str] | None = Field(None, description="Default: every region the account "
+                                                         "deploys to.")
+
+
+class AppPatch(Schema):
+    name: str | None = Field(None, max_length=63)
+    source: SourceMode | None = None
+    image: str | None = Field(None, max_length=512)
+    runtime_pull: RuntimePull | None = None
+    runtime_pull_credential_id: int | None = None
+    port: int | None = None
+    command: list[str] | None = None
+    replicas: int | None = None
+    env: list[EnvIn] | None = None
+    regions: list[str] | None = None
+
+
+class PullCredentialOut(Schema):
+    image: str | None
+    registry_host: str | None
+    runtime_pull: RuntimePull
+    credential_id: int | None
+    credential_name: str | None
+    credential_server: str | None
+    anonymous: bool
+    host_mismatch: bool
+    message: str
+
+
+class AppOut(Schema):
+    id: int
+    name: str
+    source: SourceMode
+    image: str
+    runtime_pull: RuntimePull
+    runtime_pull_credential_id: int | None
+    runtime_pull_credential_name: str | None
+    port: int | None
+    command: list[str] | None
+    replicas: int
+    env: list[EnvOut]
+    regions: list[str]
+    created_at: datetime
+    updated_at: datetime

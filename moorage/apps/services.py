@@ -1,0 +1,316 @@
+"""Every change to apps: create, update, delete, and their environment."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from moorage.accounts.models import Account, Membership, User
+from moorage.accounts.permissions import Action, require
+from moorage.apps.choices import RuntimePull, SourceMode
+from moorage.apps.models import App, EnvVar
+from moorage.audit.choices import AuditAction
+from moorage.audit.services import audit_record
+from moorage.credentials import vault
+from moorage.credentials.choices import CredentialType
+from moorage.credentials.models import Credential
+from moorage.errors import Conflict, NotFound, ValidationFailed
+from moorage.regions.changelog import record_change
+from moorage.regions.choices import ChangeKind
+from moorage.regions.models import Region
+from moorage.registry.reference import InvalidReference, parse_reference
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+ENV_VALUE_MAX = 32 * 1024
+ENV_MAX = 200
+REPLICAS_MAX = 20
+COMMAND_MAX = 64
+
+
+@dataclass(frozen=True)
+class EnvInput:
+    """One variable as people give it. A secret with ``value=None`` keeps its old value."""
+
+    name: str
+    value: str | None
+    secret: bool = False
+
+
+def _fail(field: str, code: str, message: str) -> ValidationFailed:
+    return ValidationFailed(message, code=code, detail={"fields": {field: message}})
+
+
+def env_aad(*, account_id: int, app_id: int, name: str) -> bytes:
+    """Where a sealed env value belongs: it opens for that app and variable only."""
+    return f"moorage/app-env/v1|account={account_id}|app={app_id}|name={name}".encode()
+
+
+def open_env(variable: EnvVar) -> str:
+    """A variable's value in clear (a secret one is opened at the moment of use)."""
+    if not variable.secret:
+        return variable.value
+    return vault.open_value(
+        variable.sealed,
+        env_aad(account_id=variable.app.account_id, app_id=variable.app_id, name=variable.name),
+    )
+
+
+def _clean_name(name: str) -> str:
+    name = name.strip().lower()
+    if not _NAME.match(name):
+        raise _fail("name", "app_name_invalid",
+                    "An app name is 1-63 lower-case letters, digits and hyphens, like api or "
+                    "web-2, not starting or ending with a hyphen.")
+    return name
+
+
+def _clean_image(source: SourceMode, image: str) -> str:
+    image = image.strip()
+    if source is SourceMode.IMAGE and not image:
+        raise _fail("image", "image_required", "Give the image to run, like ghcr.io/acme/api:1.4.")
+    if image:
+        try:
+            parse_reference(image)
+        except InvalidReference as exc:
+            raise _fail("image", "image_invalid", f"The image is not valid: {exc.message}") \
+                from None
+    return image
+
+
+def pull_credential_for(*, account: Account, runtime_pull: str,
+                        credential_id: int | None) -> tuple[RuntimePull, Credential | None]:
+    """Check the runtime-pull choice: only the account's own registry credentials (I7)."""
+    try:
+        mode = RuntimePull(runtime_pull)
+    except ValueError:
+        raise _fail("runtime_pull", "runtime_pull_invalid",
+                    "Choose account_default, none or credential.") from None
+    if mode is not RuntimePull.CREDENTIAL:
+        if credential_id is not None:
+            raise _fail("runtime_pull_credential", "runtime_pull_conflict",
+                        "A credential is only chosen with runtime_pull=credential.")
+        return mode, None
+    if credential_id is None:
+        raise _fail("runtime_pull_credential", "pull_credential_required",
+                    "Choose the credential to pull with.")
+    credential = Credential.objects.filter(account=account, id=credential_id).first()
+    if credential is None:
+        raise _fail("runtime_pull_credential", "pull_credential_not_found",
+                    "No such credential in this account.")
+    if credential.type != CredentialType.CONTAINER_REGISTRY:
+        raise _fail("runtime_pull_credential", "credential_type_mismatch",
+                    f"{credential.name!r} is a git credential; a pull needs a "
+                    "container-registry credential.")
+    return mode, credential
+
+
+def _clean_regions(account: Account, slugs: list[str] | None) -> list[Region]:
+    enabled = {r.slug: r for r in Region.objects.filter(account_links__account=account)}
+    if slugs is None:
+        return sorted(enabled.values(), key=lambda r: r.slug)
+    unknown = sorted(set(slugs) - set(enabled))
+    if unknown:
+        raise _fail("regions", "region_not_enabled",
+                    f"The account does not deploy to {', '.join(unknown)}; enable it on the "
+                    "Regions page first.")
+    return [enabled[s] for s in sorted(set(slugs))]
+
+
+def _clean_port(port: int | None) -> int | None:
+    if port is not None and not 1 <= port <= 65535:
+        raise _fail("port", "port_invalid", "A port is between 1 and 65535.")
+    return port
+
+
+def _clean_command(command: list[str] | None) -> list[str] | None:
+    if command is None or command == []:
+        return None
+    if len(command) > COMMAND_MAX or any(not isinstance(a, str) or len(a) > 4096
+                                         for a in command):
+        raise _fail("command", "command_invalid",
+                    f"A command is at most {COMMAND_MAX} arguments of at most 4096 characters.")
+    return command
+
+
+def _clean_replicas(replicas: int) -> int:
+    if not 1 <= replicas <= REPLICAS_MAX:
+        raise _fail("replicas", "replicas_invalid", f"Replicas are between 1 and {REPLICAS_MAX}.")
+    return replicas
+
+
+def _write_env(app: App, env: list[EnvInput]) -> list[str]:
+    """Replace the app's env; return the names whose value or secrecy changed."""
+    if len(env) > ENV_MAX:
+        raise _fail("env", "env_too_many", f"An app has at most {ENV_MAX} variables.")
+    names = [e.name for e in env]
+    for variable in env:
+        if not _ENV_NAME.match(variable.name):
+            raise _fail("env", "env_name_invalid",
+                        f"{variable.name!r} is not a variable name (letters, digits, _).")
+        if variable.value is not None and (len(variable.value) > ENV_VALUE_MAX
+                                           or "\x00" in variable.value):
+            raise _fail("env", "env_value_invalid",
+                        f"The value of {variable.name} is too long or holds a NUL character.")
+    if len(set(names)) != len(names):
+        raise _fail("env", "env_name_duplicate", "Each variable is given once.")
+    existing = {v.name: v for v in app.env.all()}
+    changed = sorted(set(existing) - set(names))
+    EnvVar.objects.filter(app=app).exclude(name__in=names).delete()
+    for variable in env:
+        old = existing.get(variable.name)
+        if variable.value is None:
+            if old is None or old.secret != variable.secret:
+                raise _fail("env", "env_value_required",
+                            f"Give a value for {variable.name}.")
+            continue  # a secret left as it is
+        row = old or EnvVar(app=app, name=variable.name)
+        before = (row.secret, row.value, row.sealed)
+        row.secret = variable.secret
+        if variable.secret:
+            if old is None or not old.secret or open_env(old) != variable.value:
+                row.sealed = vault.seal_value(variable.value, env_aad(
+                    account_id=app.account_id, app_id=app.pk, name=variable.name))
+            row.value = ""
+        else:
+            row.value, row.sealed = variable.value, ""
+        if old is None or before != (row.secret, row.value, row.sealed):
+            row.save()
+            changed.append(variable.name)
+    return sorted(set(changed))
+
+
+@transaction.atomic
+def app_create(
+    *, actor: User, membership: Membership, name: str, image: str = "",
+    source: str = SourceMode.IMAGE, runtime_pull: str = RuntimePull.ACCOUNT_DEFAULT,
+    runtime_pull_credential_id: int | None = None, port: int | None = None,
+    command: list[str] | None = None, replicas: int = 1,
+    env: list[EnvInput] | None = None, regions: list[str] | None = None,
+) -> App:
+    """Create an app in the actor's account (members and up)."""
+    require(membership, Action.DEPLOY)
+    account = membership.account
+    try:
+        mode = SourceMode(source)
+    except ValueError:
+        raise _fail("source", "source_invalid", "Choose image or build.") from None
+    name = _clean_name(name)
+    pull, credential = pull_credential_for(account=account, runtime_pull=runtime_pull,
+                                           credential_id=runtime_pull_credential_id)
+    app = App(account=account, name=name, source=mode, image=_clean_image(mode, image),
+              runtime_pull=pull, runtime_pull_credential=credential, port=_clean_port(port),
+              command=_clean_command(command), replicas=_clean_replicas(replicas),
+              created_by=actor)
+    chosen_regions = _clean_regions(account, regions)
+    if App.objects.filter(account=account, name=name).exists():
+        raise Conflict(f"An app named {name!r} already exists.", code="app_name_taken",
+                       detail={"fields": {"name": "taken"}})
+    try:
+        with transaction.atomic():
+            app.save()
+    except IntegrityError:
+        raise Conflict(f"An app named {name!r} already exists.", code="app_name_taken") \
+            from None
+    app.regions.set(chosen_regions)
+    _write_env(app, env or [])
+    audit_record(account=account, actor=actor, action=AuditAction.APP_CREATED, target=app,
+                 details=_audit_details(app))
+    return app
+
+
+def _audit_details(app: App) -> dict[str, Any]:
+    return {
+        "name": app.name, "image": app.image, "runtime_pull": app.runtime_pull,
+        "credential_name": app.runtime_pull_credential.name
+        if app.runtime_pull_credential else None,
+        "regions": sorted(app.regions.values_list("slug", flat=True)),
+    }
+
+
+_UNSET: Any = object()
+
+
+@transaction.atomic
+def app_update(
+    *, actor: User, membership: Membership, app_id: int, name: str | None = None,
+    image: str | None = None, source: str | None = None, runtime_pull: str | None = None,
+    runtime_pull_credential_id: int | None = _UNSET, port: int | None = _UNSET,
+    command: list[str] | None = _UNSET, replicas: int | None = None,
+    env: list[EnvInput] | None = None, regions: list[str] | None = None,
+) -> App:
+    """Change an app; what is not given stays. Takes effect at the next deploy."""
+    require(membership, Action.DEPLOY)
+    app = App.objects.select_for_update().filter(account=membership.account, id=app_id).first()
+    if app is None:
+        raise NotFound("No such app in this account.", code="app_not_found")
+    changed: list[str] = []
+    if name is not None and _clean_name(name) != app.name:
+        new_name = _clean_name(name)
+        if App.objects.filter(account=app.account, name=new_name).exists():
+            raise Conflict(f"An app named {new_name!r} already exists.", code="app_name_taken")
+        app.name = new_name
+        changed.append("name")
+    if source is not None:
+        try:
+            app.source = SourceMode(source)
+        except ValueError:
+            raise _fail("source", "source_invalid", "Choose image or build.") from None
+    if image is not None or source is not None:
+        cleaned = _clean_image(SourceMode(app.source), app.image if image is None else image)
+        if cleaned != app.image:
+            app.image = cleaned
+            changed.append("image")
+    if runtime_pull is not None or runtime_pull_credential_id is not _UNSET:
+        wanted = runtime_pull or app.runtime_pull
+        credential_id = (app.runtime_pull_credential_id
+                         if runtime_pull_credential_id is _UNSET else runtime_pull_credential_id)
+        if wanted != RuntimePull.CREDENTIAL and runtime_pull_credential_id is _UNSET:
+            credential_id = None
+        pull, credential = pull_credential_for(account=app.account, runtime_pull=wanted,
+                                               credential_id=credential_id)
+        if (pull, credential) != (app.runtime_pull, app.runtime_pull_credential):
+            app.runtime_pull, app.runtime_pull_credential = pull, credential
+            changed.append("runtime_pull")
+    if port is not _UNSET and _clean_port(port) != app.port:
+        app.port = port
+        changed.append("port")
+    if command is not _UNSET and _clean_command(command) != app.command:
+        app.command = _clean_command(command)
+        changed.append("command")
+    if replicas is not None and _clean_replicas(replicas) != app.replicas:
+        app.replicas = replicas
+        changed.append("replicas")
+    app.save()
+    if regions is not None:
+        chosen = _clean_regions(app.account, regions)
+        if {r.pk for r in chosen} != set(app.regions.values_list("id", flat=True)):
+            app.regions.set(chosen)
+            changed.append("regions")
+    if env is not None:
+        changed += [f"env:{n}" for n in _write_env(app, env)]
+    if changed:
+        audit_record(account=app.account, actor=actor, action=AuditAction.APP_UPDATED,
+                     target=app, details={"name": app.name, "changed": changed})
+    return app
+
+
+@transaction.atomic
+def app_delete(*, actor: User, membership: Membership, app_id: int) -> None:
+    """Delete an app; every region's agent stops and removes its containers."""
+    require(membership, Action.DEPLOY)
+    app = App.objects.select_for_update().filter(account=membership.account, id=app_id).first()
+    if app is None:
+        raise NotFound("No such app in this account.", code="app_not_found")
+    # Every region that ever ran it hears about the removal, not only the current ones.
+    region_ids = set(app.regions.values_list("id", flat=True)) | set(
+        app.deployments.values_list("region_id", flat=True))
+    for region_id in sorted(region_ids):
+        record_change(account_id=app.account_id, kind=ChangeKind.APP, object_id=app.pk,
+                      region_id=region_id)
+    audit_record(account=app.account, actor=actor, action=AuditAction.APP_DELETED, target=app,
+                 details={"name": app.name})
+    app.delete()

@@ -1,0 +1,72 @@
+"""Deployments and their step logs."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from moorage.deployments.choices import DeploymentStatus, PullMode
+
+
+class Deployment(models.Model):
+    """One deploy of an app in one region (a deploy of a two-region app makes two).
+
+    The pull is resolved when the deployment is created (I5): ``credential`` and
+    ``credential_revision`` say what the agent must use at least; ``used_revision`` is what
+    it reported using (I6). The credential's name is kept as text so the history still
+    reads after the credential is deleted.
+    """
+
+    app = models.ForeignKey("apps.App", on_delete=models.CASCADE, related_name="deployments")
+    region = models.ForeignKey("regions.Region", on_delete=models.CASCADE,
+                               related_name="deployments")
+    number = models.PositiveIntegerField(help_text="The app's deploy number, shared by regions.")
+    image = models.CharField(max_length=512)
+    pull_mode = models.CharField(max_length=16, choices=PullMode.choices)
+    credential = models.ForeignKey("credentials.Credential", on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="deployments")
+    credential_name = models.CharField(max_length=100, blank=True)
+    credential_revision = models.PositiveIntegerField(null=True, blank=True)
+    used_revision = models.PositiveIntegerField(null=True, blank=True)
+    image_digest = models.CharField(max_length=100, blank=True)
+    container_id = models.CharField(max_length=80, blank=True)
+    status = models.CharField(max_length=16, choices=DeploymentStatus.choices,
+                              default=DeploymentStatus.QUEUED)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.CharField(max_length=1000, blank=True)
+    progress = models.JSONField(default=dict, blank=True,
+                                help_text="Layer id → [current, total] while pulling.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-number", "region__slug")
+        constraints = [
+            models.UniqueConstraint(fields=["app", "region", "number"],
+                                    name="deployment_number_unique"),
+        ]
+        indexes = [models.Index(fields=["app", "region", "-number"], name="deployment_latest")]
+
+    def __str__(self) -> str:
+        return f"{self.app} #{self.number} in {self.region}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in DeploymentStatus.finished()
+
+
+class DeploymentLog(models.Model):
+    """One line of a deployment's step log, as the agent reported it."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="logs")
+    at = models.DateTimeField(auto_now_add=True)
+    line = models.CharField(max_length=1000)
+
+    class Meta:
+        ordering = ("id",)
+
+    def __str__(self) -> str:
+        return self.line

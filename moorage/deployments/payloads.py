@@ -1,0 +1,62 @@
+"""What a region's agent receives about deployments (``docs/sync.md``, Deployments)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from moorage.agent.protocol import region_env_aad
+from moorage.apps.services import open_env
+from moorage.deployments.choices import PullMode
+from moorage.deployments.models import Deployment
+from moorage.regions.models import Region
+from moorage.sealing import Key, seal
+
+
+def deployment_payload(region: Region, key: Key, deployment: Deployment) -> dict[str, Any]:
+    """A deployment as the agent needs it; secret env values re-sealed for the region.
+
+    The env is the app's as it is when the agent receives the deployment.
+    """
+    app = deployment.app
+    env: list[dict[str, str]] = []
+    for variable in app.env.all():
+        if variable.secret:
+            aad = region_env_aad(region=region.slug, account_id=app.account_id, app_id=app.pk,
+                                 deployment_id=deployment.pk, name=variable.name)
+            env.append({"name": variable.name,
+                        "secret": seal(key, open_env(variable).encode(), aad)})
+        else:
+            env.append({"name": variable.name, "value": variable.value})
+    with_credential = deployment.pull_mode == PullMode.CREDENTIAL
+    return {
+        "id": deployment.pk,
+        "account_id": app.account_id,
+        "app_id": app.pk,
+        "app": app.name,
+        "number": deployment.number,
+        "image": deployment.image,
+        "pull": {
+            "mode": deployment.pull_mode,
+            "credential_id": deployment.credential_id if with_credential else None,
+            "credential_name": deployment.credential_name if with_credential else None,
+            "credential_revision": deployment.credential_revision if with_credential else None,
+        },
+        "port": app.port,
+        "command": app.command,
+        "replicas": app.replicas,
+        "env": env,
+    }
+
+
+def latest_deployments(region: Region, account_ids: Iterable[int]) -> list[Deployment]:
+    """The newest deployment of every app of these accounts in ``region``."""
+    seen: set[int] = set()
+    latest = []
+    for deployment in (Deployment.objects.filter(region=region, app__account_id__in=account_ids)
+                       .select_related("app").prefetch_related("app__env")
+                       .order_by("app_id", "-number")):
+        if deployment.app_id not in seen:
+            seen.add(deployment.app_id)
+            latest.append(deployment)
+    return latest

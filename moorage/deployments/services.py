@@ -1,0 +1,156 @@
+"""Starting deployments, and recording what region agents report about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from moorage.accounts.models import Membership, User
+from moorage.accounts.permissions import Action, require
+from moorage.apps.choices import SourceMode
+from moorage.apps.models import App
+from moorage.apps.pull import resolve_pull
+from moorage.audit.choices import AuditAction
+from moorage.audit.services import audit_record
+from moorage.deployments.choices import ORDER, DeploymentStatus, PullMode
+from moorage.deployments.models import Deployment, DeploymentLog
+from moorage.errors import NotFound, ValidationFailed
+from moorage.regions.changelog import record_change
+from moorage.regions.choices import ChangeKind
+from moorage.regions.models import Region
+
+LOG_LINE_MAX = 1000
+LOG_LINES_PER_REPORT = 200
+
+
+@transaction.atomic
+def deployment_create(*, actor: User, membership: Membership, app_id: int) -> list[Deployment]:
+    """Record the app's wanted deployment in each of its regions; their agents pick it up.
+
+    The pull is resolved now (I5) and checked (I4): a credential for another registry than
+    the image's refuses the deploy with ``credential_host_mismatch``, before any network call.
+    """
+    require(membership, Action.DEPLOY)
+    app = (App.objects.select_for_update().select_related("runtime_pull_credential")
+           .filter(account=membership.account, id=app_id).first())
+    if app is None:
+        raise NotFound("No such app in this account.", code="app_not_found")
+    if app.source != SourceMode.IMAGE:
+        raise ValidationFailed("Building from source is not available yet; use an image.",
+                               code="build_not_available")
+    regions = list(app.regions.filter(account_links__account=app.account).order_by("slug"))
+    if not regions:
+        raise ValidationFailed(
+            "The app runs in no region the account deploys to; choose a region for it.",
+            code="app_has_no_region",
+        )
+    plan = resolve_pull(account=app.account, image=app.image, runtime_pull=app.runtime_pull,
+                        credential=app.runtime_pull_credential)
+    if plan.invalid_image or plan.reference is None:
+        raise ValidationFailed(plan.describe(), code="image_invalid")
+    if plan.mismatch and plan.credential is not None:
+        raise ValidationFailed(
+            f"Credential {plan.credential.name!r} is for {plan.credential.server}, but the "
+            f"image {plan.reference.familiar} is on {plan.reference.domain}; Moorage never "
+            f"sends a credential to another registry. Choose a credential for "
+            f"{plan.reference.domain}, or None for a public image.",
+            code="credential_host_mismatch",
+            detail={"credential": plan.credential.name, "credential_host":
+                    plan.credential.server, "image_host": plan.reference.domain},
+        )
+    number = (app.deployments.aggregate(n=Max("number"))["n"] or 0) + 1
+    credential = plan.credential
+    created = []
+    for region in regions:
+        deployment = Deployment.objects.create(
+            app=app, region=region, number=number, image=app.image,
+            pull_mode=PullMode.CREDENTIAL if credential else PullMode.ANONYMOUS,
+            credential=credential, credential_name=credential.name if credential else "",
+            credential_revision=credential.revision if credential else None,
+            created_by=actor,
+        )
+        DeploymentLog.objects.create(
+            deployment=deployment,
+            line=f"Deploy #{number} queued for {region.slug}: {plan.describe()}",
+        )
+        record_change(account_id=app.account_id, kind=ChangeKind.DEPLOYMENT,
+                      object_id=deployment.pk, region_id=region.pk)
+        created.append(deployment)
+    audit_record(
+        account=app.account, actor=actor, action=AuditAction.DEPLOY_STARTED, target=app,
+        details={"app": app.name, "number": number, "image": app.image,
+                 "regions": [r.slug for r in regions],
+                 "credential_name": credential.name if credential else None,
+                 "credential_revision": credential.revision if credential else None},
+    )
+    return created
+
+
+@dataclass(frozen=True)
+class Report:
+    """What an agent says about a deployment (``docs/sync.md``)."""
+
+    status: DeploymentStatus
+    log: list[str] = field(default_factory=list)
+    image_digest: str = ""
+    credential_id: int | None = None
+    credential_revision: int | None = None
+    container_id: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    progress: dict[str, Any] | None = None
+
+
+@transaction.atomic
+def deployment_report(*, region: Region, deployment_id: int, report: Report) -> Deployment:
+    """Record an agent's report. Statuses only move forward; a finished deploy is audited."""
+    deployment = (Deployment.objects.select_for_update().select_related("app")
+                  .filter(region=region, id=deployment_id).first())
+    if deployment is None:
+        raise NotFound("No such deployment in this region.", code="deployment_not_found")
+    lines = [line[:LOG_LINE_MAX] for line in report.log[:LOG_LINES_PER_REPORT]]
+    # A report resent after a lost answer repeats lines already recorded: add them once.
+    recent = list(deployment.logs.order_by("-id").values_list("line", flat=True)[:len(lines)])
+    recent.reverse()
+    if lines and recent == lines:
+        lines = []
+    DeploymentLog.objects.bulk_create(
+        [DeploymentLog(deployment=deployment, line=line) for line in lines])
+    if report.progress is not None:
+        deployment.progress = report.progress
+    now = timezone.now()
+    moved = ORDER[report.status] > ORDER[DeploymentStatus(deployment.status)] \
+        and not deployment.finished
+    if moved:
+        deployment.status = report.status
+        if deployment.started_at is None:
+            deployment.started_at = now
+        if report.status in DeploymentStatus.finished():
+            deployment.finished_at = now
+            deployment.progress = {}
+    if report.image_digest:
+        deployment.image_digest = report.image_digest[:100]
+    if report.container_id:
+        deployment.container_id = report.container_id[:80]
+    if report.credential_revision is not None:
+        deployment.used_revision = report.credential_revision
+    if report.status is DeploymentStatus.FAILED and moved:
+        deployment.error_code = report.error_code[:64] or "deploy_failed"
+        deployment.error_message = report.error_message[:1000]
+    deployment.save()
+    if moved and deployment.finished:
+        audit_record(
+            account=deployment.app.account, actor=None, action=AuditAction.DEPLOY_FINISHED,
+            target=deployment,
+            details={"app": deployment.app.name, "number": deployment.number,
+                     "region": region.slug, "status": deployment.status,
+                     "error_code": deployment.error_code or None,
+                     "image_digest": deployment.image_digest or None,
+                     "credential_name": deployment.credential_name or None,
+                     "credential_revision": deployment.used_revision},
+        )
+    return deployment
