@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("moorage.audit.urls")),
     path("", include("moorage.credentials.urls")),
     path("", include("moorage.regions.urls")),
+    path("", include("moorage.apps.urls")),
     path("", include("moorage.web.urls")),
 ]
 

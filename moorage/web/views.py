@@ -1,4 +1,4 @@
-"""Pages of the shell: the account overview and the sections still to come."""
+"""Pages of the shell: the account overview."""
 
 from __future__ import annotations
 
@@ -24,21 +24,3 @@ def home(request: HttpRequest) -> HttpResponse:
             "recent_events": audit_events_for_account(account=membership.account, limit=5),
         },
     )
-
-
-@login_required
-def section(request: HttpRequest, name: str) -> HttpResponse:
-    """Apps, Credentials and Regions: the navigation is in place before the features are."""
-    membership = current_membership(request)
-    require(membership, Action.VIEW)
-    title, text = _SECTIONS[name]
-    return render(request, "web/section.html", {"title": title, "text": text})
-
-
-_SECTIONS = {
-    "apps": (
-        "Apps",
-        "Apps and deploys are not available in this version of Moorage yet. "
-        "They come with image deploys through the region agents.",
-    ),
-}

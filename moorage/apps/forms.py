@@ -1,0 +1,88 @@
+"""The App page form. It shapes input; rules live in the services."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from django import forms
+
+from moorage.apps.choices import RuntimePull, SourceMode
+from moorage.apps.services import EnvInput
+from moorage.credentials.models import Credential
+
+CREDENTIAL_PREFIX = "credential:"
+
+
+def pull_choices(
+    credentials: list[Credential], default: Credential | None
+) -> list[tuple[str, str]]:
+    """The options of "Container registry for runtime pull", in the contract's order."""
+    label = f"Use account default ({default.name})" if default else \
+        "Use account default (none set: anonymous)"
+    return (
+        [(RuntimePull.ACCOUNT_DEFAULT.value, label),
+         (RuntimePull.NONE.value, "None (public image)")]
+        + [(f"{CREDENTIAL_PREFIX}{c.pk}", c.name) for c in credentials]
+    )
+
+
+def pull_value(runtime_pull: str, credential_id: int | None) -> str:
+    if runtime_pull == RuntimePull.CREDENTIAL and credential_id is not None:
+        return f"{CREDENTIAL_PREFIX}{credential_id}"
+    return runtime_pull
+
+
+def split_pull(value: str) -> tuple[str, int | None]:
+    """``account_default`` / ``none`` / ``credential:ID`` → (runtime_pull, credential id)."""
+    if value.startswith(CREDENTIAL_PREFIX):
+        raw = value.removeprefix(CREDENTIAL_PREFIX)
+        return RuntimePull.CREDENTIAL, int(raw) if raw.isdigit() else -1
+    return value, None
+
+
+class AppForm(forms.Form):
+    name = forms.CharField(max_length=63)
+    source = forms.ChoiceField(choices=SourceMode.choices, initial=SourceMode.IMAGE,
+                               widget=forms.RadioSelect)
+    image = forms.CharField(max_length=512, required=False)
+    pull = forms.ChoiceField(label="Container registry for runtime pull")
+    port = forms.IntegerField(required=False, min_value=1, max_value=65535)
+    command = forms.CharField(max_length=4096, required=False,
+                              help_text="Leave empty to run the image's own command.")
+    env = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}),
+                          help_text="One KEY=VALUE per line.")
+    secret_env = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text="One KEY=VALUE per line; a KEY alone keeps its current value. Never shown "
+                  "again.")
+    regions = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+
+    def __init__(self, *args: Any, pull_options: list[tuple[str, str]],
+                 region_options: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["pull"].choices = pull_options  # type: ignore[attr-defined]
+        self.fields["regions"].choices = region_options  # type: ignore[attr-defined]
+
+    def clean_command(self) -> list[str] | None:
+        text = self.cleaned_data.get("command") or ""
+        if not text.strip():
+            return None
+        try:
+            return shlex.split(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"The command cannot be split into arguments: {exc}.") \
+                from None
+
+    def env_inputs(self) -> list[EnvInput]:
+        """Plain and secret variables as the service takes them."""
+        result: list[EnvInput] = []
+        for text, secret in ((self.cleaned_data.get("env") or "", False),
+                             (self.cleaned_data.get("secret_env") or "", True)):
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                name, sep, value = line.partition("=")
+                result.append(EnvInput(name=name.strip(), value=value if sep else None,
+                                       secret=secret))
+        return result

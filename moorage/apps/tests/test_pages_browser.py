@@ -1,0 +1,49 @@
+"""The App page in a real Chromium: the live pull preview and the source switch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from moorage.testing import factories
+from moorage.testing.credentials import make_credential
+from moorage.testing.factories import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_the_preview_follows_the_select_and_the_image(page: Page, live_server: object) -> None:
+    url = str(live_server.url)  # type: ignore[attr-defined]
+    owner = factories.make_account("Browser Co")
+    make_credential(owner, name="ghcr-prod", server="ghcr.io")
+    make_credential(owner, name="hub", server="docker.io")
+    page.goto(url + "/login/")
+    page.get_by_label("E-mail").fill(owner.user.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(url + "/")
+    page.goto(url + "/apps/new/")
+
+    select = page.get_by_label("Container registry for runtime pull")
+    expect(select).to_have_value("account_default")
+    preview = page.get_by_test_id("pull-preview")
+    page.get_by_label("Image", exact=True).fill("ghcr.io/acme/api:1.4")
+    expect(preview).to_have_text(
+        "Deploys will pull ghcr.io/acme/api:1.4 with 'ghcr-prod' (ghcr.io).")
+    select.select_option(label="hub")
+    expect(preview).to_contain_text("will be refused")
+    select.select_option(label="None (public image)")
+    expect(preview).to_contain_text("without a credential (public image)")
+    if os.environ.get("MOORAGE_SCREENSHOTS"):
+        page.screenshot(path=os.path.join(os.environ["MOORAGE_SCREENSHOTS"], "app.png"),
+                        full_page=True)
+
+    page.get_by_label("Build from source").check()
+    expect(page.get_by_label("Image", exact=True)).to_be_hidden()
+    expect(page.get_by_role("heading",
+                            name="Custom registry for pulling images in build process")
+           ).to_be_visible()
+    page.get_by_label("Use image").check()
+    expect(select).to_be_visible()

@@ -1,0 +1,181 @@
+"""The Apps pages: the list, the App page (source, image, runtime pull), deploys and logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from moorage.accounts.forms import add_application_error
+from moorage.accounts.middleware import current_membership
+from moorage.accounts.models import Membership
+from moorage.accounts.permissions import Action, require
+from moorage.apps import selectors, services
+from moorage.apps.forms import AppForm, pull_choices, pull_value, split_pull
+from moorage.apps.models import App
+from moorage.apps.pull import resolve_pull
+from moorage.credentials.models import Credential
+from moorage.credentials.selectors import credentials_of, default_credential
+from moorage.deployments import selectors as deployment_selectors
+from moorage.deployments import services as deployment_services
+from moorage.errors import ApplicationError
+from moorage.regions.models import Region
+
+
+def _form(membership: Membership, data: Any = None, initial: dict[str, Any] | None = None
+          ) -> AppForm:
+    account = membership.account
+    credentials = list(credentials_of(account=account, type="container_registry"))
+    regions = Region.objects.filter(account_links__account=account).order_by("slug")
+    return AppForm(data, initial=initial,
+                   pull_options=pull_choices(credentials, default_credential(account=account)),
+                   region_options=[(r.slug, r.slug) for r in regions])
+
+
+def _preview(membership: Membership, image: str, pull: str) -> str:
+    runtime_pull, credential_id = split_pull(pull or "account_default")
+    credential = None
+    if credential_id is not None:
+        credential = Credential.objects.filter(account=membership.account, id=credential_id,
+                                               type="container_registry").first()
+    try:
+        plan = resolve_pull(account=membership.account, image=image, runtime_pull=runtime_pull,
+                            credential=credential)
+    except ValueError:
+        return "Choose how to pull."
+    return plan.describe()
+
+
+@login_required
+def app_list(request: HttpRequest) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.VIEW)
+    apps = list(selectors.apps_of(account=membership.account))
+    for app in apps:
+        app.latest = deployment_selectors.latest_per_region(app_id=app.pk)  # type: ignore[attr-defined]
+    return render(request, "apps/list.html", {"apps": apps})
+
+
+def _save(request: HttpRequest, membership: Membership, form: AppForm,
+          app: App | None) -> App | None:
+    data = form.cleaned_data
+    runtime_pull, credential_id = split_pull(data["pull"])
+    fields = {
+        "name": data["name"], "source": data["source"], "image": data["image"],
+        "runtime_pull": runtime_pull, "runtime_pull_credential_id": credential_id,
+        "port": data["port"], "command": data["command"], "env": form.env_inputs(),
+        "regions": data["regions"],
+    }
+    try:
+        if app is None:
+            return services.app_create(actor=membership.user, membership=membership, **fields)
+        return services.app_update(actor=membership.user, membership=membership,
+                                   app_id=app.pk, **fields)
+    except ApplicationError as exc:
+        if exc.status in (403, 404):
+            raise
+        add_application_error(form, exc)
+        return None
+
+
+@login_required
+def app_new(request: HttpRequest) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.DEPLOY)
+    initial = {"source": "image", "pull": "account_default",
+               "regions": list(Region.objects.filter(account_links__account=membership.account)
+                               .values_list("slug", flat=True))}
+    form = _form(membership, request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        app = _save(request, membership, form, None)
+        if app is not None:
+            messages.success(request, f"App {app.name} created.")
+            return redirect("app_detail", app_id=app.pk)
+    preview = _preview(membership, form["image"].value() or "", form["pull"].value() or "")
+    return render(request, "apps/form.html", {"form": form, "app": None, "preview": preview},
+                  status=422 if request.method == "POST" else 200)
+
+
+@login_required
+def app_detail(request: HttpRequest, app_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.VIEW)
+    app = selectors.app_get(account=membership.account, app_id=app_id)
+    initial = {
+        "name": app.name, "source": app.source, "image": app.image,
+        "pull": pull_value(app.runtime_pull, app.runtime_pull_credential_id),
+        "port": app.port, "command": " ".join(app.command or []),
+        "env": "\n".join(f"{v.name}={v.value}" for v in app.env.all() if not v.secret),
+        "secret_env": "\n".join(v.name for v in app.env.all() if v.secret),
+        "regions": [r.slug for r in app.regions.all()],
+    }
+    form = _form(membership, request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        require(membership, Action.DEPLOY)
+        status = 422
+        if form.is_valid() and _save(request, membership, form, app) is not None:
+            messages.success(request, "Saved. Changes take effect at the next deploy.")
+            return redirect("app_detail", app_id=app.pk)
+    preview = _preview(membership, form["image"].value() or "", form["pull"].value() or "")
+    deployments = deployment_selectors.deployments_of_app(account=membership.account,
+                                                          app_id=app.pk, limit=20)
+    return render(request, "apps/form.html", {
+        "form": form, "app": app, "preview": preview, "deployments": deployments,
+        "latest": deployments[0] if deployments else None,
+    }, status=status)
+
+
+@login_required
+def app_preview(request: HttpRequest) -> HttpResponse:
+    """The live sentence under the select, re-rendered by htmx as the user types."""
+    membership = current_membership(request)
+    require(membership, Action.VIEW)
+    return render(request, "apps/_preview.html", {
+        "preview": _preview(membership, request.GET.get("image", ""),
+                            request.GET.get("pull", "")),
+    })
+
+
+@login_required
+@require_POST
+def app_deploy(request: HttpRequest, app_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    try:
+        created = deployment_services.deployment_create(actor=membership.user,
+                                                        membership=membership, app_id=app_id)
+    except ApplicationError as exc:
+        if exc.status in (403, 404):
+            raise
+        messages.error(request, exc.message)
+    else:
+        regions = ", ".join(d.region.slug for d in created)
+        messages.success(request, f"Deploy #{created[0].number} queued for {regions}.")
+    return redirect("app_detail", app_id=app_id)
+
+
+@login_required
+@require_POST
+def app_delete(request: HttpRequest, app_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    app = selectors.app_get(account=membership.account, app_id=app_id)
+    services.app_delete(actor=membership.user, membership=membership, app_id=app.pk)
+    messages.success(request, f"App {app.name} deleted; its containers are being removed.")
+    return redirect("apps")
+
+
+@login_required
+def deployment_log(request: HttpRequest, deployment_id: int) -> HttpResponse:
+    """A deployment's status and log; htmx polls it until the deployment is finished."""
+    membership = current_membership(request)
+    require(membership, Action.VIEW)
+    deployment = deployment_selectors.deployment_get(account=membership.account,
+                                                     deployment_id=deployment_id)
+    return render(request, "apps/_deployment.html", {
+        "d": deployment, "lines": list(deployment_selectors.deployment_logs(
+            deployment=deployment)),
+    })
