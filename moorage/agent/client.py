@@ -1,4 +1,4 @@
-"""Talking to the control plane: the three agent endpoints, verified answers, sorted errors.
+"""Talking to the control plane: the agent endpoints, verified answers, sorted errors.
 
 Every answer to ``snapshot`` and ``changes`` is a signed envelope (``docs/sync.md``); the
 client verifies its MAC with the region key before looking inside, then checks it is the kind
@@ -114,6 +114,19 @@ class ControlPlaneClient:
             "removed": sorted(removed),
         }
         self._request("POST", "ack", json=body)
+
+    def report(self, deployment_id: int, body: dict[str, Any]) -> None:
+        """Report a deployment's progress (``POST /agent/deployments/{id}/events``).
+
+        One attempt: the deployer decides what to retry (it keeps final reports in the
+        replica and retries them with backoff). Raises like every call:
+        :class:`TransientError` (retry later), :class:`ProtocolError` (the control plane
+        refuses this report, e.g. an unknown deployment: retrying will not help),
+        :class:`AgentAuthError` (fatal).
+        """
+        if "status" not in body:
+            raise ValueError("a deployment report needs a status")
+        self._request("POST", f"deployments/{int(deployment_id)}/events", json=body)
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -36,7 +36,8 @@ class AgentConfig:
     it; when not, the agent learns it from its first snapshot and keeps it in the replica,
     after which every answer must be for that region. (The MAC alone already ties an answer
     to the region key; the slug check catches a key shared between regions by mistake.)
-    ``docker_host`` is for the runtime layer (next issue); the sync layer ignores it.
+    ``docker_host`` is the region's Docker Engine API, for the runtime layer
+    (:mod:`moorage.agent.runtime`); the sync layer ignores it.
     The token and key are hidden from ``repr``.
     """
 

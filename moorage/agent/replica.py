@@ -8,6 +8,15 @@ Secrets stay sealed with the region key in the file; :meth:`Replica.open_secret`
 only at the moment of use and hands it straight to the caller. The file is created mode 0600
 in a 0700 directory, and SQLite gives its WAL files the database file's mode.
 
+Deployments (``docs/sync.md``, "Deployments") are kept with their payload as received — secret
+env values still sealed — and a ``state``: ``pending`` until the deployer has run it, then
+``done`` or ``failed`` with the final report it owes the control plane (``reported`` once the
+control plane took it). A deployment received again keeps its state, so a restarted agent or a
+re-sent snapshot never runs a finished deployment twice. When an app's last deployment row
+goes (``app.delete``, ``account.delete``, a snapshot without the app) the app is queued in
+``app_removals`` in the same transaction, so its containers are removed even if the agent
+dies right after.
+
 Invariant kept after every transaction: each credential belongs to an account the replica
 holds. The protocol only sends credentials of accounts enabled in the region and follows an
 ``account.upsert`` with every credential of that account, so a credential whose account is
@@ -16,7 +25,9 @@ not (or no longer) held is dropped at the end of the batch rather than kept orph
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +59,23 @@ CREATE TABLE IF NOT EXISTS credentials (
     secret TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS credentials_account ON credentials (account_id);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY,
+    account_id INTEGER NOT NULL,
+    app_id INTEGER NOT NULL,
+    app TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    final_report TEXT,
+    reported INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS deployments_app ON deployments (account_id, app_id);
+CREATE TABLE IF NOT EXISTS app_removals (
+    account_id INTEGER NOT NULL,
+    app_id INTEGER NOT NULL,
+    PRIMARY KEY (account_id, app_id)
+);
 """
 
 _COLUMNS = ("id", "account_id", "type", "name", "server", "username", "email", "is_default",
@@ -68,6 +96,32 @@ class ReplicaCredential:
     email: str
     is_default: bool
     revision: int
+
+
+@dataclass(frozen=True)
+class ReplicaDeployment:
+    """A deployment as the replica holds it: the protocol's DEPLOYMENT (``payload``, env
+    secrets sealed) and how far the agent got with it."""
+
+    id: int
+    account_id: int
+    app_id: int
+    app: str
+    number: int
+    payload: dict[str, Any]
+    state: str
+    final_report: dict[str, Any] | None
+    reported: bool
+
+    @property
+    def image(self) -> str:
+        """The image reference as the user wrote it."""
+        return str(self.payload["image"])
+
+    @property
+    def pull(self) -> dict[str, Any]:
+        """``{"mode": "credential"|"anonymous", "credential_id", ...}``."""
+        return dict(self.payload["pull"])
 
 
 @dataclass(frozen=True)
@@ -190,6 +244,85 @@ class Replica:
                                   code="sealed_malformed") from None
         return RegistryLogin(username, password)
 
+    def deployments(self, *, state: str | None = None) -> list[ReplicaDeployment]:
+        """Deployments held (optionally in one state), oldest first."""
+        query = f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments"  # noqa: S608
+        args: tuple[Any, ...] = ()
+        if state is not None:
+            query += " WHERE state = ?"
+            args = (state,)
+        return [_deployment(r) for r in self._db.execute(query + " ORDER BY id", args)]
+
+    def get_deployment(self, deployment_id: int) -> ReplicaDeployment | None:
+        """One deployment, or ``None`` (never received, or its app was deleted)."""
+        row = self._db.execute(
+            f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?",  # noqa: S608
+            (deployment_id,)).fetchone()
+        return None if row is None else _deployment(row)
+
+    def app_removals(self) -> list[tuple[int, int]]:
+        """``(account_id, app_id)`` of deleted apps whose containers are still to remove."""
+        return [(a, b) for a, b in self._db.execute(
+            "SELECT account_id, app_id FROM app_removals ORDER BY account_id, app_id")]
+
+    def open_env(self, deployment: ReplicaDeployment) -> dict[str, str]:
+        """The deployment's environment with its secret values opened, for one container.
+
+        Opened at the moment of use and handed straight to the runtime; a sealed value copied
+        to another app, deployment or variable name does not open.
+        """
+        region = self.region()
+        if region is None:
+            raise ReplicaError("The replica has no region yet.")
+        env: dict[str, str] = {}
+        for item in deployment.payload.get("env") or []:
+            name = item["name"]
+            if "secret" in item:
+                aad = protocol.region_env_aad(region=region, account_id=deployment.account_id,
+                                              app_id=deployment.app_id,
+                                              deployment_id=deployment.id, name=name)
+                plaintext = open_sealed(self._keyring, item["secret"], aad)
+                try:
+                    env[name] = plaintext.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise SealedDataError(f"The secret value of {name} is not UTF-8 text.",
+                                          code="sealed_malformed") from None
+            else:
+                env[name] = item["value"]
+        return env
+
+    # -- deployment bookkeeping (the deployer's writes) --------------------------------------
+
+    def finish_deployment(self, deployment_id: int, *, state: str,
+                          report: dict[str, Any]) -> None:
+        """Record a deployment's outcome and the final report owed to the control plane."""
+        if state not in (DEPLOYMENT_DONE, DEPLOYMENT_FAILED):
+            raise ValueError(f"not a final state: {state!r}")
+        self._db.execute(
+            "UPDATE deployments SET state = ?, final_report = ?, reported = 0 WHERE id = ?",
+            (state, json.dumps(report, sort_keys=True), deployment_id))
+
+    def mark_reported(self, deployment_id: int) -> None:
+        """The control plane took the final report."""
+        self._db.execute("UPDATE deployments SET reported = 1 WHERE id = ?", (deployment_id,))
+
+    def unreport_finished(self) -> int:
+        """Owe every final report again (at start-up: the control plane may have lost one)."""
+        cursor = self._db.execute(
+            "UPDATE deployments SET reported = 0 WHERE final_report IS NOT NULL AND reported = 1")
+        return cursor.rowcount
+
+    def unreported(self) -> list[ReplicaDeployment]:
+        """Finished deployments whose final report the control plane has not taken yet."""
+        return [_deployment(r) for r in self._db.execute(
+            f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments "  # noqa: S608
+            "WHERE final_report IS NOT NULL AND reported = 0 ORDER BY id")]
+
+    def app_removed(self, account_id: int, app_id: int) -> None:
+        """The deleted app's containers are gone."""
+        self._db.execute("DELETE FROM app_removals WHERE account_id = ? AND app_id = ?",
+                         (account_id, app_id))
+
     # -- writes ------------------------------------------------------------------------------
 
     def apply_snapshot(self, payload: dict[str, Any]) -> AppliedSnapshot:
@@ -205,14 +338,28 @@ class Replica:
                     for i, a in enumerate(_list(payload, "accounts", where="snapshot"))]
         credentials = [_credential_row(c, where=f"snapshot credential {i}")
                        for i, c in enumerate(_list(payload, "credentials", where="snapshot"))]
+        # Without the key (a control plane from before deployments) the deployments held are
+        # left alone: reading "none" would remove every app's containers.
+        deployments = None if "deployments" not in payload else [
+            _deployment_row(d, where=f"snapshot deployment {i}")
+            for i, d in enumerate(_list(payload, "deployments", where="snapshot"))]
         with self._transaction():
             self._check_region(region)
+            apps_before = self._apps()
+            if deployments is not None:
+                keep = [row[0] for row in deployments]
+                self._db.execute(
+                    f"DELETE FROM deployments WHERE id NOT IN ({','.join('?' * len(keep))})",  # noqa: S608
+                    keep)
+                for row in deployments:
+                    self._upsert_deployment(row)
             self._db.execute("DELETE FROM credentials")
             self._db.execute("DELETE FROM accounts")
             self._db.executemany("INSERT OR REPLACE INTO accounts (id, slug) VALUES (?, ?)",
                                  accounts)
             self._db.executemany(_UPSERT, credentials)
             self._drop_orphans()
+            self._queue_removals(apps_before)
             self._set_meta("region", region)
             self._set_meta("revision", str(revision))
             held = self.credentials_held()
@@ -246,6 +393,7 @@ class Replica:
                     "so some would be missed.")
             upserted: set[int] = set()
             removed: set[int] = set()
+            apps_before = self._apps()
             applied = 0
             last = since
             for index, change in enumerate(changes):
@@ -261,6 +409,7 @@ class Replica:
                 self._apply_change(change, where=where, upserted=upserted, removed=removed)
                 applied += 1
             removed |= self._drop_orphans()
+            self._queue_removals(apps_before)
             held_now = self.credentials_held()
             new_revision = max(held, revision)
             self._set_meta("revision", str(new_revision))
@@ -293,9 +442,21 @@ class Replica:
             dropped = [r[0] for r in self._db.execute(
                 "SELECT id FROM credentials WHERE account_id = ?", (account_id,))]
             self._db.execute("DELETE FROM credentials WHERE account_id = ?", (account_id,))
+            self._db.execute("DELETE FROM deployments WHERE account_id = ?", (account_id,))
             self._db.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
             removed.update(dropped)
             upserted.difference_update(dropped)
+        elif op == "deployment.upsert":
+            self._upsert_deployment(
+                _deployment_row(change.get("deployment"), where=f"{where} deployment"))
+        elif op == "app.delete":
+            account_id = _int(change, "account_id", where=where)
+            app_id = _int(change, "app_id", where=where)
+            self._db.execute("DELETE FROM deployments WHERE account_id = ? AND app_id = ?",
+                             (account_id, app_id))
+            # Queued even when no deployment was held: containers may exist all the same.
+            self._db.execute("INSERT OR IGNORE INTO app_removals VALUES (?, ?)",
+                             (account_id, app_id))
         else:
             raise MalformedPayload(f"{where} has an unknown op {op!r}")
 
@@ -326,12 +487,44 @@ class Replica:
                 f"The replica in {self.path.parent} belongs to region {held!r}, not "
                 f"{region!r}; give each region's agent its own data dir.")
 
+    def _apps(self) -> set[tuple[int, int]]:
+        return {(a, b) for a, b in self._db.execute(
+            "SELECT DISTINCT account_id, app_id FROM deployments")}
+
+    def _queue_removals(self, apps_before: set[tuple[int, int]]) -> None:
+        """Apps whose deployments all went in this transaction get their containers removed;
+        an app that has deployments again is not removed."""
+        apps_now = self._apps()
+        self._db.executemany("INSERT OR IGNORE INTO app_removals VALUES (?, ?)",
+                             sorted(apps_before - apps_now))
+        self._db.executemany(
+            "DELETE FROM app_removals WHERE account_id = ? AND app_id = ?", sorted(apps_now))
+
+    def _upsert_deployment(self, row: tuple[Any, ...]) -> None:
+        # A deployment received again (coalesced change, new snapshot) keeps its state: a
+        # finished deployment is never run twice. One first seen already finished on the
+        # control plane's side (an agent with a fresh data dir) is not run again either.
+        status = json.loads(row[5]).get("status")
+        if status == "running":
+            state, reported = DEPLOYMENT_DONE, 1
+        elif status == "failed":
+            state, reported = DEPLOYMENT_FAILED, 1
+        else:
+            state, reported = DEPLOYMENT_PENDING, 0
+        self._db.execute(
+            "INSERT INTO deployments (id, account_id, app_id, app, number, payload, state, "
+            "reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "account_id = excluded.account_id, app_id = excluded.app_id, app = excluded.app, "
+            "number = excluded.number, payload = excluded.payload", (*row, state, reported))
+
     def _drop_orphans(self) -> set[int]:
         orphans = {r[0] for r in self._db.execute(
             "SELECT id FROM credentials WHERE account_id NOT IN (SELECT id FROM accounts)")}
         if orphans:
             self._db.execute(
                 "DELETE FROM credentials WHERE account_id NOT IN (SELECT id FROM accounts)")
+        self._db.execute(
+            "DELETE FROM deployments WHERE account_id NOT IN (SELECT id FROM accounts)")
         return orphans
 
 
@@ -369,6 +562,65 @@ def _credential_row(value: Any, *, where: str) -> tuple[Any, ...]:
         # Never store what may be a secret in clear: only sealed values go in the file.
         raise MalformedPayload(f"{where} has a secret that is not sealed") from None
     return row
+
+
+DEPLOYMENT_PENDING = "pending"
+DEPLOYMENT_DONE = "done"
+DEPLOYMENT_FAILED = "failed"
+_DEPLOYMENT_COLUMNS = ("id, account_id, app_id, app, number, payload, state, final_report, "
+                       "reported")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _deployment(row: tuple[Any, ...]) -> ReplicaDeployment:
+    return ReplicaDeployment(id=row[0], account_id=row[1], app_id=row[2], app=row[3],
+                             number=row[4], payload=json.loads(row[5]), state=row[6],
+                             final_report=None if row[7] is None else json.loads(row[7]),
+                             reported=bool(row[8]))
+
+
+def _deployment_row(value: Any, *, where: str) -> tuple[Any, ...]:
+    """A DEPLOYMENT checked field by field, as ``(id, account_id, app_id, app, number,
+    payload JSON)``. Secret env values must be sealed: only sealed values go in the file."""
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{where} is not an object")
+    deployment_id = _int(value, "id", where=where)
+    account_id = _int(value, "account_id", where=where)
+    app_id = _int(value, "app_id", where=where)
+    app = _text(value, "app", where=where)
+    number = _int(value, "number", where=where)
+    _text(value, "image", where=where)
+    pull = value.get("pull")
+    if not isinstance(pull, dict) or pull.get("mode") not in ("credential", "anonymous"):
+        raise MalformedPayload(f"{where}: pull.mode is not 'credential' or 'anonymous'")
+    if pull["mode"] == "credential":
+        _int(pull, "credential_id", where=f"{where} pull")
+        _int(pull, "credential_revision", where=f"{where} pull")
+    port = value.get("port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
+                             or not 1 <= port <= 65535):
+        raise MalformedPayload(f"{where}: port is not a TCP port")
+    command = value.get("command")
+    if command is not None and (not isinstance(command, list)
+                                or not all(isinstance(c, str) for c in command)):
+        raise MalformedPayload(f"{where}: command is not a list of strings")
+    env = value.get("env") or []
+    if not isinstance(env, list):
+        raise MalformedPayload(f"{where}: env is not a list")
+    for index, item in enumerate(env):
+        here = f"{where} env {index}"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not _ENV_NAME.match(item["name"]):
+            raise MalformedPayload(f"{here} has no valid name")
+        if "secret" in item:
+            try:
+                key_id_of(_text(item, "secret", where=here))
+            except SealedDataError:
+                raise MalformedPayload(f"{here} has a secret that is not sealed") from None
+        elif not isinstance(item.get("value"), str):
+            raise MalformedPayload(f"{here} has neither a value nor a secret")
+    payload = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return deployment_id, account_id, app_id, app, number, payload
 
 
 def _account(value: Any, *, where: str) -> tuple[int, str]:

@@ -27,7 +27,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
@@ -40,6 +40,9 @@ from moorage.agent.errors import (
     TransientError,
 )
 from moorage.agent.replica import Replica
+
+if TYPE_CHECKING:
+    from moorage.agent.deployer import Deployer
 
 T = TypeVar("T")
 
@@ -95,8 +98,11 @@ class Backoff:
         self.attempts = 0
 
 
-class _Stopped(Exception):
-    """The stop event was set while waiting for the control plane."""
+class _Stopped(BaseException):
+    """The stop event was set while waiting for the control plane.
+
+    A ``BaseException`` so that it passes through the deployer's last-resort ``except
+    Exception`` when a stop comes during the credential sync a deployment asked for."""
 
 
 class SyncLoop:
@@ -119,6 +125,7 @@ class SyncLoop:
         sleep: Callable[[float], Any] | None = None,
         backoff: Backoff | None = None,
         interruptible: bool = True,
+        deployer: Deployer | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -140,6 +147,10 @@ class SyncLoop:
         # An ack may have been lost when the agent last stopped: report everything held.
         self.pending_ack: Ack | None = None if held is None else Ack(
             revision=held, credentials=replica.credentials_held(), snapshot=True)
+        self.deployer = deployer
+        if deployer is not None:
+            deployer.refresh = self.sync_now
+            deployer.stop_event = stop_event
 
     # -- running -----------------------------------------------------------------------------
 
@@ -189,11 +200,22 @@ class SyncLoop:
     def _step(self) -> None:
         if self.pending_ack is not None:
             self._send_ack(self.pending_ack)
+        if self.deployer is not None:
+            self.deployer.step()
+        self._poll(self.config.wait)
+        if self.deployer is not None:
+            self.deployer.step()
+
+    def sync_now(self) -> None:
+        """One changes poll without waiting, applied and acknowledged (for the deployer)."""
+        self._poll(0)
+
+    def _poll(self, wait: int) -> None:
         held = self.replica.revision()
         if held is None:
             self._snapshot()
             return
-        payload = self._call(lambda: self.client.changes(held, self.config.wait))
+        payload = self._call(lambda: self.client.changes(held, wait))
         if payload["snapshot_required"]:
             self._log(logging.INFO, "revision %d is no longer in the control plane's change "
                       "log: taking a snapshot", held)

@@ -24,10 +24,12 @@ import click
 
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig, is_region_token
+from moorage.agent.deployer import Deployer
 from moorage.agent.errors import AgentAuthError, ConfigurationError, ReplicaError
 from moorage.agent.logs import configure_logging
 from moorage.agent.protocol import DEFAULT_WAIT
 from moorage.agent.replica import Replica
+from moorage.agent.runtime import DEFAULT_DOCKER_HOST, DockerRuntime
 from moorage.agent.sync import Outcome, SyncLoop
 from moorage.cli.output import fail
 from moorage.sealing import Key, KeyringError, parse_keys
@@ -91,8 +93,8 @@ def _key(path: Path, logger: logging.Logger) -> Key:
               help="File holding the region key (one line, id:base64).")
 @click.option("--data-dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Where the agent keeps its replica (created, mode 0700).")
-@click.option("--docker-host", metavar="URL",
-              help="Docker Engine API of the region, e.g. unix:///var/run/docker.sock.")
+@click.option("--docker-host", metavar="URL", default=DEFAULT_DOCKER_HOST, show_default=True,
+              help="Docker Engine API the region's apps run on.")
 @click.option("--region", metavar="SLUG",
               help="Refuse answers for any other region (default: learn it on first sync).")
 @click.option("--wait", type=click.IntRange(0, 60), default=None,
@@ -100,10 +102,11 @@ def _key(path: Path, logger: logging.Logger) -> Key:
 @click.option("--once", is_flag=True, help="Sync once and exit (exit 1 if that failed).")
 @click.option("-v", "--verbose", is_flag=True, help="Log acks and empty polls too.")
 def agent(
-    url: str, token_file: Path, key_file: Path, data_dir: Path, docker_host: str | None,
+    url: str, token_file: Path, key_file: Path, data_dir: Path, docker_host: str,
     region: str | None, wait: int | None, once: bool, verbose: bool,
 ) -> None:
-    """Run this region's agent: keep its sealed replica in step with the control plane."""
+    """Run this region's agent: keep its sealed replica in step with the control plane and
+    run the region's deployments on its Docker Engine."""
     logger = configure_logging(level=logging.DEBUG if verbose else logging.INFO,
                                region=region)
     token = _token(token_file, logger)
@@ -132,7 +135,11 @@ def agent(
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM,
                                                                    signal.SIGINT)}
     try:
-        loop = SyncLoop(config, client, replica, logger, stop)
+        # The engine is only contacted when there is something to deploy or remove, so an
+        # agent whose engine is down still syncs credentials (deploys then fail, saying so).
+        runtime = DockerRuntime(docker_host, region=replica.region() or region or "")
+        deployer = Deployer(replica, client, runtime, logger, stop_event=stop)
+        loop = SyncLoop(config, client, replica, logger, stop, deployer=deployer)
         if once:
             outcome = loop.run_once(backoff=False)
             raise click.exceptions.Exit(0 if outcome is not Outcome.RETRY else EXIT_UNSYNCED)

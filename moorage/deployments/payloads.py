@@ -35,6 +35,7 @@ def deployment_payload(region: Region, key: Key, deployment: Deployment) -> dict
         "app_id": app.pk,
         "app": app.name,
         "number": deployment.number,
+        "status": deployment.status,
         "image": deployment.image,
         "pull": {
             "mode": deployment.pull_mode,

@@ -44,6 +44,29 @@ class FakeCredential:
 
 
 @dataclass
+class FakeDeployment:
+    """A deployment with its secret env values in clear, sealed for the region when sent.
+
+    ``credential_id`` None means an anonymous pull; ``credential_revision`` None means the
+    credential's current revision at the time it is put.
+    """
+
+    id: int
+    account_id: int
+    app_id: int
+    app: str
+    number: int
+    image: str
+    credential_id: int | None = None
+    credential_revision: int | None = None
+    port: int | None = None
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
+    replicas: int = 1
+
+
+@dataclass
 class FakeControlPlane:
     """In-memory state, a change log and knobs to make it misbehave.
 
@@ -51,7 +74,9 @@ class FakeControlPlane:
     ``tamper_next`` (flip a byte of the next signed payload), ``revoked``/``token``
     (authentication), ``compacted_through`` (older ``since`` → snapshot_required),
     ``hang`` (an event a changes request waits on, to test stopping mid long poll),
-    ``ack_failures`` (statuses for the next acks only).
+    ``ack_failures`` (statuses for the next acks only), ``report_failures`` (statuses for the
+    next deployment reports only). ``reports`` records ``(deployment id, body)`` of every
+    report taken.
     """
 
     region: str = "eu-1"
@@ -69,6 +94,9 @@ class FakeControlPlane:
     hang: threading.Event | None = None
     requests: list[str] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
+    deployments: dict[int, FakeDeployment] = field(default_factory=dict)
+    report_failures: list[int] = field(default_factory=list)
+    reports: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     # -- state changes (each is one revision) ------------------------------------------------
 
@@ -108,6 +136,45 @@ class FakeControlPlane:
                          "account_id": account_id})
         return self.revision
 
+    def put_deployment(self, deployment: FakeDeployment) -> int:
+        """A new deployment of an app (``deployment.upsert``)."""
+        self.revision += 1
+        if deployment.credential_id is not None and deployment.credential_revision is None:
+            deployment.credential_revision = self.credentials[deployment.credential_id].revision
+        self.deployments[deployment.id] = deployment
+        self.log.append({"revision": self.revision, "op": "deployment.upsert",
+                         "deployment": self.deployment_payload(deployment)})
+        return self.revision
+
+    def delete_app(self, account_id: int, app_id: int) -> int:
+        """Delete an app and its deployments (``app.delete``)."""
+        self.revision += 1
+        for deployment_id in [d.id for d in self.deployments.values()
+                              if (d.account_id, d.app_id) == (account_id, app_id)]:
+            del self.deployments[deployment_id]
+        self.log.append({"revision": self.revision, "op": "app.delete",
+                         "account_id": account_id, "app_id": app_id})
+        return self.revision
+
+    def deployment_payload(self, d: FakeDeployment) -> dict[str, Any]:
+        """The protocol's DEPLOYMENT object, its secret env values sealed for the region."""
+        if d.credential_id is None:
+            pull: dict[str, Any] = {"mode": "anonymous", "credential_id": None,
+                                    "credential_name": None, "credential_revision": None}
+        else:
+            credential = self.credentials.get(d.credential_id)
+            pull = {"mode": "credential", "credential_id": d.credential_id,
+                    "credential_name": credential.name if credential else "gone",
+                    "credential_revision": d.credential_revision}
+        env: list[dict[str, str]] = [{"name": k, "value": v} for k, v in d.env.items()]
+        for name, value in d.secret_env.items():
+            aad = protocol.region_env_aad(region=self.region, account_id=d.account_id,
+                                          app_id=d.app_id, deployment_id=d.id, name=name)
+            env.append({"name": name, "secret": seal(self.key, value.encode(), aad)})
+        return {"id": d.id, "account_id": d.account_id, "app_id": d.app_id, "app": d.app,
+                "number": d.number, "image": d.image, "pull": pull, "port": d.port,
+                "command": d.command, "replicas": d.replicas, "env": env}
+
     def bump(self) -> int:
         """A change that does not concern this region: only the revision moves."""
         self.revision += 1
@@ -139,7 +206,17 @@ class FakeControlPlane:
             "accounts": [{"id": i, "slug": s} for i, s in sorted(self.accounts.items())],
             "credentials": [self.credential_payload(c) for _, c in
                             sorted(self.credentials.items()) if c.account_id in self.accounts],
+            "deployments": [self.deployment_payload(d) for d in self._latest_deployments()],
         }
+
+    def _latest_deployments(self) -> list[FakeDeployment]:
+        latest: dict[tuple[int, int], FakeDeployment] = {}
+        for d in self.deployments.values():
+            key = (d.account_id, d.app_id)
+            if d.account_id in self.accounts and (key not in latest
+                                                  or d.number > latest[key].number):
+                latest[key] = d
+        return sorted(latest.values(), key=lambda d: d.id)
 
     def changes_payload(self, since: int) -> dict[str, Any]:
         """Changes after ``since``, as the changes endpoint's payload."""
@@ -175,6 +252,13 @@ class FakeControlPlane:
             if self.ack_failures:
                 return _error(self.ack_failures.pop(0), "server_error", "Ack failed.")
             self.acks.append(json.loads(request.content))
+            return httpx.Response(204)
+        if path.startswith("deployments/") and path.endswith("/events") \
+                and request.method == "POST":
+            if self.report_failures:
+                return _error(self.report_failures.pop(0), "server_error", "Report failed.")
+            deployment_id = int(path.split("/")[1])
+            self.reports.append((deployment_id, json.loads(request.content)))
             return httpx.Response(204)
         return _error(404, "not_found", "No such endpoint.")
 

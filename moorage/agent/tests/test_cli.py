@@ -15,11 +15,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from moorage.agent.replica import Replica
-from moorage.agent.tests.fakes import TOKEN, FakeControlPlane, FakeCredential, serve_http
+from moorage.agent.tests.fakes import (
+    TOKEN,
+    FakeControlPlane,
+    FakeCredential,
+    FakeDeployment,
+    serve_http,
+)
 from moorage.sealing import generate_key
 
 SECRET = "cli-secret-password-42"
@@ -138,3 +145,19 @@ def test_a_signal_stops_a_long_poll_within_2_seconds(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_once_runs_deployments_on_the_docker_host_given(
+    fake: FakeControlPlane, files: dict[str, Path], dockerd: Any, registry_basic: Any,
+    docker_client: Any,
+) -> None:
+    image = f"{registry_basic.host}/cli/private:1"
+    fake.add_account(1, "acme")
+    fake.put_deployment(FakeDeployment(41, 1, 3, "api", 1, image))  # anonymous
+    with serve_http(fake) as base:
+        result = run(args(base, files, "--once", "--docker-host", dockerd.base_url))
+    assert result.returncode == 0, result.stderr
+    assert [body["status"] for _, body in fake.reports] == ["pulling", "failed"]
+    assert fake.reports[0][1]["log"] == [
+        f"Pulling {image} anonymously from {registry_basic.host}"]
+    assert fake.reports[1][1]["error"]["code"] == "registry_unauthorized"

@@ -1,0 +1,409 @@
+"""Runs the deployments the replica holds on the region's runtime and reports them back.
+
+The sync loop calls :meth:`Deployer.step` before each long poll and after each applied batch.
+A step sends the final reports still owed, removes the containers of deleted apps, then runs
+every pending deployment, newest per app, inline and bounded (the runtime's pull deadline and
+readiness timeout), so the loop goes back to polling in bounded time.
+
+One deployment (``docs/sync.md``, "Deployments"):
+
+1. resolve the pull credential from the replica. If the replica holds an older revision than
+   the deployment names (or none), sync once (a changes poll with ``wait=0``); still missing →
+   ``failed`` / ``credential_not_synced``. A newer revision is fine: it is a rotation, and the
+   revision actually used is reported (I6);
+2. check I4 again, locally: the credential's server must be the image's registry host, else
+   ``failed`` / ``credential_host_mismatch`` with no network call at all;
+3. report ``pulling`` ("Pulling IMAGE with 'CRED' (revision N) from HOST" or "…anonymously
+   from HOST"), open the secret, pull — always, even when the image is cached (I8);
+4. report ``starting``, open the env secrets, start the container by digest, wait until ready,
+   remove the app's old containers;
+5. report ``running`` with the digest, credential id and revision, and container id — or
+   ``failed`` with ``{code, message}`` at whichever step failed.
+
+Decisions:
+
+* Older pending deployments of an app are **superseded**: they are not run, and are reported
+  ``failed`` with code ``superseded`` (so the control plane does not show them queued
+  forever). A pending deployment older than one already finished for the app is superseded
+  too.
+* Progress reports are best effort and never hold a deploy up: a report that cannot be sent
+  carries its log lines over into the next one. The **final** report is written to the replica
+  with the deployment's final state before it is sent, and is retried (with backoff) until the
+  control plane takes it; a 4xx refusal is logged and dropped, since repeating it cannot help.
+  At start-up every final report is owed again (the control plane's answer is idempotent), so
+  a control plane restored from a backup learns the outcome back; the deployment itself is not
+  run again.
+* A deployment that cannot start because the control plane is unreachable during the credential
+  sync stays pending and is tried at the next step. Every other failure (the engine being
+  unreachable included) is final: the user sees why, and redeploys.
+* Log lines name images, hosts, credential names and revisions, never a secret; the container's
+  own last log lines, quoted on ``container_exited``, have the deployment's secret env values
+  masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from moorage.agent.client import ControlPlaneClient
+from moorage.agent.errors import (
+    AgentAuthError,
+    CredentialNotFound,
+    ProtocolError,
+    ReplicaError,
+    TamperedPayload,
+    TransientError,
+)
+from moorage.agent.replica import (
+    DEPLOYMENT_DONE,
+    DEPLOYMENT_FAILED,
+    DEPLOYMENT_PENDING,
+    REGISTRY_TYPE,
+    Replica,
+    ReplicaCredential,
+    ReplicaDeployment,
+)
+from moorage.agent.runtime import ContainerSpec, DeployError, DockerRuntime, PullProgress
+from moorage.agent.sync import Backoff
+from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
+from moorage.registry.reference import InvalidReference, parse_reference
+from moorage.sealing import SealedDataError
+
+#: At most this many per-layer lines of a pull go into the deployment's log.
+MAX_LAYER_LINES = 20
+MAX_LINE = 300
+
+
+class _Deferred(Exception):
+    """The deployment cannot be tried now (control plane unreachable): leave it pending."""
+
+
+class _Reporter:
+    """The reports of one deployment run; lines not delivered go out with the next report."""
+
+    def __init__(self, deployer: Deployer, deployment: ReplicaDeployment) -> None:
+        self.deployer = deployer
+        self.deployment = deployment
+        self.lines: list[str] = []
+
+    def line(self, text: str) -> None:
+        self.lines.append(text[:MAX_LINE])
+
+    def send(self, status: str, **fields: Any) -> None:
+        body = {"status": status, "log": list(self.lines), **fields}
+        if self.deployer.send_report(self.deployment.id, body):
+            self.lines.clear()
+
+    def final(self, status: str, **fields: Any) -> dict[str, Any]:
+        return {"status": status, "log": list(self.lines), **fields}
+
+
+class Deployer:
+    """Runs the replica's pending deployments on ``runtime`` and reports through ``client``.
+
+    ``refresh`` syncs the replica once without waiting (the loop sets it to its own changes
+    poll); ``stop_event`` ends a step between deployments.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        client: ControlPlaneClient,
+        runtime: DockerRuntime,
+        logger: logging.Logger,
+        *,
+        refresh: Callable[[], None] | None = None,
+        stop_event: threading.Event | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.replica = replica
+        self.client = client
+        self.runtime = runtime
+        self.logger = logger
+        self.refresh = refresh
+        self.stop_event = stop_event or threading.Event()
+        self.backoff = backoff or Backoff()
+        self._clock = clock
+        self._quiet_until = 0.0
+        # A restarted agent owes every final report again (see the module docstring).
+        replica.unreport_finished()
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Send owed reports, remove deleted apps' containers, run pending deployments."""
+        # The region is learned from the first snapshot; the runtime's labels carry it.
+        self.runtime.region = self.replica.region() or self.runtime.region
+        self.flush_reports()
+        self.remove_deleted_apps()
+        self.run_pending()
+
+    def flush_reports(self) -> None:
+        """Send the final reports the control plane has not taken, unless backing off."""
+        for deployment in self.replica.unreported():
+            if deployment.final_report is None:
+                continue
+            if not self.send_report(deployment.id, deployment.final_report, final=True):
+                return
+
+    def remove_deleted_apps(self) -> None:
+        """Remove the containers of apps deleted (or gone from the region) since last time."""
+        for account_id, app_id in self.replica.app_removals():
+            try:
+                count = self.runtime.remove_app(account_id, app_id)
+            except DeployError as exc:
+                self._log(logging.WARNING, "could not remove the containers of app %d: %s",
+                          app_id, exc.message)
+                return
+            self.replica.app_removed(account_id, app_id)
+            self._log(logging.INFO, "app %d deleted: removed %d containers", app_id, count)
+
+    def run_pending(self) -> list[int]:
+        """Run the newest pending deployment of each app; return the ids run (or superseded)."""
+        pending = self.replica.deployments(state=DEPLOYMENT_PENDING)
+        if not pending:
+            return []
+        newest_finished: dict[tuple[int, int], int] = {}
+        for d in self.replica.deployments():
+            if d.state != DEPLOYMENT_PENDING:
+                key = (d.account_id, d.app_id)
+                newest_finished[key] = max(newest_finished.get(key, 0), d.number)
+        newest: dict[tuple[int, int], ReplicaDeployment] = {}
+        for d in pending:
+            key = (d.account_id, d.app_id)
+            if key not in newest or d.number > newest[key].number:
+                newest[key] = d
+        done: list[int] = []
+        for d in pending:
+            key = (d.account_id, d.app_id)
+            winner = newest[key]
+            if d is not winner or d.number < newest_finished.get(key, 0):
+                later = max(winner.number, newest_finished.get(key, 0))
+                self._finish(d, _Reporter(self, d), DEPLOYMENT_FAILED, "failed", error={
+                    "code": "superseded",
+                    "message": f"Deployment #{d.number} of {d.app} was superseded by "
+                               f"#{later} before it started."})
+                done.append(d.id)
+        for d in newest.values():
+            if self.stop_event.is_set():
+                break
+            if d.id in done:
+                continue
+            try:
+                self.deploy(d)
+            except _Deferred:
+                continue
+            done.append(d.id)
+        return done
+
+    # -- one deployment ----------------------------------------------------------------------
+
+    def deploy(self, d: ReplicaDeployment) -> None:
+        """Run one deployment to ``running`` or ``failed`` and record the outcome."""
+        reporter = _Reporter(self, d)
+        name = f"{d.app} #{d.number}"
+        env: dict[str, str] = {}
+        try:
+            final = self._deploy(d, reporter, env)
+        except _Deferred:
+            raise
+        except DeployError as exc:
+            secrets = _secret_values(d, env)
+            masked = [_mask(line, secrets) for line in exc.logs]
+            if masked:
+                reporter.line("Last log lines of the container:")
+                for line in masked[-10:]:
+                    reporter.line(f"  {line}")
+            message = _mask(exc.message, secrets)
+            self._log(logging.WARNING, "deployment %d (%s) failed: %s: %s", d.id, name,
+                      exc.code, message)
+            self._finish(d, reporter, DEPLOYMENT_FAILED, "failed",
+                         error={"code": exc.code, "message": message})
+            return
+        except AgentAuthError:
+            raise
+        except Exception as exc:  # a bug must not crash-loop the agent on this deployment
+            self._log(logging.ERROR, "deployment %d (%s): unexpected %s", d.id, name,
+                      type(exc).__name__)
+            self._finish(d, reporter, DEPLOYMENT_FAILED, "failed", error={
+                "code": "agent_error",
+                "message": f"The region agent failed unexpectedly ({type(exc).__name__})."})
+            return
+        finally:
+            env.clear()
+        self._finish(d, reporter, DEPLOYMENT_DONE, "running", **final)
+
+    def _deploy(
+        self, d: ReplicaDeployment, reporter: _Reporter, env: dict[str, str]
+    ) -> dict[str, Any]:
+        region = self.replica.region() or ""
+        try:
+            ref = parse_reference(d.image)
+        except InvalidReference as exc:
+            raise DeployError("invalid_image", exc.message) from None
+        host = ref.registry_host
+        credential = self._credential(d)
+        if credential is None:
+            label = None
+            reporter.line(f"Pulling {d.image} anonymously from {host}")
+        else:
+            _check_credential(credential, d, host)
+            label = f"'{credential.name}' (revision {credential.revision})"
+            reporter.line(f"Pulling {d.image} with {label} from {host}")
+        self._log(logging.INFO, "deployment %d (%s #%d): %s", d.id, d.app, d.number,
+                  reporter.lines[-1])
+        if d.payload.get("replicas", 1) not in (None, 1):
+            reporter.line(f"{d.payload['replicas']} replicas asked; the docker runtime runs 1.")
+        reporter.send("pulling")
+        layers: set[str] = set()
+
+        def progress(event: PullProgress) -> None:
+            if event.layer and event.status in ("Pull complete", "Already exists") \
+                    and event.layer not in layers and len(layers) < MAX_LAYER_LINES:
+                layers.add(event.layer)
+                reporter.line(f"Layer {event.layer}: {event.status.lower()}")
+
+        if credential is None:
+            pulled = self.runtime.pull(ref, None, progress)
+        else:
+            try:
+                login = self.replica.open_secret(credential.id)
+            except (SealedDataError, CredentialNotFound):
+                raise DeployError(
+                    "credential_unreadable",
+                    f"The credential {label} cannot be opened in region {region}; the region "
+                    "key may have been replaced.") from None
+            try:
+                pulled = self.runtime.pull(ref, login, progress, credential_label=label)
+            finally:
+                del login
+        reporter.line(f"Pulled {ref} ({pulled.digest})")
+        accounts = self.replica.accounts()
+        spec = ContainerSpec(region=region, account_id=d.account_id,
+                             account=accounts.get(d.account_id, str(d.account_id)),
+                             app_id=d.app_id, app=d.app, deployment_id=d.id,
+                             port=d.payload.get("port"), command=d.payload.get("command"))
+        reporter.line(f"Starting container {spec.name} from {pulled.by_digest}")
+        used: dict[str, Any] = {"image_digest": pulled.digest}
+        if credential is not None:
+            used |= {"credential_id": credential.id, "credential_revision": credential.revision}
+        reporter.send("starting", **used)
+        try:
+            env.update(self.replica.open_env(d))
+        except SealedDataError:
+            raise DeployError("env_secret_unreadable",
+                              f"A secret environment value of {d.app} cannot be opened in "
+                              f"region {region}.") from None
+        started = self.runtime.run(replace(spec, env=dict(env)), pulled.by_digest)
+        port = spec.port
+        reporter.line(f"Container {started.name} is running"
+                      + (f" and accepts connections on port {port}" if port else ""))
+        if started.removed:
+            reporter.line(f"Removed {len(started.removed)} previous container(s)")
+        return used | {"container_id": started.container_id}
+
+    def _credential(self, d: ReplicaDeployment) -> ReplicaCredential | None:
+        pull = d.pull
+        if pull["mode"] != "credential":
+            return None
+        credential_id = int(pull["credential_id"])
+        wanted = int(pull["credential_revision"])
+        credential = self._held(credential_id)
+        if (credential is None or credential.revision < wanted) and self.refresh is not None:
+            try:
+                self.refresh()
+            except (TransientError, ProtocolError, TamperedPayload, ReplicaError) as exc:
+                self._log(logging.WARNING, "deployment %d waits: could not sync the "
+                          "credential it needs: %s", d.id, exc)
+                raise _Deferred from None
+            credential = self._held(credential_id)
+        if credential is None or credential.revision < wanted:
+            name = pull.get("credential_name") or f"#{credential_id}"
+            held = "none" if credential is None else f"revision {credential.revision}"
+            raise DeployError(
+                "credential_not_synced",
+                f"The credential '{name}' (revision {wanted}) has not reached region "
+                f"{self.replica.region()} yet (it holds {held}). Try again in a moment.")
+        return credential
+
+    def _held(self, credential_id: int) -> ReplicaCredential | None:
+        try:
+            return self.replica.get_credential(credential_id)
+        except CredentialNotFound:
+            return None
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def _finish(self, d: ReplicaDeployment, reporter: _Reporter, state: str, status: str,
+                **fields: Any) -> None:
+        if self.replica.get_deployment(d.id) is None:
+            return  # the app was deleted meanwhile; the control plane forgot it too
+        self.replica.finish_deployment(d.id, state=state,
+                                       report=reporter.final(status, **fields))
+        self._log(logging.INFO, "deployment %d (%s #%d): %s", d.id, d.app, d.number, status)
+        self.flush_reports()
+
+    def send_report(self, deployment_id: int, body: dict[str, Any], *,
+                    final: bool = False) -> bool:
+        """Send one report; ``True`` when the control plane took it (or refused it for good).
+
+        A transient failure starts a backoff during which no report is attempted (progress
+        reports are skipped, final ones stay owed). Raises :class:`AgentAuthError`.
+        """
+        if self._clock() < self._quiet_until:
+            return False
+        try:
+            self.client.report(deployment_id, body)
+        except TransientError as exc:
+            delay = self.backoff.next_delay()
+            self._quiet_until = self._clock() + delay
+            self._log(logging.WARNING, "could not report deployment %d (%s), retrying in "
+                      "%.1f s: %s", deployment_id, body["status"], delay, exc)
+            return False
+        except ProtocolError as exc:
+            self._log(logging.ERROR, "the control plane refused the report of deployment %d "
+                      "(%s): %s", deployment_id, body["status"], exc)
+        self.backoff.reset()
+        if final:
+            self.replica.mark_reported(deployment_id)
+        return True
+
+    def _log(self, level: int, message: str, *args: object) -> None:
+        self.logger.log(level, message, *args, extra={"region": self.replica.region() or "-"})
+
+
+def _check_credential(credential: ReplicaCredential, d: ReplicaDeployment, host: str) -> None:
+    """I4 and I7, again on the agent: the credential is the app's account's, a registry
+    credential, and made for the image's registry host. Checked before any network call."""
+    if credential.account_id != d.account_id or credential.type != REGISTRY_TYPE:
+        raise DeployError("credential_not_usable",
+                          f"The credential '{credential.name}' is not a container-registry "
+                          "credential of this app's account.")
+    try:
+        server = normalize_registry_host(credential.server)
+    except InvalidRegistryHost:
+        server = credential.server
+    if server != host:
+        raise DeployError(
+            "credential_host_mismatch",
+            f"The credential '{credential.name}' is for the registry {server}, but the image "
+            f"{d.image} is on {host}: a credential is only ever sent to its own registry. "
+            "Choose a credential for that registry.")
+
+
+def _secret_values(d: ReplicaDeployment, env: dict[str, str]) -> list[str]:
+    names = {item["name"] for item in d.payload.get("env") or [] if "secret" in item}
+    return sorted((v for k, v in env.items() if k in names and v), key=len, reverse=True)
+
+
+def _mask(text: str, secrets: list[str]) -> str:
+    """The text with the deployment's secret env values masked (an app may print its env)."""
+    for value in secrets:
+        text = text.replace(value, "***")
+    return text

@@ -1,0 +1,536 @@
+"""The ``docker`` runtime: pulls and containers on one Docker Engine, through docker-py.
+
+Why it looks the way it does:
+
+* **A fresh low-level client per operation, never the machine's docker login (I5).**
+  docker-py's ``APIClient`` reads ``~/.docker/config.json`` (or ``$DOCKER_CONFIG``) when it is
+  made, and ``pull(auth_config=None)`` sends whatever login that file holds for the registry
+  (it even reloads the file when its in-memory set is empty). So every client made here has
+  its loaded configuration wiped (auths, proxies — which ``create_container`` would copy into
+  every container's environment —, extra HTTP headers), and every pull passes an explicit
+  ``auth_config``: the tenant's credential, or ``{}`` for an anonymous pull. ``{}`` reaches the
+  engine as ``X-Registry-Auth: e30=`` ("no credentials"); the tests prove an anonymous pull
+  is refused even when the host has a login for that registry.
+* **Every deploy pulls (I8).** A pull always asks the registry (a ``HEAD`` of the manifest),
+  so a cached image does not start for a tenant without access. Always with an explicit tag
+  or digest: an empty tag would pull every tag of the repository.
+* **Failures in the user's words.** The engine answers a failed pull with a free-text message
+  (``unauthorized: …``, ``denied: …``, ``manifest unknown``, ``dial tcp …``);
+  :func:`classify_pull_error` turns it into a stable :attr:`DeployError.code` and a message
+  naming the credential, the registry host and what the registry said.
+* **Bounded.** The agent runs deploys inline in its sync loop, so a pull has an overall
+  deadline (the engine call itself has none: docker-py streams a pull without a timeout) and
+  readiness has one too.
+* **Host networking, same port.** Containers use ``network_mode="host"`` (the regions'
+  engines have no bridge). Two containers cannot listen on one port, so a new deployment on
+  the port an old container holds stops that container first, starts the new one, and on
+  failure removes the new one and starts the old one again. A deployment on another port
+  (or without one) starts next to the old containers, which are removed once it is ready.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+from docker.auth import AuthConfig
+from docker.utils.proxy import ProxyConfig
+
+from moorage.agent.errors import AgentError
+from moorage.registry import RegistryLogin
+from moorage.registry.auth import scrub
+from moorage.registry.hosts import server_address
+from moorage.registry.reference import ImageReference, InvalidReference, parse_reference
+
+logger = logging.getLogger("moorage.agent.runtime")
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+PULL_TIMEOUT = 600.0
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10
+API_TIMEOUT = 60
+LOG_TAIL = 20
+
+LABEL_ACCOUNT = "moorage.account"
+LABEL_APP = "moorage.app"
+LABEL_DEPLOYMENT = "moorage.deployment"
+LABEL_REGION = "moorage.region"
+LABEL_PORT = "moorage.port"
+
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+
+
+class DeployError(AgentError):
+    """A pull or run that failed, with a stable ``code`` and a message for the app's owner.
+
+    Codes: ``registry_unauthorized`` (credential rejected, or a login is required),
+    ``registry_forbidden`` (no access to the repository), ``image_not_found``,
+    ``registry_rate_limited``, ``registry_unreachable``, ``engine_unreachable``,
+    ``pull_timeout``, ``pull_failed`` (anything else the engine said), ``invalid_image``,
+    ``container_exited``, ``container_not_ready``, ``port_in_use``, ``container_failed``.
+    The message never holds a secret (engine text is scrubbed of the password).
+    """
+
+    def __init__(self, code: str, message: str, *, logs: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.logs = logs or []
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One progress event of a pull: a layer's status and, while downloading, bytes."""
+
+    status: str
+    layer: str | None = None
+    current: int | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What was pulled: the repository, the digest the registry served, the local image id."""
+
+    reference: ImageReference
+    digest: str
+    image_id: str
+
+    @property
+    def by_digest(self) -> str:
+        """``REPOSITORY@sha256:…``: run exactly what was pulled, whatever the tag does next."""
+        return f"{self.reference.name}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What to run for one deployment. ``env`` holds opened secrets: hidden from ``repr``."""
+
+    region: str
+    account_id: int
+    account: str
+    app_id: int
+    app: str
+    deployment_id: int
+    port: int | None = None
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        """``moorage-<account>-<app>-<deployment id>``: unique, and readable in ``docker ps``."""
+        raw = f"moorage-{self.account}-{self.app}-{self.deployment_id}"
+        return _NAME_UNSAFE.sub("-", raw)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels that find the app's containers again (old ones to remove, ``remove_app``)."""
+        labels = {LABEL_ACCOUNT: str(self.account_id), LABEL_APP: str(self.app_id),
+                  LABEL_DEPLOYMENT: str(self.deployment_id), LABEL_REGION: self.region}
+        if self.port is not None:
+            labels[LABEL_PORT] = str(self.port)
+        return labels
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The started container, and the app's old containers that were removed."""
+
+    container_id: str
+    name: str
+    removed: list[str]
+
+
+class DockerRuntime:
+    """One Docker Engine (or Podman's compatible API) at ``docker_host``.
+
+    Thread-compatible: nothing is shared between operations but the settings.
+    ``region`` scopes the labels, so two regions' agents on one engine never touch each
+    other's containers.
+    """
+
+    def __init__(
+        self,
+        docker_host: str = DEFAULT_DOCKER_HOST,
+        *,
+        region: str = "",
+        pull_timeout: float = PULL_TIMEOUT,
+        ready_timeout: float = READY_TIMEOUT,
+        stop_timeout: int = STOP_TIMEOUT,
+        api_timeout: int = API_TIMEOUT,
+    ) -> None:
+        self.docker_host = docker_host
+        self.region = region
+        self.pull_timeout = pull_timeout
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.api_timeout = api_timeout
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def client(self) -> docker.APIClient:
+        """A fresh low-level client with nothing of the machine's docker config loaded.
+
+        Raises :class:`DeployError` ``engine_unreachable`` when the engine does not answer.
+        The caller closes it.
+        """
+        try:
+            api = docker.APIClient(base_url=self.docker_host, version="auto",
+                                   timeout=self.api_timeout)
+        except docker.errors.DockerException as exc:
+            raise DeployError("engine_unreachable",
+                              f"The container engine at {self.docker_host} did not answer: "
+                              f"{_short(exc)}") from None
+        # What APIClient loaded from ~/.docker/config.json (or $DOCKER_CONFIG) must not apply
+        # to a tenant: auths (I5), proxies (copied into container envs), HttpHeaders.
+        api._general_configs = {}
+        api._proxy_configs = ProxyConfig()
+        api._auth_configs = AuthConfig({})
+        return api
+
+    @contextmanager
+    def _client(self) -> Iterator[docker.APIClient]:
+        api = self.client()
+        try:
+            yield api
+        except requests.exceptions.ConnectionError as exc:
+            raise DeployError("engine_unreachable",
+                              f"The container engine at {self.docker_host} stopped answering: "
+                              f"{type(exc).__name__}") from None
+        finally:
+            api.close()
+
+    # -- pull --------------------------------------------------------------------------------
+
+    def pull(
+        self,
+        reference: str | ImageReference,
+        login: RegistryLogin | None,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        *,
+        credential_label: str | None = None,
+    ) -> PullResult:
+        """Pull ``reference`` with ``login`` (``None``: anonymously), report progress, and
+        return the digest the registry served.
+
+        ``X-Registry-Auth`` holds the login with ``serveraddress`` set to the image's registry
+        host (the containerd image store drops a credential whose host does not match); the
+        caller has checked that the credential is for that host (I4). ``on_progress`` is
+        called in the caller's thread. ``credential_label`` (e.g. ``'ghcr-prod' (revision 3)``)
+        names the credential in error messages. Raises :class:`DeployError`.
+        """
+        try:
+            ref = reference if isinstance(reference, ImageReference) \
+                else parse_reference(reference)
+        except InvalidReference as exc:
+            raise DeployError("invalid_image", exc.message) from None
+        host = ref.registry_host
+        auth: dict[str, str] = {}
+        if login is not None:
+            auth = {"username": login.username, "password": login.password,
+                    "serveraddress": server_address(host)}
+        who = _who(login, credential_label)
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        api = self.client()
+
+        def worker() -> None:
+            try:
+                stream = api.pull(ref.name, tag=ref.pull_ref, stream=True, decode=True,
+                                  auth_config=auth)
+                for event in stream:
+                    events.put(("event", event))
+                events.put(("done", None))
+            except BaseException as exc:  # handed to the caller's thread
+                events.put(("error", exc))
+
+        thread = threading.Thread(target=worker, name="moorage-agent-pull", daemon=True)
+        deadline = time.monotonic() + self.pull_timeout
+        stream_digest: str | None = None
+        try:
+            thread.start()
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    kind, value = events.get(timeout=max(remaining, 0.001))
+                except queue.Empty:
+                    raise DeployError(
+                        "pull_timeout",
+                        f"Pulling {ref} from {host} {who} took longer than "
+                        f"{self.pull_timeout:.0f} s.") from None
+                if kind == "done":
+                    break
+                if kind == "error":
+                    raise _pull_failure(value, ref, host, who, login)
+                if "error" in value or "errorDetail" in value:
+                    detail = value.get("errorDetail") or {}
+                    text = str(value.get("error") or detail.get("message") or value)
+                    raise classify_pull_error(scrub(text, login), None, ref=ref, host=host,
+                                              who=who)
+                status = str(value.get("status", ""))
+                if status.startswith("Digest: "):
+                    stream_digest = status.removeprefix("Digest: ").strip()
+                if on_progress is not None:
+                    detail = value.get("progressDetail") or {}
+                    on_progress(PullProgress(status=status, layer=value.get("id"),
+                                             current=detail.get("current"),
+                                             total=detail.get("total")))
+            digest, image_id = self._digest_of(api, ref, stream_digest)
+        except requests.exceptions.ConnectionError as exc:
+            raise DeployError("engine_unreachable",
+                              f"The container engine at {self.docker_host} stopped answering "
+                              f"during the pull: {type(exc).__name__}") from None
+        finally:
+            api.close()  # on a timeout this also cuts the abandoned worker's stream
+        return PullResult(reference=ref, digest=digest, image_id=image_id)
+
+    def _digest_of(
+        self, api: docker.APIClient, ref: ImageReference, stream_digest: str | None
+    ) -> tuple[str, str]:
+        """The digest in the image's ``RepoDigests`` for this repository, and its id."""
+        local = f"{ref.name}@{ref.digest}" if ref.digest else f"{ref.name}:{ref.pull_ref}"
+        image = api.inspect_image(local)
+        for entry in image.get("RepoDigests") or []:
+            try:
+                parsed = parse_reference(entry)
+            except InvalidReference:
+                continue
+            if parsed.name == ref.name and parsed.digest:
+                return parsed.digest, str(image["Id"])
+        if ref.digest:
+            return ref.digest, str(image["Id"])
+        if stream_digest:
+            return stream_digest, str(image["Id"])
+        raise DeployError("pull_failed", f"The engine pulled {ref} but reported no digest.")
+
+    # -- run ---------------------------------------------------------------------------------
+
+    def run(self, spec: ContainerSpec, image: str) -> RunResult:
+        """Start ``image`` (pulled, by digest) for ``spec`` and make it the app's only container.
+
+        Waits until the container runs and, with a port, accepts TCP connections on
+        127.0.0.1:port (``ready_timeout``); else raises :class:`DeployError`
+        ``container_exited`` (with its last log lines) or ``container_not_ready``, having
+        removed the new container and restarted any old one it stopped. On success the app's
+        old containers (same region, account and app labels) are removed.
+        """
+        with self._client() as api:
+            self._remove_named(api, spec.name)  # a leftover of an attempt that died midway
+            old = [c for c in self._app_containers(api, spec.account_id, spec.app_id)]
+            holding_port = [c["Id"] for c in old if spec.port is not None
+                            and c.get("Labels", {}).get(LABEL_PORT) == str(spec.port)
+                            and c.get("State") in ("running", "restarting")]
+            try:
+                created = api.create_container(
+                    image,
+                    command=spec.command or None,
+                    name=spec.name,
+                    labels=spec.labels,
+                    environment=[f"{k}={v}" for k, v in spec.env.items()],
+                    # No restart policy until it is ready: a restart would hide the exit
+                    # code and repeat its log lines.
+                    host_config=api.create_host_config(network_mode="host"),
+                    detach=True,
+                )
+            except docker.errors.APIError as exc:
+                raise DeployError("container_failed",
+                                  f"The engine refused to create the container: "
+                                  f"{_short(exc)}") from None
+            container_id = str(created["Id"])
+            for old_id in holding_port:
+                api.stop(old_id, timeout=self.stop_timeout)
+            try:
+                if spec.port is not None and _accepts(spec.port):
+                    raise DeployError(
+                        "port_in_use",
+                        f"Port {spec.port} on the host is already served by something that is "
+                        "not this app; the container was not started.")
+                api.start(container_id)
+                self._wait_ready(api, container_id, spec.port)
+                # From now on the engine brings it back after a crash or a reboot.
+                api.update_container(container_id,
+                                     restart_policy={"Name": "unless-stopped"})
+            except BaseException:
+                _force_remove(api, container_id)
+                for old_id in holding_port:
+                    try:
+                        api.start(old_id)
+                    except docker.errors.APIError as exc:
+                        logger.warning("could not restart the previous container %s: %s",
+                                       old_id[:12], _short(exc))
+                raise
+            removed = []
+            for container in old:
+                _force_remove(api, container["Id"])
+                removed.append(str(container["Id"]))
+        return RunResult(container_id=container_id, name=spec.name, removed=removed)
+
+    def _wait_ready(self, api: docker.APIClient, container_id: str, port: int | None) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        settle_until = time.monotonic() + 1.0  # without a port: still running after 1 s
+        while True:
+            info = api.inspect_container(container_id)
+            state = info["State"]
+            if state.get("Status") in ("exited", "dead"):
+                lines = self._tail(api, container_id)
+                code = state.get("ExitCode")
+                raise DeployError(
+                    "container_exited",
+                    f"The container exited (code {code}) before it was ready."
+                    + (" Last log lines: " + " | ".join(lines[-5:]) if lines else ""),
+                    logs=lines)
+            if state.get("Status") == "running":
+                if port is None and time.monotonic() >= settle_until:
+                    return
+                if port is not None and _accepts(port):
+                    return
+            if time.monotonic() >= deadline:
+                what = f"accept connections on port {port}" if port is not None else "run"
+                raise DeployError(
+                    "container_not_ready",
+                    f"The container did not {what} within {self.ready_timeout:.0f} s.",
+                    logs=self._tail(api, container_id))
+            time.sleep(0.2)
+
+    def _tail(self, api: docker.APIClient, container_id: str) -> list[str]:
+        try:
+            raw = api.logs(container_id, stdout=True, stderr=True, tail=LOG_TAIL)
+        except docker.errors.APIError:
+            return []
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return [line[:300] for line in text.splitlines() if line.strip()][-LOG_TAIL:]
+
+    # -- removal -----------------------------------------------------------------------------
+
+    def containers(self, account_id: int, app_id: int) -> list[dict[str, Any]]:
+        """The app's containers in this region, running or not (``docker ps -a`` entries)."""
+        with self._client() as api:
+            return self._app_containers(api, account_id, app_id)
+
+    def remove_app(self, account_id: int, app_id: int) -> int:
+        """Stop and remove every container of the app in this region; return how many."""
+        with self._client() as api:
+            found = self._app_containers(api, account_id, app_id)
+            for container in found:
+                _force_remove(api, container["Id"])
+        return len(found)
+
+    def _app_containers(
+        self, api: docker.APIClient, account_id: int, app_id: int
+    ) -> list[dict[str, Any]]:
+        labels = [f"{LABEL_ACCOUNT}={account_id}", f"{LABEL_APP}={app_id}",
+                  f"{LABEL_REGION}={self.region}"]
+        return list(api.containers(all=True, filters={"label": labels}))
+
+    def _remove_named(self, api: docker.APIClient, name: str) -> None:
+        for container in api.containers(all=True, filters={"name": f"^/{name}$"}):
+            _force_remove(api, container["Id"])
+
+
+def _force_remove(api: docker.APIClient, container_id: str) -> None:
+    try:
+        api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def _accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port (host networking)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _who(login: RegistryLogin | None, label: str | None) -> str:
+    if login is None:
+        return "anonymously"
+    return f"with {label}" if label else f"as user {login.username!r}"
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)[:300]
+    return str(exc)[:300]
+
+
+def _pull_failure(
+    exc: BaseException, ref: ImageReference, host: str, who: str, login: RegistryLogin | None
+) -> BaseException:
+    if isinstance(exc, docker.errors.APIError):
+        explanation = exc.explanation
+        if isinstance(explanation, bytes):
+            explanation = explanation.decode("utf-8", "replace")
+        text = str(explanation or exc)
+        try:  # some engines answer a JSON body the client did not unwrap
+            text = str(json.loads(text).get("message", text))
+        except (ValueError, AttributeError):
+            pass
+        return classify_pull_error(scrub(text, login), exc.status_code, ref=ref, host=host,
+                                   who=who)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return exc  # the engine itself: handled by the caller
+    if isinstance(exc, DeployError):
+        return exc
+    return DeployError("pull_failed", f"Pulling {ref} from {host} {who} failed: "
+                       f"{type(exc).__name__}")
+
+
+def classify_pull_error(
+    text: str, status: int | None, *, ref: ImageReference, host: str, who: str
+) -> DeployError:
+    """Turn the engine's message for a failed pull into a :class:`DeployError`.
+
+    ``who`` is ``with 'name' (revision N)`` or ``anonymously``. The engine's text is quoted
+    at the end (it is what the registry said); it must already be scrubbed of the password.
+    Matching is on the registry's error codes and Go's network errors, which dockerd and
+    Podman pass through verbatim.
+    """
+    said = text.strip()[:300]
+    low = said.lower()
+    image = str(ref)
+    anonymous = who == "anonymously"
+    if "toomanyrequests" in low or "rate limit" in low or status == 429:
+        return DeployError("registry_rate_limited",
+                           f"The registry {host} is rate limiting pulls {who}; try again later. "
+                           f"The registry said: {said}")
+    if "denied" in low or "forbidden" in low:
+        return DeployError("registry_forbidden",
+                           f"The registry {host} refused access to {ref.path} when pulling "
+                           f"{who}: the {'anonymous user' if anonymous else 'credential'} "
+                           f"has no pull access to this repository (or it does not exist). "
+                           f"The registry said: {said}")
+    if "unauthorized" in low or "no basic auth credentials" in low \
+            or "authentication required" in low or "invalid username or password" in low:
+        if anonymous:
+            message = (f"The registry {host} requires a login to pull {image}, and this app "
+                       f"pulls anonymously: choose a registry credential for it.")
+        else:
+            message = f"The registry {host} rejected the credential {who.removeprefix('with ')}."
+        return DeployError("registry_unauthorized", f"{message} The registry said: {said}")
+    if "manifest unknown" in low or "not found" in low or "name unknown" in low \
+            or status == 404:
+        return DeployError("image_not_found",
+                           f"The registry {host} has no image {image} (the repository or the "
+                           f"tag does not exist). The registry said: {said}")
+    network = ("dial tcp", "connection refused", "no such host", "i/o timeout",
+               "timeout", "tls:", "x509", "connection reset", "eof",
+               "server gave http response", "network is unreachable", "no route to host")
+    if any(marker in low for marker in network):
+        return DeployError("registry_unreachable",
+                           f"The registry {host} could not be reached to pull {image}. "
+                           f"The engine said: {said}")
+    return DeployError("pull_failed", f"Pulling {image} from {host} {who} failed. "
+                       f"The engine said: {said}")

@@ -1,0 +1,128 @@
+"""The replica's deployments: applied from changes and snapshots, state kept across re-sends,
+env secrets sealed in the file, deleted apps queued for container removal."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from moorage.agent.errors import MalformedPayload
+from moorage.agent.replica import Replica
+from moorage.agent.tests.fakes import FakeControlPlane, FakeCredential, FakeDeployment
+from moorage.sealing import SealedDataError
+
+ENV_SECRET = "env-secret-Kp93w"
+REGISTRY_SECRET = "registry-secret-Lm28d"
+
+
+def seeded(fake: FakeControlPlane) -> None:
+    fake.add_account(1, "acme")
+    fake.add_account(2, "globex")
+    fake.put_credential(FakeCredential(17, 1, "octo", REGISTRY_SECRET, is_default=True))
+    fake.put_deployment(FakeDeployment(41, 1, 3, "api", 1, "registry.example/acme/api:1",
+                                       credential_id=17, port=8080,
+                                       env={"LOG_LEVEL": "info"},
+                                       secret_env={"DB_PASSWORD": ENV_SECRET}))
+    fake.put_deployment(FakeDeployment(50, 2, 9, "web", 1, "registry.example/globex/web:1"))
+
+
+def test_deployments_arrive_pending_with_env_secrets_sealed_in_the_file(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    replica.apply_snapshot(fake.snapshot_payload())
+    (api, web) = replica.deployments(state="pending")
+    assert (api.id, api.app, api.number, api.pull["credential_revision"]) == (41, "api", 1, 1)
+    assert web.pull["mode"] == "anonymous"
+    assert replica.open_env(api) == {"LOG_LEVEL": "info", "DB_PASSWORD": ENV_SECRET}
+    replica._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    files = [p for p in replica.path.parent.iterdir() if p.is_file()]
+    for path in files:
+        data = path.read_bytes()
+        assert ENV_SECRET.encode() not in data and REGISTRY_SECRET.encode() not in data
+
+
+def test_a_sealed_env_value_copied_to_another_name_does_not_open(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    replica.apply_snapshot(fake.snapshot_payload())
+    api = replica.deployments()[0]
+    item = next(e for e in api.payload["env"] if e["name"] == "DB_PASSWORD")
+    api.payload["env"].append({"name": "OTHER", "secret": item["secret"]})
+    with pytest.raises(SealedDataError):
+        replica.open_env(api)
+
+
+def test_a_deployment_received_again_keeps_its_state(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    replica.apply_snapshot(fake.snapshot_payload())
+    replica.finish_deployment(41, state="done", report={"status": "running"})
+    replica.apply_snapshot(fake.snapshot_payload())  # e.g. after snapshot_required
+    assert replica.get_deployment(41).state == "done"  # type: ignore[union-attr]
+    fake.put_deployment(copy.copy(fake.deployments[41]))  # the same deployment re-sent
+    replica.apply_changes(fake.changes_payload(fake.revision - 1))
+    assert replica.get_deployment(41).state == "done"  # type: ignore[union-attr]
+    assert replica.app_removals() == []
+
+
+def test_app_delete_and_account_delete_drop_deployments_and_queue_container_removal(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    replica.apply_snapshot(fake.snapshot_payload())
+    fake.delete_app(1, 3)
+    fake.remove_account(2)
+    replica.apply_changes(fake.changes_payload(fake.revision - 2))
+    assert replica.deployments() == []
+    assert replica.app_removals() == [(1, 3), (2, 9)]
+    replica.app_removed(1, 3)
+    assert replica.app_removals() == [(2, 9)]
+
+
+def test_a_snapshot_without_an_app_queues_its_removal(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    replica.apply_snapshot(fake.snapshot_payload())
+    del fake.deployments[50]
+    replica.apply_snapshot(fake.snapshot_payload())
+    assert [d.id for d in replica.deployments()] == [41]
+    assert replica.app_removals() == [(2, 9)]
+
+
+def test_an_env_secret_in_clear_is_refused_and_nothing_of_the_batch_applied(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    replica.apply_snapshot(fake.snapshot_payload())
+    fake.put_deployment(FakeDeployment(42, 1, 3, "api", 2, "registry.example/acme/api:2"))
+    payload = fake.changes_payload(fake.revision - 1)
+    payload["changes"][0]["deployment"]["env"] = [{"name": "X", "secret": ENV_SECRET}]
+    with pytest.raises(MalformedPayload, match="not sealed"):
+        replica.apply_changes(payload)
+    assert replica.get_deployment(42) is None
+    assert ENV_SECRET.encode() not in replica.path.read_bytes()
+
+
+def test_a_deployment_the_control_plane_saw_finish_is_not_run_by_a_fresh_agent(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    payload = fake.snapshot_payload()
+    statuses = {41: "running", 50: "failed"}
+    for deployment in payload["deployments"]:
+        deployment["status"] = statuses[deployment["id"]]
+    replica.apply_snapshot(payload)
+    assert replica.deployments(state="pending") == []
+    assert {d.id: d.state for d in replica.deployments()} == {41: "done", 50: "failed"}
+    assert replica.unreported() == []  # nothing owed: the control plane knows already
+    queued = fake.snapshot_payload()
+    for deployment in queued["deployments"]:
+        deployment["status"] = "queued"
+    fresh = Replica(replica.path.parent / "other" / "replica.sqlite3", fake.key)
+    fresh.apply_snapshot(queued)
+    assert len(fresh.deployments(state="pending")) == 2
