@@ -1,0 +1,616 @@
+"""``moorage apps``: create, change, deploy and watch the account's apps.
+
+Every command talks to the REST API with the stored login. Apps are named on the command
+line and resolved through ``GET /apps``; credentials are named too, and resolved through
+``GET /credentials?type=container_registry`` (the server checks the id again: I7).
+Secret env values go one way, like credential secrets: from a hidden prompt or standard input
+into a request body, never from a command-line argument and never back out of the API.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from moorage.cli import clientconfig
+from moorage.cli.output import console, err_console, fail
+from moorage.cli.remote import request, request_any, require_login
+
+REGISTRY = "container_registry"
+#: The API's runtime_pull values (moorage.apps.choices.RuntimePull).
+ACCOUNT_DEFAULT, NONE, CREDENTIAL = "account_default", "none", "credential"
+RUNNING, FAILED, PULLING = "running", "failed", "pulling"
+FINISHED = frozenset({RUNNING, FAILED})
+POLL_SECONDS = 0.5
+#: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT.
+INTERRUPTED = 130
+
+
+@click.group()
+def apps() -> None:
+    """Create, change, deploy and watch the account's apps."""
+
+
+def _say(message: str, *, err: bool = False) -> None:
+    """A sentence for a person (rich markup), never hard-wrapped: scripts grep for it."""
+    (err_console if err else console).print(message, highlight=False, soft_wrap=True)
+
+
+def _warn(message: str) -> None:
+    """A plain-text warning on standard error, hard to miss."""
+    _say(f"[bold yellow]Warning:[/bold yellow] {escape(message)}", err=True)
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return ""
+    return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+# ----- name resolution
+
+
+def _apps(config: clientconfig.ClientConfig) -> list[dict[str, Any]]:
+    return list(request_any("GET", "/apps", config=config) or [])
+
+
+def _resolve_app(config: clientconfig.ClientConfig, name: str) -> dict[str, Any]:
+    """The app named ``name``; the server stores names in lower case."""
+    wanted = name.strip().lower()
+    found = next((a for a in _apps(config) if a["name"] == wanted), None)
+    if found is None:
+        fail(f"No app named {name!r} in this account.", code="app_not_found")
+    return found
+
+
+def _registry_credentials(config: clientconfig.ClientConfig) -> list[dict[str, Any]]:
+    return list(request_any("GET", "/credentials", config=config,
+                            params={"type": REGISTRY}) or [])
+
+
+def _resolve_credential(config: clientconfig.ClientConfig, name: str) -> dict[str, Any]:
+    """The account's container-registry credential named ``name``."""
+    found = next((c for c in _registry_credentials(config) if c["name"] == name), None)
+    if found is not None:
+        return found
+    git = request_any("GET", "/credentials", config=config, params={"type": "git"}) or []
+    if any(c["name"] == name for c in git):
+        fail(f"{name!r} is a git credential; a pull needs a container-registry credential.",
+             code="credential_type_mismatch")
+    fail(f"No container-registry credential named {name!r} in this account.",
+         code="credential_not_found")
+
+
+# ----- the options create and update share
+
+
+@dataclass
+class AppOptions:
+    """What create and update were told, before it becomes a request body."""
+
+    image: str | None = None
+    pull_credential: str | None = None
+    no_pull_credential: bool = False
+    use_account_default: bool = False
+    regions: tuple[str, ...] = ()
+    port: int | None = None
+    command: str | None = None
+    env: tuple[str, ...] = ()
+    secret_env: tuple[str, ...] = ()
+    secret_env_stdin: bool = False
+    unset_env: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--pull-credential", metavar="NAME",
+                     help="Pull the image with this container-registry credential."),
+        click.option("--no-pull-credential", is_flag=True,
+                     help="Pull anonymously: None (public image)."),
+        click.option("--region", "regions", multiple=True, metavar="SLUG",
+                     help="A region to run in (repeat). create: default every region of the "
+                          "account; update: replaces the app's regions."),
+        click.option("--port", type=int, help="The port the app listens on."),
+        click.option("--command", metavar="CMD",
+                     help="The command to run, split like a shell does: \"sh -c 'echo hi'\". "
+                          "An empty string keeps the image's own."),
+        click.option("--env", multiple=True, metavar="KEY=VALUE",
+                     help="A plain environment variable (repeat)."),
+        click.option("--secret-env", multiple=True, metavar="KEY",
+                     help="A secret variable; its value is asked in a hidden prompt (repeat)."),
+        click.option("--secret-env-stdin", is_flag=True,
+                     help="Read secret variables from standard input, one KEY=VALUE a line."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _pull_fields(config: clientconfig.ClientConfig, opts: AppOptions) -> dict[str, Any]:
+    chosen = [flag for flag, given in (("--pull-credential", opts.pull_credential is not None),
+                                       ("--no-pull-credential", opts.no_pull_credential),
+                                       ("--use-account-default", opts.use_account_default))
+              if given]
+    if len(chosen) > 1:
+        fail(f"Choose one of {' and '.join(chosen)}.", code="pull_options_conflict")
+    if opts.pull_credential is not None:
+        credential = _resolve_credential(config, opts.pull_credential)
+        return {"runtime_pull": CREDENTIAL, "runtime_pull_credential_id": credential["id"]}
+    if opts.no_pull_credential:
+        return {"runtime_pull": NONE, "runtime_pull_credential_id": None}
+    if opts.use_account_default:
+        return {"runtime_pull": ACCOUNT_DEFAULT, "runtime_pull_credential_id": None}
+    return {}
+
+
+def _command(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        fail(f"The command cannot be split like a shell would: {exc}.", code="command_invalid")
+
+
+def _plain_env(items: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--env takes KEY=VALUE, not {item!r}.", code="env_invalid")
+        env[key] = value
+    return env
+
+
+def _read_secret_stdin() -> dict[str, str]:
+    """``KEY=VALUE`` lines from standard input. An error never quotes a line: it may be secret."""
+    env: dict[str, str] = {}
+    for number, raw in enumerate(sys.stdin.read().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        key, sep, value = raw.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            fail(f"Line {number} of standard input is not KEY=VALUE.", code="secret_env_invalid")
+        env[key] = value
+    if not env:
+        fail("No KEY=VALUE line on standard input.", code="secret_env_missing")
+    return env
+
+
+def _secret_env(opts: AppOptions) -> dict[str, str]:
+    for key in opts.secret_env:
+        if "=" in key:
+            # The value is in the process list already; at least it goes no further.
+            fail("--secret-env takes the variable's name only; its value comes from a hidden "
+                 "prompt or --secret-env-stdin, never from the command line.",
+                 code="secret_env_invalid")
+    if opts.secret_env_stdin:
+        given = _read_secret_stdin()
+        missing = [k for k in opts.secret_env if k not in given]
+        if missing:
+            fail(f"Standard input has no line for {', '.join(missing)}.",
+                 code="secret_env_missing")
+        return given
+    env: dict[str, str] = {}
+    for key in opts.secret_env:
+        env[key] = click.prompt(f"Value of {key}", hide_input=True,
+                                confirmation_prompt=f"Repeat the value of {key}", err=True)
+    return env
+
+
+def _env_list(opts: AppOptions, existing: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The whole env to send (the API replaces it): what exists, changed as told.
+
+    A secret that exists and is not given again is sent without a value, which keeps it.
+    """
+    plain, secret = _plain_env(opts.env), _secret_env(opts)
+    both = sorted(set(plain) & set(secret))
+    if both:
+        fail(f"{', '.join(both)} is given both as --env and as a secret.", code="env_conflict")
+    unknown = sorted(set(opts.unset_env) - {v["name"] for v in existing or []})
+    if unknown:
+        fail(f"The app has no variable {', '.join(unknown)}.", code="env_not_found")
+    merged: dict[str, dict[str, Any]] = {}
+    for variable in existing or []:
+        if variable["name"] in opts.unset_env:
+            continue
+        merged[variable["name"]] = (
+            {"name": variable["name"], "secret": True} if variable["secret"]
+            else {"name": variable["name"], "value": variable["value"], "secret": False})
+    for key, value in plain.items():
+        merged[key] = {"name": key, "value": value, "secret": False}
+    for key, value in secret.items():
+        merged[key] = {"name": key, "value": value, "secret": True}
+    return list(merged.values())
+
+
+def _env_given(opts: AppOptions) -> bool:
+    return bool(opts.env or opts.secret_env or opts.secret_env_stdin or opts.unset_env)
+
+
+# ----- showing how an app pulls
+
+
+def _pull_label(app: dict[str, Any], default_name: str | None) -> str:
+    if app["runtime_pull"] == ACCOUNT_DEFAULT:
+        return f"account default ({default_name or 'none set'})"
+    if app["runtime_pull"] == NONE:
+        return "none"
+    return str(app.get("runtime_pull_credential_name") or "?")
+
+
+def _show_pull(config: clientconfig.ClientConfig, app: dict[str, Any], *,
+               label: str = "Pull:") -> None:
+    """How deploys will pull, as the App page says it; a host mismatch as a warning."""
+    plan = request("GET", f"/apps/{app['id']}/pull-credential", config=config)
+    if plan["host_mismatch"]:
+        _warn(str(plan["message"]))
+    else:
+        _say(f"{label} {escape(plan['message'])}")
+
+
+def _env_summary(app: dict[str, Any]) -> str:
+    return ", ".join(v["name"] + (" (secret)" if v["secret"] else "") for v in app["env"])
+
+
+# ----- list, create, update, delete
+
+
+def _latest_number(deployments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The deployments of the newest deploy (one per region)."""
+    if not deployments:
+        return []
+    newest = max(d["number"] for d in deployments)
+    return sorted((d for d in deployments if d["number"] == newest), key=lambda d: d["region"])
+
+
+def _status_colour(status: str) -> str:
+    colour = {RUNNING: "green", FAILED: "red"}.get(status, "yellow")
+    return f"[{colour}]{escape(status)}[/{colour}]"
+
+
+def _last_deploy_label(deployments: list[dict[str, Any]]) -> str:
+    """'#3 running', or '#3 1 running, 1 failed' when its regions differ."""
+    latest = _latest_number(deployments)
+    if not latest:
+        return "[dim]never deployed[/dim]"
+    counts: dict[str, int] = {}
+    for d in latest:
+        counts[d["status"]] = counts.get(d["status"], 0) + 1
+    if len(counts) == 1:
+        return f"#{latest[0]['number']} {_status_colour(latest[0]['status'])}"
+    parts = ", ".join(f"{n} {_status_colour(status)}" for status, n in sorted(counts.items()))
+    return f"#{latest[0]['number']} {parts}"
+
+
+@apps.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of a table.")
+def apps_list(as_json: bool) -> None:
+    """List the account's apps, how they pull, where they run and their last deploy."""
+    config = require_login()
+    items = _apps(config)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        _say("No apps yet. Create one with [bold]moorage apps create[/bold].")
+        return
+    default = next((c for c in _registry_credentials(config) if c["is_default"]), None)
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("Name", no_wrap=True, style="bold")
+    table.add_column("Image", overflow="fold")
+    table.add_column("Runtime pull", no_wrap=True)
+    table.add_column("Regions", overflow="fold")
+    table.add_column("Last deploy", no_wrap=True)
+    for app in items:
+        deployments = request_any("GET", f"/apps/{app['id']}/deployments", config=config)
+        table.add_row(
+            escape(app["name"]), escape(app["image"]),
+            escape(_pull_label(app, default["name"] if default else None)),
+            escape(", ".join(app["regions"])) or "[dim]none[/dim]",
+            _last_deploy_label(list(deployments or [])),
+        )
+    console.print(table, highlight=False)
+
+
+@apps.command("create")
+@click.argument("name")
+@click.option("--image", required=True, metavar="REF",
+              help="The image to run, e.g. ghcr.io/acme/api:1.4.")
+@_shared_options
+def apps_create(name: str, image: str, pull_credential: str | None, no_pull_credential: bool,
+                regions: tuple[str, ...], port: int | None, command: str | None,
+                env: tuple[str, ...], secret_env: tuple[str, ...],
+                secret_env_stdin: bool) -> None:
+    """Create an app that runs an image. It pulls with the account default unless told."""
+    config = require_login()
+    opts = AppOptions(image=image, pull_credential=pull_credential,
+                      no_pull_credential=no_pull_credential, regions=regions, port=port,
+                      command=command, env=env, secret_env=secret_env,
+                      secret_env_stdin=secret_env_stdin)
+    body: dict[str, Any] = {"name": name, "source": "image", "image": image,
+                            **_pull_fields(config, opts)}
+    if regions:
+        body["regions"] = list(regions)
+    if port is not None:
+        body["port"] = port
+    if command is not None:
+        body["command"] = _command(command)
+    if _env_given(opts):
+        body["env"] = _env_list(opts, None)
+    app = request("POST", "/apps", config=config, json=body)
+    where = ", ".join(app["regions"]) or "no region yet"
+    _say(f"[green]✓[/green] Created app [bold]{escape(app['name'])}[/bold] running "
+         f"{escape(app['image'])} in {escape(where)}.")
+    if app["env"]:
+        _say(f"Env: {escape(_env_summary(app))}")
+    _show_pull(config, app)
+
+
+@apps.command("update")
+@click.argument("name")
+@click.option("--name", "new_name", help="A new name.")
+@click.option("--image", metavar="REF", help="A new image to run.")
+@click.option("--use-account-default", is_flag=True,
+              help="Pull with the account default credential (Use account default).")
+@_shared_options
+@click.option("--unset-env", multiple=True, metavar="KEY", help="Remove a variable (repeat).")
+def apps_update(name: str, new_name: str | None, image: str | None, use_account_default: bool,
+                pull_credential: str | None, no_pull_credential: bool,
+                regions: tuple[str, ...], port: int | None, command: str | None,
+                env: tuple[str, ...], secret_env: tuple[str, ...], secret_env_stdin: bool,
+                unset_env: tuple[str, ...]) -> None:
+    """Change what is given, and nothing else; it takes effect at the next deploy.
+
+    --env, --secret-env and --unset-env change those variables and keep the others (a
+    secret keeps its value unless given again).
+    """
+    config = require_login()
+    opts = AppOptions(image=image, pull_credential=pull_credential,
+                      no_pull_credential=no_pull_credential,
+                      use_account_default=use_account_default, regions=regions, port=port,
+                      command=command, env=env, secret_env=secret_env,
+                      secret_env_stdin=secret_env_stdin, unset_env=unset_env)
+    app = _resolve_app(config, name)
+    body: dict[str, Any] = _pull_fields(config, opts)
+    for key, value in (("name", new_name), ("image", image), ("port", port)):
+        if value is not None:
+            body[key] = value
+    if regions:
+        body["regions"] = list(regions)
+    if command is not None:
+        body["command"] = _command(command)
+    if _env_given(opts):
+        body["env"] = _env_list(opts, app["env"])
+    if not body:
+        fail("Nothing to change: give --image, --pull-credential, --env, ... (see --help).",
+             code="nothing_to_change")
+    updated = request("PATCH", f"/apps/{app['id']}", config=config, json=body)
+    _say(f"[green]✓[/green] Updated app [bold]{escape(updated['name'])}[/bold]; "
+         "the next deploy uses it.")
+    if updated["env"]:
+        _say(f"Env: {escape(_env_summary(updated))}")
+    _show_pull(config, updated)
+
+
+@apps.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def apps_delete(name: str, yes: bool) -> None:
+    """Delete an app; every region stops and removes its containers."""
+    config = require_login()
+    app = _resolve_app(config, name)
+    if not yes:
+        click.confirm(f"Delete app {app['name']!r}? Its containers stop in every region.",
+                      abort=True, err=True)
+    request_any("DELETE", f"/apps/{app['id']}", config=config)
+    _say(f"[green]✓[/green] Deleted app [bold]{escape(app['name'])}[/bold].")
+
+
+# ----- deploy and follow
+
+
+def _pull_words(deployment: dict[str, Any], *, used: bool) -> str:
+    """'with 'ghcr-prod' revision 3' or 'anonymously' (plain text)."""
+    if not deployment.get("credential_name"):
+        return "anonymously"
+    revision = deployment["used_revision"] if used and deployment["used_revision"] is not None \
+        else deployment["credential_revision"]
+    return f"with {deployment['credential_name']!r} revision {revision}"
+
+
+def _pause() -> None:
+    time.sleep(POLL_SECONDS)
+
+
+def _layers(progress: Any) -> dict[str, tuple[float, float | None]]:
+    """``progress`` as the agent sent it ({layer: [current, total]}); anything else is skipped."""
+    layers: dict[str, tuple[float, float | None]] = {}
+    if not isinstance(progress, dict):
+        return layers
+    for layer, value in progress.items():
+        if (isinstance(value, list | tuple) and len(value) == 2
+                and all(isinstance(n, int | float) for n in value)):
+            current, total = value
+            layers[str(layer)] = (float(current), float(total) if total else None)
+    return layers
+
+
+def _short_layer(layer: str) -> str:
+    return layer.removeprefix("sha256:")[:12]
+
+
+@dataclass
+class _Watched:
+    """One deployment being followed: where its log and layer bars are."""
+
+    deployment: dict[str, Any]
+    after: int = 0
+    bars: dict[str, TaskID] = field(default_factory=dict)
+    totals: dict[str, float | None] = field(default_factory=dict)
+
+
+def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]) -> bool:
+    """Print logs, status changes and layer bars until each deployment is finished.
+
+    Returns whether all are running.
+    """
+    watched = [_Watched(d) for d in deployments]
+    several = len(watched) > 1
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
+    with Progress(*columns, console=console) as progress:
+        def say(region: str, message: str) -> None:
+            prefix = f"[dim]{escape(region)}[/dim] " if several else ""
+            progress.console.print(prefix + message, highlight=False, soft_wrap=True)
+
+        while True:
+            for item in watched:
+                if item.deployment["status"] in FINISHED:
+                    continue
+                region = item.deployment["region"]
+                # The status first, then the log: a deployment seen finished has its whole
+                # log printed before it is no longer polled.
+                current = request("GET", f"/deployments/{item.deployment['id']}", config=config)
+                lines = request_any("GET", f"/deployments/{item.deployment['id']}/logs",
+                                    config=config, params={"after": item.after}) or []
+                for line in lines:
+                    say(region, escape(line["line"]))
+                    item.after = max(item.after, int(line["id"]))
+                if current["status"] != item.deployment["status"]:
+                    say(region, f"status: {_status_colour(current['status'])}")
+                for layer, (done, total) in _layers(current["progress"]).items():
+                    if layer not in item.bars:
+                        label = f"{region} {_short_layer(layer)}" if several \
+                            else _short_layer(layer)
+                        item.bars[layer] = progress.add_task(escape(label), total=total)
+                    progress.update(item.bars[layer], completed=done, total=total)
+                    item.totals[layer] = total
+                if current["status"] not in (PULLING, FAILED):
+                    # Past the pull: every layer is in, whatever the last report said.
+                    for layer, task in item.bars.items():
+                        if item.totals.get(layer) is not None:
+                            progress.update(task, completed=item.totals[layer])
+                item.deployment = current
+            if all(item.deployment["status"] in FINISHED for item in watched):
+                break
+            _pause()
+    ok = True
+    for item in watched:
+        d = item.deployment
+        if d["status"] == RUNNING:
+            digest = f" ({d['image_digest']})" if d["image_digest"] else ""
+            _say(f"[green]✓[/green] {escape(d['region'])}: running {escape(d['image'])}"
+                 f"{escape(digest)}, pulled {escape(_pull_words(d, used=True))}.")
+        else:
+            ok = False
+            _say(f"[red]✗[/red] {escape(d['region'])}: failed "
+                 f"[bold]{escape(d['error_code'] or 'deploy_failed')}[/bold]: "
+                 f"{escape(d['error_message'] or '(no message)')}")
+    return ok
+
+
+@apps.command("deploy")
+@click.argument("name")
+@click.option("--follow", "-f", is_flag=True,
+              help="Show logs and pull progress until every region is running or failed.")
+def apps_deploy(name: str, follow: bool) -> None:
+    """Deploy the app in each of its regions; with --follow, exit 1 if any region failed."""
+    config = require_login()
+    app = _resolve_app(config, name)
+    created = list(request_any("POST", f"/apps/{app['id']}/deploy", config=config) or [])
+    for d in created:
+        _say(f"Deploy #{d['number']} of [bold]{escape(d['app'])}[/bold] to "
+             f"[bold]{escape(d['region'])}[/bold] (deployment {d['id']}): {escape(d['image'])} "
+             f"will be pulled {escape(_pull_words(d, used=False))}.")
+    if not follow:
+        _say(f"Watch it with [bold]moorage apps status {escape(app['name'])}[/bold].")
+        return
+    try:
+        ok = _follow(config, created)
+    except KeyboardInterrupt:
+        _say(f"Stopped following; the deploy was not cancelled and goes on. See "
+             f"[bold]moorage apps status {escape(app['name'])}[/bold].", err=True)
+        raise click.exceptions.Exit(INTERRUPTED) from None
+    if not ok:
+        raise click.exceptions.Exit(1)
+
+
+# ----- status
+
+
+@apps.command("status")
+@click.argument("name")
+def apps_status(name: str) -> None:
+    """The app, how it pulls, and the latest deployment in each region."""
+    config = require_login()
+    app = _resolve_app(config, name)
+    _say(f"[bold]{escape(app['name'])}[/bold]")
+    _say(f"Image:    {escape(app['image'])}")
+    rows = [("Regions", ", ".join(app["regions"]) or "none"),
+            ("Port", str(app["port"]) if app["port"] is not None else ""),
+            ("Command", shlex.join(app["command"]) if app["command"] else ""),
+            ("Env", _env_summary(app))]
+    for label, value in rows:
+        if value:
+            _say(f"{label + ':':<9} {escape(value)}")
+    _show_pull(config, app, label=f"{'Pull:':<9}")
+    deployments = list(request_any("GET", f"/apps/{app['id']}/deployments", config=config)
+                       or [])
+    latest: dict[str, dict[str, Any]] = {}
+    for d in deployments:  # newest first
+        latest.setdefault(d["region"], d)
+    if not latest:
+        _say("Never deployed. Deploy with "
+             f"[bold]moorage apps deploy {escape(app['name'])} --follow[/bold].")
+        return
+    table = Table(show_edge=False, pad_edge=False, title="Latest deployment per region",
+                  title_justify="left")
+    table.add_column("Region", no_wrap=True, style="bold")
+    table.add_column("#", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Digest", no_wrap=True)
+    table.add_column("Pulled", overflow="fold")
+    table.add_column("When", no_wrap=True)
+    for region in sorted(latest):
+        d = latest[region]
+        table.add_row(
+            escape(region), f"#{d['number']}", _status_colour(d["status"]),
+            escape(_short_digest(d["image_digest"])), escape(_credential_label(d)),
+            _when(d["finished_at"] or d["started_at"] or d["created_at"]),
+        )
+    console.print(table, highlight=False)
+    for region in sorted(latest):
+        d = latest[region]
+        if d["status"] == FAILED:
+            _say(f"[red]{escape(region)}[/red] failed "
+                 f"[bold]{escape(d['error_code'] or 'deploy_failed')}[/bold]: "
+                 f"{escape(d['error_message'] or '(no message)')}")
+
+
+def _short_digest(digest: str | None) -> str:
+    """``sha256:`` and 12 hex digits, as ``docker images`` shows an id."""
+    if not digest:
+        return ""
+    algorithm, _, hexa = digest.partition(":")
+    return f"{algorithm}:{hexa[:12]}" if hexa else digest[:19]
+
+
+def _credential_label(deployment: dict[str, Any]) -> str:
+    """The credential and revision a deployment used: 'ghcr-prod rev 2'; until the agent
+    says which it used, the one the deploy asked for, marked '(wanted)'."""
+    if not deployment.get("credential_name"):
+        return "anonymous"
+    used = deployment["used_revision"]
+    if used is None:
+        return f"{deployment['credential_name']} rev {deployment['credential_revision']} (wanted)"
+    return f"{deployment['credential_name']} rev {used}"
