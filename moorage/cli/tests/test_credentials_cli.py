@@ -238,7 +238,12 @@ def test_a_multi_line_key_from_stdin_in_a_real_process(
         text=True,
     )
     try:
-        argv = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        # Right after fork the child's cmdline is still empty, until exec: wait for it.
+        deadline = time.monotonic() + 10
+        argv = b""
+        while b"moorage" not in argv and time.monotonic() < deadline:
+            argv = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+            time.sleep(0.01)
         out, err = process.communicate(key + "\n", timeout=60)
     finally:
         if process.poll() is None:
