@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import pytest
 from django.test import Client
 
 from moorage.accounts.choices import Role
@@ -45,6 +46,19 @@ class ObjectEndpoint:
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
+
+
+def generic_cases(endpoints: list[ObjectEndpoint]) -> list[Any]:
+    """``pytest.param(endpoint, case)`` for every endpoint and applicable generic case.
+
+    Every role may view, so "role too low" exists only for actions some role lacks.
+    """
+    return [
+        pytest.param(endpoint, case, id=f"{endpoint} {case}")
+        for endpoint in endpoints
+        for case in Case
+        if not (case is Case.ROLE_TOO_LOW and weakest_role_without(endpoint.action) is None)
+    ]
 
 
 def assert_api_error(response: Any, status: int, code: str) -> dict[str, Any]:

@@ -12,7 +12,14 @@ from moorage.accounts.choices import Role
 from moorage.accounts.models import ApiToken, Membership, User
 from moorage.accounts.permissions import Action
 from moorage.testing import factories
-from moorage.testing.api_checks import API, Case, ObjectEndpoint, assert_api_error, check_endpoint
+from moorage.testing.api_checks import (
+    API,
+    Case,
+    ObjectEndpoint,
+    assert_api_error,
+    check_endpoint,
+    generic_cases,
+)
 from moorage.testing.factories import PASSWORD, Member
 from moorage.testing.secrets_search import database_text
 
@@ -42,13 +49,7 @@ OBJECT_ENDPOINTS = [
 ]
 
 
-GENERIC_CASES = [
-    pytest.param(endpoint, case, id=f"{endpoint} {case}")
-    for endpoint in OBJECT_ENDPOINTS
-    for case in Case
-    # Every role may view; "role too low" only exists for actions some role lacks.
-    if not (case is Case.ROLE_TOO_LOW and endpoint.action is Action.VIEW)
-]
+GENERIC_CASES = generic_cases(OBJECT_ENDPOINTS)
 
 
 @pytest.mark.parametrize(("endpoint", "case"), GENERIC_CASES)

@@ -14,7 +14,14 @@ from moorage.audit.models import AuditEvent
 from moorage.credentials import services as credential_services
 from moorage.deployments.models import Deployment
 from moorage.regions import services as region_services
-from moorage.testing.api_checks import API, Case, ObjectEndpoint, assert_api_error, check_endpoint
+from moorage.testing.api_checks import (
+    API,
+    Case,
+    ObjectEndpoint,
+    assert_api_error,
+    check_endpoint,
+    generic_cases,
+)
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
 from moorage.testing.regions import AgentView, make_region
@@ -53,10 +60,7 @@ OBJECT_ENDPOINTS = [
 ]
 
 
-@pytest.mark.parametrize(("endpoint", "case"), [
-    pytest.param(e, c, id=f"{e} {c}") for e in OBJECT_ENDPOINTS for c in Case
-    if not (c is Case.ROLE_TOO_LOW and e.action is Action.VIEW)
-])
+@pytest.mark.parametrize(("endpoint", "case"), generic_cases(OBJECT_ENDPOINTS))
 def test_generic_checks(client: Client, endpoint: ObjectEndpoint, case: Case) -> None:
     check_endpoint(client, endpoint, case)
 

@@ -7,26 +7,22 @@ a deploy the way it follows one run by ``moorage agent``.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from moorage.apps.models import App
 from moorage.apps.services import open_env
 from moorage.cli import apps as apps_cli
-from moorage.cli import clientconfig
-from moorage.cli.main import cli
+from moorage.cli.tests.conftest import Cli
 from moorage.credentials import services as credential_services
 from moorage.deployments.models import Deployment
 from moorage.regions import services as region_services
-from moorage.testing import factories
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
 from moorage.testing.regions import AgentView, make_region
@@ -36,39 +32,6 @@ SECRET = "Walrus-" + secrets.token_hex(8) + "-ochre"
 IMAGE = "ghcr.io/acme/api:1.4"
 DIGEST_1 = "sha256:" + "1" * 64
 DIGEST_2 = "sha256:" + "2" * 64
-
-
-class Cli:
-    """Runs ``moorage`` in-process; remembers every output to search it for secrets."""
-
-    def __init__(self, runner: CliRunner) -> None:
-        self.runner = runner
-        self.outputs: list[str] = []
-
-    def __call__(self, *args: str, input: str | None = None) -> Result:
-        assert not any(SECRET in a for a in args), "a test passed the secret as an argument"
-        result = self.runner.invoke(cli, list(args), input=input)
-        self.outputs.append(result.output)
-        return result
-
-    def json(self, *args: str) -> Any:
-        result = self(*args, "--json")
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
-
-
-@pytest.fixture
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return Cli(CliRunner())
-
-
-@pytest.fixture
-def logged_in(run: Cli, live_server: Any) -> Member:
-    """An account owner whose token the CLI holds, as after ``moorage login``."""
-    owner = factories.make_account("Acme")
-    clientconfig.save(clientconfig.ClientConfig(url=str(live_server.url), token=owner.token))
-    return owner
 
 
 @pytest.fixture

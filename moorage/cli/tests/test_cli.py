@@ -16,12 +16,6 @@ from moorage.testing import factories
 from moorage.testing.factories import PASSWORD, Member
 
 
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return CliRunner()
-
-
 @pytest.mark.django_db
 def test_tokens_create_prints_only_a_working_token(runner: CliRunner, owner: Member) -> None:
     result = runner.invoke(cli, ["tokens", "create", "--name", "automation",

@@ -17,12 +17,11 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from moorage.audit.models import AuditEvent
-from moorage.cli import clientconfig
 from moorage.cli.credentials import credentials as credentials_group
-from moorage.cli.main import cli
+from moorage.cli.tests.conftest import Cli
 from moorage.credentials import vault
 from moorage.credentials.models import Credential
 from moorage.testing import factories
@@ -33,45 +32,6 @@ from moorage.testing.registry import RegistryServer
 from moorage.testing.secrets_search import database_text
 
 SECRET = "Zebra-" + secrets.token_hex(8) + "-quartz"
-
-
-class Cli:
-    """Runs ``moorage`` in-process; remembers every output to search it for secrets."""
-
-    def __init__(self, runner: CliRunner) -> None:
-        self.runner = runner
-        self.outputs: list[str] = []
-
-    def __call__(self, *args: str, input: str | None = None,
-                 env: dict[str, str] | None = None) -> Result:
-        assert not any(SECRET in a for a in args), "a test passed the secret as an argument"
-        result = self.runner.invoke(cli, list(args), input=input, env=env)
-        self.outputs.append(result.output)
-        return result
-
-    def json(self, *args: str) -> Any:
-        result = self(*args, "--json")
-        assert result.exit_code == 0, result.output
-        return json.loads(result.stdout)
-
-
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    return CliRunner()
-
-
-@pytest.fixture
-def run(runner: CliRunner) -> Cli:
-    return Cli(runner)
-
-
-@pytest.fixture
-def logged_in(runner: CliRunner, live_server: Any) -> Member:
-    """An account owner whose token the CLI holds, as after ``moorage login``."""
-    owner = factories.make_account("Acme")
-    clientconfig.save(clientconfig.ClientConfig(url=str(live_server.url), token=owner.token))
-    return owner
 
 
 def _row(table: str, *words: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from moorage.testing.ports import free_port, stop_process, wait_for_http
+from moorage.agent.replica import Replica
+from moorage.sealing import parse_keys
+from moorage.testing.ports import (
+    free_port,
+    kill_pid,
+    pids_mentioning,
+    stop_process,
+    wait_for_http,
+)
+from moorage.testing.processes import wait_until
 from moorage.testing.secrets_search import files_containing
 
 PASSWORD = "an end to end password 5"
@@ -91,3 +101,71 @@ def test_init_up_login_page_and_api(server: str, embedded_env: dict[str, str],
     assert files_containing(data_dir, token) == []
     assert PASSWORD not in (tmp_path / "up.log").read_text()
     assert token not in (tmp_path / "up.log").read_text()
+
+
+def test_up_runs_the_local_agent_and_stops_it_on_sigint(
+    embedded_env: dict[str, str], tmp_path: Path
+) -> None:
+    init = subprocess.run(
+        [*_moorage(), "init", "--password-stdin"], input=PASSWORD + "\n", env=embedded_env,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert init.returncode == 0, init.stderr
+    token = subprocess.run(
+        [*_moorage(), "tokens", "create", "--name", "e2e"], env=embedded_env,
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()
+    data_dir = Path(embedded_env["MOORAGE_DATA_DIR"])
+    port = free_port()
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*_moorage(), "up", "--port", str(port)], env=embedded_env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/login/", process=process, log=log, timeout=60)
+        api = httpx.Client(base_url=url + "/api/v1",
+                           headers={"Authorization": f"Bearer {token}"})
+
+        def local_status() -> str:
+            regions = {r["slug"]: r for r in api.get("/regions").json()}
+            return str(regions["local"]["status"])
+
+        wait_until(lambda: local_status() == "online", timeout=15,
+                   what="the local region online")
+
+        secret = "an end to end registry password 9"
+        created = api.post("/credentials", json={"name": "hub", "server": "docker.io",
+                                                 "username": "octo", "secret": secret})
+        assert created.status_code == 201, created.text
+        credential_id = created.json()["id"]
+        key = parse_keys((data_dir / "agent" / "key").read_text())[0]
+        replica_file = data_dir / "agent" / "data" / "replica.sqlite3"
+
+        def held() -> dict[int, int]:
+            if not replica_file.exists():
+                return {}
+            replica = Replica(replica_file, key)
+            try:
+                return replica.credentials_held()
+            finally:
+                replica.close()
+
+        wait_until(lambda: held().get(credential_id) == 1, timeout=15,
+                   what="the credential in the local agent's replica")
+        agents = pids_mentioning(str(data_dir / "agent"))
+        assert len(agents) == 1  # `moorage up` started exactly one agent
+
+        # To `moorage up` only (not its process group, as a terminal's Ctrl-C would): the
+        # agent must be stopped by `up` itself. The generous timeout: uvicorn's shutdown
+        # currently waits for the agent's long poll (25 s) to end on the server side.
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=45)
+        assert pids_mentioning(str(data_dir / "agent")) == []
+        assert "stopped" in log.read_text()  # the agent's own last log line
+        assert files_containing(data_dir, secret) == []
+        assert secret not in log.read_text()
+    finally:
+        stop_process(process)
+        for pid in pids_mentioning(str(data_dir / "agent")):  # if `up` died before its agent
+            kill_pid(pid)

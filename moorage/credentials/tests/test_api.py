@@ -14,7 +14,14 @@ from moorage.accounts.choices import Role
 from moorage.accounts.permissions import Action
 from moorage.credentials.models import Credential
 from moorage.testing import factories
-from moorage.testing.api_checks import API, Case, ObjectEndpoint, assert_api_error, check_endpoint
+from moorage.testing.api_checks import (
+    API,
+    Case,
+    ObjectEndpoint,
+    assert_api_error,
+    check_endpoint,
+    generic_cases,
+)
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
 from moorage.testing.registry import RegistryServer
@@ -41,12 +48,7 @@ OBJECT_ENDPOINTS = [
                    Action.MANAGE_CREDENTIALS),
     ObjectEndpoint("POST", "/credentials/{id}/test", _registry_credential, Action.DEPLOY),
 ]
-GENERIC_CASES = [
-    pytest.param(endpoint, case, id=f"{endpoint} {case}")
-    for endpoint in OBJECT_ENDPOINTS
-    for case in Case
-    if not (case is Case.ROLE_TOO_LOW and endpoint.action is Action.VIEW)
-]
+GENERIC_CASES = generic_cases(OBJECT_ENDPOINTS)
 
 
 @pytest.mark.parametrize(("endpoint", "case"), GENERIC_CASES)
