@@ -20,6 +20,12 @@ One deployment (``docs/sync.md``, "Deployments"):
 5. report ``running`` with the digest, credential id and revision, and container id — or
    ``failed`` with ``{code, message}`` at whichever step failed.
 
+A build-from-source deployment (a ``build`` object, ``image`` null) replaces steps 1-3 with
+:func:`moorage.agent.builder.run_build` — ``building`` while it fetches the source with the git
+credential, pre-pulls every base image (the build-pull credential only for its own registry
+host, never the account default) and builds with the Engine — and then runs the built image
+(by id) through steps 4-5; the three newest build images of the app are kept.
+
 Decisions:
 
 * Older pending deployments of an app are **superseded**: they are not run, and are reported
@@ -48,8 +54,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from moorage.agent.builder import (
+    BuildSpec,
+    Credentials,
+    build_labels,
+    check_git_host,
+    git_host,
+    image_repository,
+    plain_http_allowed,
+    run_build,
+)
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.errors import (
     AgentAuthError,
@@ -70,6 +87,7 @@ from moorage.agent.replica import (
 )
 from moorage.agent.runtime import ContainerSpec, DeployError, DockerRuntime, PullProgress
 from moorage.agent.sync import Backoff
+from moorage.registry import RegistryLogin
 from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
 from moorage.registry.reference import InvalidReference, parse_reference
 from moorage.sealing import SealedDataError
@@ -77,6 +95,7 @@ from moorage.sealing import SealedDataError
 #: At most this many per-layer lines of a pull go into the deployment's log.
 MAX_LAYER_LINES = 20
 MAX_LINE = 300
+GIT_TYPE = "git"
 
 
 class _Deferred(Exception):
@@ -121,8 +140,14 @@ class Deployer:
         stop_event: threading.Event | None = None,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        build_dir: Path | None = None,
+        inspect_clone: Callable[[Path], None] | None = None,
     ) -> None:
         self.replica = replica
+        #: Where builds clone their source (a fresh temp dir each, removed afterwards).
+        self.build_dir = build_dir
+        #: Test hook: called with a build's clone directory before it is removed.
+        self.inspect_clone = inspect_clone
         self.client = client
         self.runtime = runtime
         self.logger = logger
@@ -217,7 +242,8 @@ class Deployer:
             secrets = _secret_values(d, env)
             masked = [_mask(line, secrets) for line in exc.logs]
             if masked:
-                reporter.line("Last log lines of the container:")
+                reporter.line("Last lines of the build output:" if exc.code.startswith("build")
+                              else "Last log lines of the container:")
                 for line in masked[-10:]:
                     reporter.line(f"  {line}")
             message = _mask(exc.message, secrets)
@@ -243,6 +269,37 @@ class Deployer:
         self, d: ReplicaDeployment, reporter: _Reporter, env: dict[str, str]
     ) -> dict[str, Any]:
         region = self.replica.region() or ""
+        accounts = self.replica.accounts()
+        if d.build is not None:
+            image, used = self._build(d, reporter, region)
+        else:
+            image, used = self._pull(d, reporter, region)
+        spec = ContainerSpec(region=region, account_id=d.account_id,
+                             account=accounts.get(d.account_id, str(d.account_id)),
+                             app_id=d.app_id, app=d.app, deployment_id=d.id,
+                             port=d.payload.get("port"), command=d.payload.get("command"))
+        reporter.line(f"Starting container {spec.name} from {image}")
+        reporter.send("starting", **used)
+        try:
+            env.update(self.replica.open_env(d))
+        except SealedDataError:
+            raise DeployError("env_secret_unreadable",
+                              f"A secret environment value of {d.app} cannot be opened in "
+                              f"region {region}.") from None
+        started = self.runtime.run(replace(spec, env=dict(env)), image)
+        port = spec.port
+        reporter.line(f"Container {started.name} is running"
+                      + (f" and accepts connections on port {port}" if port else ""))
+        if started.removed:
+            reporter.line(f"Removed {len(started.removed)} previous container(s)")
+        if d.build is not None:
+            self._prune_builds(d)
+        return used | {"container_id": started.container_id}
+
+    def _pull(
+        self, d: ReplicaDeployment, reporter: _Reporter, region: str
+    ) -> tuple[str, dict[str, Any]]:
+        """Pull an image deployment's image; return what to run (by digest) and report."""
         try:
             ref = parse_reference(d.image)
         except InvalidReference as exc:
@@ -272,48 +329,116 @@ class Deployer:
         if credential is None:
             pulled = self.runtime.pull(ref, None, progress)
         else:
-            try:
-                login = self.replica.open_secret(credential.id)
-            except (SealedDataError, CredentialNotFound):
-                raise DeployError(
-                    "credential_unreadable",
-                    f"The credential {label} cannot be opened in region {region}; the region "
-                    "key may have been replaced.") from None
+            login = self._open(credential, label or "", region)
             try:
                 pulled = self.runtime.pull(ref, login, progress, credential_label=label)
             finally:
                 del login
         reporter.line(f"Pulled {ref} ({pulled.digest})")
-        accounts = self.replica.accounts()
-        spec = ContainerSpec(region=region, account_id=d.account_id,
-                             account=accounts.get(d.account_id, str(d.account_id)),
-                             app_id=d.app_id, app=d.app, deployment_id=d.id,
-                             port=d.payload.get("port"), command=d.payload.get("command"))
-        reporter.line(f"Starting container {spec.name} from {pulled.by_digest}")
         used: dict[str, Any] = {"image_digest": pulled.digest}
         if credential is not None:
             used |= {"credential_id": credential.id, "credential_revision": credential.revision}
-        reporter.send("starting", **used)
+        return pulled.by_digest, used
+
+    def _build(
+        self, d: ReplicaDeployment, reporter: _Reporter, region: str
+    ) -> tuple[str, dict[str, Any]]:
+        """Build a build-from-source deployment (``builder``); return the image id to run."""
         try:
-            env.update(self.replica.open_env(d))
-        except SealedDataError:
-            raise DeployError("env_secret_unreadable",
-                              f"A secret environment value of {d.app} cannot be opened in "
-                              f"region {region}.") from None
-        started = self.runtime.run(replace(spec, env=dict(env)), pulled.by_digest)
-        port = spec.port
-        reporter.line(f"Container {started.name} is running"
-                      + (f" and accepts connections on port {port}" if port else ""))
-        if started.removed:
-            reporter.line(f"Removed {len(started.removed)} previous container(s)")
-        return used | {"container_id": started.container_id}
+            spec = BuildSpec.from_payload(d.build)
+        except ValueError as exc:  # the replica checked it; be explicit anyway
+            raise DeployError("agent_error", f"The build of {d.app} is malformed: {exc}") \
+                from None
+        url_host = git_host(spec.git.url)
+        git_credential = pull_credential = None
+        if spec.git.credential_id is not None:
+            git_credential = self._resolve(d, spec.git.credential_id,
+                                           int(spec.git.credential_revision or 0), None)
+            if git_credential.account_id != d.account_id or git_credential.type != GIT_TYPE:
+                raise DeployError("credential_not_usable",
+                                  f"The credential '{git_credential.name}' is not a git "
+                                  "credential of this app's account.")
+            if not check_git_host(git_credential.server, url_host):
+                raise DeployError(
+                    "credential_host_mismatch",
+                    f"The git credential '{git_credential.name}' is for {git_credential.server}"
+                    f", but the repository is on {url_host}: a credential is only ever sent to "
+                    "its own host.")
+            if not plain_http_allowed(spec.git.url):
+                raise DeployError("git_url_invalid",
+                                  f"The repository URL {spec.git.url} is plain http: a git "
+                                  "credential is only sent over https.")
+        if spec.pull_credential_id is not None:
+            pull_credential = self._resolve(d, spec.pull_credential_id,
+                                            int(spec.pull_credential_revision or 0),
+                                            spec.pull_credential_name)
+            if pull_credential.account_id != d.account_id \
+                    or pull_credential.type != REGISTRY_TYPE:
+                raise DeployError("credential_not_usable",
+                                  f"The credential '{pull_credential.name}' is not a "
+                                  "container-registry credential of this app's account.")
+        pull_host = pull_label = None
+        if pull_credential is not None:
+            try:
+                pull_host = normalize_registry_host(pull_credential.server)
+            except InvalidRegistryHost:
+                raise DeployError("credential_not_usable",
+                                  f"The credential '{pull_credential.name}' names no valid "
+                                  "registry host.") from None
+            pull_label = f"'{pull_credential.name}' (revision {pull_credential.revision})"
+        self._log(logging.INFO, "deployment %d (%s #%d): building from %s at %s", d.id, d.app,
+                  d.number, spec.git.url, spec.git.ref)
+        credentials = Credentials(
+            git=None if git_credential is None else self._open(
+                git_credential, f"'{git_credential.name}'", region),
+            pull=None if pull_credential is None else self._open(
+                pull_credential, pull_label or "", region),
+            pull_host=pull_host, pull_label=pull_label)
+        slug = d.payload.get("account_slug") or str(d.account_id)
+        try:
+            built = run_build(spec=spec, credentials=credentials, runtime=self.runtime,
+                              reporter=reporter, repository=image_repository(slug, d.app),
+                              deployment_id=d.id,
+                              labels=build_labels(region, d.account_id, d.app_id, d.id),
+                              workdir=self.build_dir, inspect_clone=self.inspect_clone)
+        finally:
+            del credentials
+        used: dict[str, Any] = {"image_digest": built.image_id}
+        if pull_credential is not None:
+            used |= {"credential_id": pull_credential.id,
+                     "credential_revision": pull_credential.revision}
+        return built.image_id, used
+
+    def _prune_builds(self, d: ReplicaDeployment) -> None:
+        slug = d.payload.get("account_slug") or str(d.account_id)
+        try:
+            removed = self.runtime.prune_builds(image_repository(slug, d.app))
+        except DeployError as exc:
+            self._log(logging.WARNING, "could not prune the build images of %s: %s", d.app,
+                      exc.message)
+            return
+        if removed:
+            self._log(logging.INFO, "removed old build images: %s", ", ".join(removed))
+
+    def _open(self, credential: ReplicaCredential, label: str, region: str) -> RegistryLogin:
+        try:
+            return self.replica.open_secret(credential.id)
+        except (SealedDataError, CredentialNotFound):
+            raise DeployError(
+                "credential_unreadable",
+                f"The credential {label} cannot be opened in region {region}; the region "
+                "key may have been replaced.") from None
 
     def _credential(self, d: ReplicaDeployment) -> ReplicaCredential | None:
         pull = d.pull
         if pull["mode"] != "credential":
             return None
-        credential_id = int(pull["credential_id"])
-        wanted = int(pull["credential_revision"])
+        return self._resolve(d, int(pull["credential_id"]), int(pull["credential_revision"]),
+                             pull.get("credential_name"))
+
+    def _resolve(self, d: ReplicaDeployment, credential_id: int, wanted: int,
+                 name: str | None) -> ReplicaCredential:
+        """The credential at ``wanted`` revision or newer, syncing once if the replica lags."""
         credential = self._held(credential_id)
         if (credential is None or credential.revision < wanted) and self.refresh is not None:
             try:
@@ -324,7 +449,7 @@ class Deployer:
                 raise _Deferred from None
             credential = self._held(credential_id)
         if credential is None or credential.revision < wanted:
-            name = pull.get("credential_name") or f"#{credential_id}"
+            name = name or (credential.name if credential else f"#{credential_id}")
             held = "none" if credential is None else f"revision {credential.revision}"
             raise DeployError(
                 "credential_not_synced",

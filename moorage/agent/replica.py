@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from moorage.agent import protocol
+from moorage.agent.builder import BuildSpec
 from moorage.agent.errors import CredentialNotFound, MalformedPayload, ReplicaError
 from moorage.registry import RegistryLogin
 from moorage.sealing import Key, Keyring, SealedDataError, key_id_of, open_sealed
@@ -117,6 +118,12 @@ class ReplicaDeployment:
     def image(self) -> str:
         """The image reference as the user wrote it."""
         return str(self.payload["image"])
+
+    @property
+    def build(self) -> dict[str, Any] | None:
+        """The ``build`` object of a build-from-source deployment, else ``None``."""
+        build = self.payload.get("build")
+        return dict(build) if isinstance(build, dict) else None
 
     @property
     def pull(self) -> dict[str, Any]:
@@ -589,7 +596,15 @@ def _deployment_row(value: Any, *, where: str) -> tuple[Any, ...]:
     app_id = _int(value, "app_id", where=where)
     app = _text(value, "app", where=where)
     number = _int(value, "number", where=where)
-    _text(value, "image", where=where)
+    if value.get("build") is not None:
+        try:
+            BuildSpec.from_payload(value["build"])
+        except ValueError as exc:
+            raise MalformedPayload(f"{where}: {exc}") from None
+        if value.get("image") is not None:
+            _text(value, "image", where=where)
+    else:
+        _text(value, "image", where=where)
     pull = value.get("pull")
     if not isinstance(pull, dict) or pull.get("mode") not in ("credential", "anonymous"):
         raise MalformedPayload(f"{where}: pull.mode is not 'credential' or 'anonymous'")

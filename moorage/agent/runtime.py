@@ -11,6 +11,11 @@ Why it looks the way it does:
   ``auth_config``: the tenant's credential, or ``{}`` for an anonymous pull. ``{}`` reaches the
   engine as ``X-Registry-Auth: e30=`` ("no credentials"); the tests prove an anonymous pull
   is refused even when the host has a login for that registry.
+* **A build sends only its build-pull credential.** docker-py's ``build()`` sends every
+  credential its client holds as ``X-Registry-Config`` and, holding none, reloads the
+  machine's docker config to send that; :class:`_BuildClient` replaces that with exactly the
+  header it is given (an empty map without a credential). Builds use ``pull=1`` and are
+  never pushed.
 * **Every deploy pulls (I8).** A pull always asks the registry (a ``HEAD`` of the manifest),
   so a cached image does not start for a tenant without access. Always with an explicit tag
   or digest: an empty tag would pull every tag of the repository.
@@ -40,7 +45,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -51,6 +56,7 @@ from docker.utils.proxy import ProxyConfig
 from moorage.agent.errors import AgentError
 from moorage.registry import RegistryLogin
 from moorage.registry.auth import scrub
+from moorage.registry.dockerconfig import registry_config_header
 from moorage.registry.hosts import server_address
 from moorage.registry.reference import ImageReference, InvalidReference, parse_reference
 
@@ -58,6 +64,8 @@ logger = logging.getLogger("moorage.agent.runtime")
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 PULL_TIMEOUT = 600.0
+BUILD_TIMEOUT = 1800.0
+KEEP_BUILDS = 3
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10
 API_TIMEOUT = 60
@@ -70,6 +78,8 @@ LABEL_REGION = "moorage.region"
 LABEL_PORT = "moorage.port"
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+#: The classic builder colours a step's stderr; the log shows plain text.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class DeployError(AgentError):
@@ -112,6 +122,28 @@ class PullResult:
     def by_digest(self) -> str:
         """``REPOSITORY@sha256:…``: run exactly what was pulled, whatever the tag does next."""
         return f"{self.reference.name}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The image a build made: its id (``sha256:…``) and the tag it got."""
+
+    image_id: str
+    tag: str
+
+
+class _BuildClient(docker.APIClient):
+    """An ``APIClient`` whose builds send exactly the ``X-Registry-Config`` it is given.
+
+    docker-py's own ``_set_auth_headers`` sends every credential the client holds and, when
+    it holds none, *reloads the machine's docker config* and sends that (docker-py 7.1,
+    ``api/build.py``). A tenant's build must carry only its build-pull credential (I5).
+    """
+
+    registry_config: str = ""
+
+    def _set_auth_headers(self, headers: dict[str, Any]) -> None:
+        headers["X-Registry-Config"] = self.registry_config
 
 
 @dataclass(frozen=True)
@@ -180,15 +212,14 @@ class DockerRuntime:
 
     # -- clients -----------------------------------------------------------------------------
 
-    def client(self) -> docker.APIClient:
+    def client(self, cls: type[docker.APIClient] = docker.APIClient) -> docker.APIClient:
         """A fresh low-level client with nothing of the machine's docker config loaded.
 
         Raises :class:`DeployError` ``engine_unreachable`` when the engine does not answer.
         The caller closes it.
         """
         try:
-            api = docker.APIClient(base_url=self.docker_host, version="auto",
-                                   timeout=self.api_timeout)
+            api = cls(base_url=self.docker_host, version="auto", timeout=self.api_timeout)
         except docker.errors.DockerException as exc:
             raise DeployError("engine_unreachable",
                               f"The container engine at {self.docker_host} did not answer: "
@@ -314,6 +345,127 @@ class DockerRuntime:
             return stream_digest, str(image["Id"])
         raise DeployError("pull_failed", f"The engine pulled {ref} but reported no digest.")
 
+    # -- build -------------------------------------------------------------------------------
+
+    def build(
+        self,
+        context: IO[bytes],
+        *,
+        dockerfile: str,
+        tag: str,
+        buildargs: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        registry: tuple[str, RegistryLogin] | None = None,
+        on_line: Callable[[str], None] | None = None,
+        timeout: float = BUILD_TIMEOUT,
+    ) -> BuildResult:
+        """Build the tar ``context`` with the classic builder and tag it ``tag``; never push.
+
+        ``X-Registry-Config`` holds ``registry`` (the build-pull credential, keyed with
+        :func:`docker_config_key` of its host) and nothing else: no host login, nothing
+        cached on a client — an empty map without one. ``pull=1`` makes the engine ask the
+        registry for every base image even when cached (I8). ``on_line`` gets each output
+        line, in the caller's thread. Raises :class:`DeployError` ``build_failed`` (naming
+        the failing step, with the last output lines in ``logs``), ``build_timeout`` or
+        ``engine_unreachable``.
+        """
+        header = registry_config_header([registry] if registry is not None else [])
+        login = registry[1] if registry is not None else None
+        api = self.client(_BuildClient)
+        api.registry_config = header
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def worker() -> None:
+            try:
+                stream = api.build(fileobj=context, custom_context=True, dockerfile=dockerfile,
+                                   tag=tag, buildargs=buildargs or {}, labels=labels or {},
+                                   pull=True, rm=True, forcerm=True, decode=True)
+                for event in stream:
+                    events.put(("event", event))
+                events.put(("done", None))
+            except BaseException as exc:  # handed to the caller's thread
+                events.put(("error", exc))
+
+        thread = threading.Thread(target=worker, name="moorage-agent-build", daemon=True)
+        deadline = time.monotonic() + timeout
+        tail: list[str] = []
+        step = ""
+        image_id: str | None = None
+        try:
+            thread.start()
+            while True:
+                try:
+                    kind, value = events.get(timeout=max(deadline - time.monotonic(), 0.001))
+                except queue.Empty:
+                    raise DeployError("build_timeout",
+                                      f"The build took longer than {timeout:.0f} s.",
+                                      logs=tail) from None
+                if kind == "done":
+                    break
+                if kind == "error":
+                    if isinstance(value, requests.exceptions.ConnectionError):
+                        raise value
+                    text = scrub(_short(value), login)
+                    raise DeployError("build_failed", f"The engine refused the build: {text}",
+                                      logs=tail)
+                if "error" in value or "errorDetail" in value:
+                    detail = value.get("errorDetail") or {}
+                    text = scrub(str(value.get("error") or detail.get("message") or value),
+                                 login).strip()
+                    where = f"{step} failed: " if step else "The build failed: "
+                    output = _step_output(tail)
+                    last = f" Last output: {' | '.join(output[-5:])[-400:]}" if output else ""
+                    raise DeployError("build_failed", f"{where[:300]}{text[:300]}{last}",
+                                      logs=tail)
+                aux = value.get("aux")
+                if isinstance(aux, dict) and aux.get("ID"):
+                    image_id = str(aux["ID"])
+                for line in str(value.get("stream") or "").splitlines():
+                    line = scrub(_ANSI.sub("", line).rstrip(), login)
+                    if not line.strip():
+                        continue
+                    if line.startswith("Step "):
+                        step = line[:200]
+                    tail = [*tail[-(LOG_TAIL - 1):], line[:300]]
+                    if on_line is not None:
+                        on_line(line)
+            if image_id is None:
+                image_id = str(api.inspect_image(tag)["Id"])
+        except requests.exceptions.ConnectionError as exc:
+            raise DeployError("engine_unreachable",
+                              f"The container engine at {self.docker_host} stopped answering "
+                              f"during the build: {type(exc).__name__}") from None
+        finally:
+            api.close()
+        return BuildResult(image_id=image_id, tag=tag)
+
+    def prune_builds(self, repository: str, *, keep: int = KEEP_BUILDS) -> list[str]:
+        """Untag all but the ``keep`` newest ``repository:<deployment id>`` build images.
+
+        Ordered by the deployment id in the tag. An image still used by a container, or
+        tagged otherwise, loses only this tag; the engine removes it once nothing holds it.
+        Returns the tags removed.
+        """
+        with self._client() as api:
+            tags: list[tuple[int, str]] = []
+            for image in api.images(name=repository):
+                for repo_tag in image.get("RepoTags") or []:
+                    name, _, number = repo_tag.rpartition(":")
+                    if name == repository and number.isdigit():
+                        tags.append((int(number), repo_tag))
+            removed = []
+            for _, repo_tag in sorted(tags, reverse=True)[keep:]:
+                try:
+                    api.remove_image(repo_tag)
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    logger.warning("could not remove the old build image %s: %s", repo_tag,
+                                   _short(exc))
+                    continue
+                removed.append(repo_tag)
+        return removed
+
     # -- run ---------------------------------------------------------------------------------
 
     def run(self, spec: ContainerSpec, image: str) -> RunResult:
@@ -436,6 +588,17 @@ class DockerRuntime:
     def _remove_named(self, api: docker.APIClient, name: str) -> None:
         for container in api.containers(all=True, filters={"name": f"^/{name}$"}):
             _force_remove(api, container["Id"])
+
+
+def _step_output(tail: list[str]) -> list[str]:
+    """The output lines of the last build step in ``tail``, without the builder's own."""
+    lines: list[str] = []
+    for line in tail:
+        if line.startswith("Step "):
+            lines = []
+        elif not line.startswith((" ---> ", "Removing intermediate container")):
+            lines.append(line.strip())
+    return lines
 
 
 def _force_remove(api: docker.APIClient, container_id: str) -> None:

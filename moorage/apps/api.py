@@ -33,8 +33,39 @@ def app_out(app: App) -> dict[str, Any]:
         "env": [{"name": v.name, "value": None if v.secret else v.value, "secret": v.secret}
                 for v in app.env.all()],
         "regions": sorted(r.slug for r in app.regions.all()),
+        "git_url": app.git_url, "git_ref": app.git_ref,
+        "git_credential_id": app.git_credential_id, "dockerfile": app.dockerfile,
+        "context": app.context, "build_args": app.build_args or {},
+        "build_pull_credential_id": app.build_pull_credential_id,
+        "build_pull_credential_name": app.build_pull_credential.name
+        if app.build_pull_credential else None,
         "created_at": app.created_at, "updated_at": app.updated_at,
     }
+
+
+BUILD_FIELDS = ("git_url", "git_ref", "git_credential_id", "dockerfile", "context",
+                "build_args", "build_pull_credential_id")
+
+
+def _build(given: dict[str, Any], app: App | None) -> services.BuildInput | None:
+    """The build settings from a request: what it gives, the app's current values for the
+    rest (on create, the defaults)."""
+    if not any(field in given for field in BUILD_FIELDS):
+        return None
+    current: dict[str, Any] = {
+        "git_url": app.git_url, "git_ref": app.git_ref,
+        "git_credential_id": app.git_credential_id, "dockerfile": app.dockerfile,
+        "context": app.context, "build_args": app.build_args,
+        "build_pull_credential_id": app.build_pull_credential_id,
+    } if app else {}
+    merged = current | {k: v for k, v in given.items() if k in BUILD_FIELDS}
+    if merged.get("git_ref") is None:
+        merged.pop("git_ref", None)
+    for field, default in (("dockerfile", "Dockerfile"), ("context", ".")):
+        if merged.get(field) is None:
+            merged[field] = default
+    merged["git_url"] = merged.get("git_url") or ""
+    return services.BuildInput(**merged)
 
 
 def plan_out(plan: PullPlan) -> dict[str, Any]:
@@ -73,7 +104,7 @@ def app_create(request: HttpRequest, payload: AppIn) -> Status[dict[str, Any]]:
         source=payload.source, image=payload.image, runtime_pull=payload.runtime_pull,
         runtime_pull_credential_id=payload.runtime_pull_credential_id, port=payload.port,
         command=payload.command, replicas=payload.replicas, env=_env(payload.env),
-        regions=payload.regions,
+        regions=payload.regions, build=_build(payload.model_dump(exclude_unset=True), None),
     )
     return Status(201, app_out(selectors.app_get(account=membership.account, app_id=app.pk)))
 
@@ -91,7 +122,11 @@ def app_update(request: HttpRequest, app_id: int, payload: AppPatch) -> dict[str
     given = payload.model_dump(exclude_unset=True)
     if "env" in given:
         given["env"] = _env(payload.env)
-    services.app_update(actor=membership.user, membership=membership, app_id=app_id, **given)
+    app = selectors.app_get(account=membership.account, app_id=app_id)
+    build = _build(given, app)
+    given = {k: v for k, v in given.items() if k not in BUILD_FIELDS}
+    services.app_update(actor=membership.user, membership=membership, app_id=app_id,
+                        build=build, **given)
     return app_out(selectors.app_get(account=membership.account, app_id=app_id))
 
 

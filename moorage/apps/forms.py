@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 
 from moorage.apps.choices import RuntimePull, SourceMode
-from moorage.apps.services import EnvInput
+from moorage.apps.services import BuildInput, EnvInput
 from moorage.credentials.models import Credential
 
 CREDENTIAL_PREFIX = "credential:"
@@ -57,12 +57,45 @@ class AppForm(forms.Form):
         help_text="One KEY=VALUE per line; a KEY alone keeps its current value. Never shown "
                   "again.")
     regions = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    git_url = forms.CharField(max_length=2048, required=False, label="Repository URL")
+    git_ref = forms.CharField(max_length=255, required=False, label="Branch, tag or commit")
+    git_credential = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
+                                            label="Git credential")
+    dockerfile = forms.CharField(max_length=255, required=False, label="Dockerfile path")
+    context = forms.CharField(max_length=255, required=False, label="Context directory")
+    build_args = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+                                 label="Build arguments", help_text="One NAME=value per line.")
+    build_pull = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
+                                        label="Container registry for build pull")
 
     def __init__(self, *args: Any, pull_options: list[tuple[str, str]],
-                 region_options: list[tuple[str, str]], **kwargs: Any) -> None:
+                 region_options: list[tuple[str, str]],
+                 registry_options: list[tuple[int, str]], git_options: list[tuple[int, str]],
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["pull"].choices = pull_options  # type: ignore[attr-defined]
         self.fields["regions"].choices = region_options  # type: ignore[attr-defined]
+        # Empty means no authentication. There is no "account default" here: builds never
+        # fall back to it (I5).
+        build_pull = self.fields["build_pull"]
+        build_pull.choices = [("", ""), *registry_options]  # type: ignore[attr-defined]
+        git_credential = self.fields["git_credential"]
+        git_credential.choices = [  # type: ignore[attr-defined]
+            ("", "None (public repository)"), *git_options]
+
+    def build_input(self) -> BuildInput:
+        data = self.cleaned_data
+        args: dict[str, str] = {}
+        for line in (data.get("build_args") or "").splitlines():
+            if line.strip():
+                name, _, value = line.partition("=")
+                args[name.strip()] = value
+        return BuildInput(
+            git_url=data.get("git_url") or "", git_ref=data.get("git_ref") or "main",
+            git_credential_id=data.get("git_credential"),
+            dockerfile=data.get("dockerfile") or "Dockerfile", context=data.get("context") or ".",
+            build_args=args, build_pull_credential_id=data.get("build_pull"),
+        )
 
     def clean_command(self) -> list[str] | None:
         text = self.cleaned_data.get("command") or ""

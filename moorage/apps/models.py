@@ -14,6 +14,9 @@ class App(models.Model):
     In ``image`` mode it runs ``image``, pulled at deploy time as ``runtime_pull`` says:
     the account default (resolved when a deploy starts), anonymously, or with
     ``runtime_pull_credential`` — a container-registry credential of the same account.
+    In ``build`` mode the region's agent builds ``git_url`` at ``git_ref`` (cloned with
+    ``git_credential``), pulling base images with ``build_pull_credential`` or anonymously —
+    never with the account default — and keeps the built image in the region.
     A credential an app names cannot be deleted (``PROTECT``); the services say which apps.
     """
 
@@ -28,6 +31,21 @@ class App(models.Model):
     runtime_pull_credential = models.ForeignKey(
         "credentials.Credential", on_delete=models.PROTECT, null=True, blank=True,
         related_name="runtime_apps",
+    )
+    git_url = models.CharField(max_length=2048, blank=True)
+    git_ref = models.CharField(max_length=255, blank=True, default="main",
+                               help_text="Branch, tag or commit.")
+    git_credential = models.ForeignKey(
+        "credentials.Credential", on_delete=models.PROTECT, null=True, blank=True,
+        related_name="git_apps",
+    )
+    dockerfile = models.CharField(max_length=255, default="Dockerfile")
+    context = models.CharField(max_length=255, default=".")
+    build_args = models.JSONField(default=dict, blank=True)
+    build_pull_credential = models.ForeignKey(
+        "credentials.Credential", on_delete=models.PROTECT, null=True, blank=True,
+        related_name="build_pull_apps",
+        help_text="Authenticates base-image pulls of builds. Never the account default.",
     )
     port = models.PositiveIntegerField(null=True, blank=True)
     command = models.JSONField(null=True, blank=True, help_text="Arguments, or null for the "

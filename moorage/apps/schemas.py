@@ -34,6 +34,15 @@ class AppIn(Schema):
     env: list[EnvIn] = Field(default_factory=list)
     regions: list[str] | None = Field(None, description="Default: every region the account "
                                                          "deploys to.")
+    git_url: str | None = Field(None, max_length=2048)
+    git_ref: str | None = Field(None, max_length=255)
+    git_credential_id: int | None = None
+    dockerfile: str | None = Field(None, max_length=255)
+    context: str | None = Field(None, max_length=255)
+    build_args: dict[str, str] | None = None
+    build_pull_credential_id: int | None = Field(
+        None, description="Base-image pulls of builds; null = none (never the default).")
+
 
 
 class AppPatch(Schema):
@@ -47,6 +56,14 @@ class AppPatch(Schema):
     replicas: int | None = None
     env: list[EnvIn] | None = None
     regions: list[str] | None = None
+    git_url: str | None = Field(None, max_length=2048)
+    git_ref: str | None = Field(None, max_length=255)
+    git_credential_id: int | None = None
+    dockerfile: str | None = Field(None, max_length=255)
+    context: str | None = Field(None, max_length=255)
+    build_args: dict[str, str] | None = None
+    build_pull_credential_id: int | None = Field(
+        None, description="Base-image pulls of builds; null = none (never the default).")
 
 
 class PullCredentialOut(Schema):
@@ -74,5 +91,13 @@ class AppOut(Schema):
     replicas: int
     env: list[EnvOut]
     regions: list[str]
+    git_url: str
+    git_ref: str
+    git_credential_id: int | None
+    dockerfile: str
+    context: str
+    build_args: dict[str, str]
+    build_pull_credential_id: int | None
+    build_pull_credential_name: str | None
     created_at: datetime
     updated_at: datetime

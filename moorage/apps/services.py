@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
 
@@ -108,6 +109,77 @@ def pull_credential_for(*, account: Account, runtime_pull: str,
     return mode, credential
 
 
+@dataclass(frozen=True)
+class BuildInput:
+    """What a build-from-source app builds, and with which credentials."""
+
+    git_url: str
+    git_ref: str = "main"
+    git_credential_id: int | None = None
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    build_args: dict[str, str] | None = None
+    build_pull_credential_id: int | None = None
+
+
+_BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_GIT_REF = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
+
+
+def _credential_of(account: Account, credential_id: int | None, kind: CredentialType,
+                   field: str) -> Credential | None:
+    if credential_id is None:
+        return None
+    credential = Credential.objects.filter(account=account, id=credential_id).first()
+    if credential is None:
+        raise _fail(field, "credential_not_found", "No such credential in this account.")
+    if credential.type != kind:
+        wanted = "a git" if kind is CredentialType.GIT else "a container-registry"
+        raise _fail(field, "credential_type_mismatch",
+                    f"{credential.name!r} is not {wanted} credential.")
+    return credential
+
+
+def _relative_path(field: str, value: str, default: str) -> str:
+    value = (value or default).strip()
+    parts = value.split("/")
+    if value.startswith("/") or ".." in parts or len(value) > 255 or "\x00" in value:
+        raise _fail(field, f"{field}_invalid",
+                    f"The {field} is a path inside the repository, like {default}.")
+    return value
+
+
+def clean_build(account: Account, build: BuildInput) -> dict[str, Any]:
+    """Check a build's settings; return the model fields they set."""
+    url = build.git_url.strip()
+    parts = urlsplit(url)
+    if url and (parts.scheme not in ("https", "http") or not parts.hostname or parts.username
+                or parts.password or parts.query or parts.fragment or len(url) > 2048):
+        raise _fail("git_url", "git_url_invalid",
+                    "Give the repository's https:// URL, like https://github.com/acme/api.git "
+                    "(a token goes into a git credential, never into the URL).")
+    ref = build.git_ref.strip() or "main"
+    if not _GIT_REF.match(ref) or ".." in ref:
+        raise _fail("git_ref", "git_ref_invalid", "Give a branch, tag or commit, like main.")
+    args = build.build_args or {}
+    for name, value in args.items():
+        if not _BUILD_ARG.match(name) or not isinstance(value, str) or len(value) > 4096:
+            raise _fail("build_args", "build_args_invalid",
+                        f"Build argument {name!r} is not NAME=value.")
+    return {
+        "git_url": url, "git_ref": ref,
+        "git_credential": _credential_of(account, build.git_credential_id, CredentialType.GIT,
+                                         "git_credential"),
+        "dockerfile": _relative_path("dockerfile", build.dockerfile, "Dockerfile"),
+        "context": _relative_path("context", build.context, "."),
+        "build_args": args,
+        # Explicit or none: a build never falls back to the account default (I5).
+        "build_pull_credential": _credential_of(
+            account, build.build_pull_credential_id, CredentialType.CONTAINER_REGISTRY,
+            "build_pull_credential"),
+    }
+
+
 def _clean_regions(account: Account, slugs: list[str] | None) -> list[Region]:
     enabled = {r.slug: r for r in Region.objects.filter(account_links__account=account)}
     if slugs is None:
@@ -190,6 +262,7 @@ def app_create(
     runtime_pull_credential_id: int | None = None, port: int | None = None,
     command: list[str] | None = None, replicas: int = 1,
     env: list[EnvInput] | None = None, regions: list[str] | None = None,
+    build: BuildInput | None = None,
 ) -> App:
     """Create an app in the actor's account (members and up)."""
     require(membership, Action.DEPLOY)
@@ -205,6 +278,11 @@ def app_create(
               runtime_pull=pull, runtime_pull_credential=credential, port=_clean_port(port),
               command=_clean_command(command), replicas=_clean_replicas(replicas),
               created_by=actor)
+    if build is not None:
+        for field, value in clean_build(account, build).items():
+            setattr(app, field, value)
+    if mode is SourceMode.BUILD and not app.git_url:
+        raise _fail("git_url", "git_url_required", "Give the repository to build.")
     chosen_regions = _clean_regions(account, regions)
     if App.objects.filter(account=account, name=name).exists():
         raise Conflict(f"An app named {name!r} already exists.", code="app_name_taken",
@@ -228,6 +306,10 @@ def _audit_details(app: App) -> dict[str, Any]:
         "credential_name": app.runtime_pull_credential.name
         if app.runtime_pull_credential else None,
         "regions": sorted(app.regions.values_list("slug", flat=True)),
+        "source": app.source,
+        "git_url": app.git_url or None,
+        "build_pull_credential_name": app.build_pull_credential.name
+        if app.build_pull_credential else None,
     }
 
 
@@ -241,6 +323,7 @@ def app_update(
     runtime_pull_credential_id: int | None = _UNSET, port: int | None = _UNSET,
     command: list[str] | None = _UNSET, replicas: int | None = None,
     env: list[EnvInput] | None = None, regions: list[str] | None = None,
+    build: BuildInput | None = None,
 ) -> App:
     """Change an app; what is not given stays. Takes effect at the next deploy."""
     require(membership, Action.DEPLOY)
@@ -284,6 +367,13 @@ def app_update(
     if replicas is not None and _clean_replicas(replicas) != app.replicas:
         app.replicas = replicas
         changed.append("replicas")
+    if build is not None:
+        for field, value in clean_build(app.account, build).items():
+            if getattr(app, field) != value:
+                setattr(app, field, value)
+                changed.append(field)
+    if app.source == SourceMode.BUILD and not app.git_url:
+        raise _fail("git_url", "git_url_required", "Give the repository to build.")
     app.save()
     if regions is not None:
         chosen = _clean_regions(app.account, regions)

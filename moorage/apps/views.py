@@ -30,10 +30,13 @@ def _form(membership: Membership, data: Any = None, initial: dict[str, Any] | No
           ) -> AppForm:
     account = membership.account
     credentials = list(credentials_of(account=account, type="container_registry"))
+    git = list(credentials_of(account=account, type="git"))
     regions = Region.objects.filter(account_links__account=account).order_by("slug")
     return AppForm(data, initial=initial,
                    pull_options=pull_choices(credentials, default_credential(account=account)),
-                   region_options=[(r.slug, r.slug) for r in regions])
+                   region_options=[(r.slug, r.slug) for r in regions],
+                   registry_options=[(c.pk, c.name) for c in credentials],
+                   git_options=[(c.pk, c.name) for c in git])
 
 
 def _preview(membership: Membership, image: str, pull: str) -> str:
@@ -68,7 +71,7 @@ def _save(request: HttpRequest, membership: Membership, form: AppForm,
         "name": data["name"], "source": data["source"], "image": data["image"],
         "runtime_pull": runtime_pull, "runtime_pull_credential_id": credential_id,
         "port": data["port"], "command": data["command"], "env": form.env_inputs(),
-        "regions": data["regions"],
+        "regions": data["regions"], "build": form.build_input(),
     }
     try:
         if app is None:
@@ -112,6 +115,11 @@ def app_detail(request: HttpRequest, app_id: int) -> HttpResponse:
         "env": "\n".join(f"{v.name}={v.value}" for v in app.env.all() if not v.secret),
         "secret_env": "\n".join(v.name for v in app.env.all() if v.secret),
         "regions": [r.slug for r in app.regions.all()],
+        "git_url": app.git_url, "git_ref": app.git_ref,
+        "git_credential": app.git_credential_id, "dockerfile": app.dockerfile,
+        "context": app.context,
+        "build_args": "\n".join(f"{k}={v}" for k, v in (app.build_args or {}).items()),
+        "build_pull": app.build_pull_credential_id,
     }
     form = _form(membership, request.POST or None, initial=initial)
     status = 200

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import click
+import uvicorn
 
 from moorage.cli.django_setup import migrate, setup_django
 from moorage.cli.output import console, err_console, fail
 
 DEFAULT_EMAIL = "admin@localhost"
+_PR_SET_PDEATHSIG = 1
 DEFAULT_ACCOUNT = "Default"
 
 
@@ -89,7 +92,14 @@ def _start_local_agent(data_dir: Path, url: str) -> subprocess.Popen[bytes] | No
     command = [sys.executable, "-m", "moorage", "agent", "--url", url,
                "--token-file", str(token), "--key-file", str(key),
                "--data-dir", str(directory / "data")]
-    return subprocess.Popen(command)
+    return subprocess.Popen(command, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the agent child: get SIGTERM when ``moorage up`` dies, even by SIGKILL, so an
+    agent never outlives its server."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -102,6 +112,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def _server_class() -> type[uvicorn.Server]:
+    # Imported here: the change log needs Django set up first.
+    from moorage.regions.changelog import stop_waiting
+
+    class Server(uvicorn.Server):
+        """uvicorn, telling waiting long polls to answer as soon as a stop is asked: a poll
+        sleeping in a worker thread would otherwise hold the exit up for its whole wait."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            stop_waiting()
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    return Server
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -109,7 +134,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def up(host: str, port: int, no_agent: bool) -> None:
     """Migrate, then serve the web app and the API, and run the local region's agent."""
     setup_django()
-    import uvicorn
     from django.conf import settings
 
     from moorage.accounts.models import User
@@ -125,17 +149,12 @@ def up(host: str, port: int, no_agent: bool) -> None:
         settings.DATA_DIR, f"http://{local_host}:{port}"
     )
     console.print(f"Moorage is serving on [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)")
+    config = uvicorn.Config(
+        "moorage.config.asgi:application", host=host, port=port, log_level="info",
+        access_log=True, lifespan="off", timeout_graceful_shutdown=3,
+    )
     try:
-        uvicorn.run(
-            "moorage.config.asgi:application",
-            host=host,
-            port=port,
-            log_level="info",
-            access_log=True,
-            lifespan="off",
-            # Agents long-poll; a poll must not keep a restart waiting for its full timeout.
-            timeout_graceful_shutdown=3,
-        )
+        _server_class()(config).run()
     finally:
         if agent is not None:
             _stop(agent)

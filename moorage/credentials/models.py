@@ -13,8 +13,8 @@ class Credential(models.Model):
 
     ``secret`` (the registry password or the git token) is sealed with AES-256-GCM bound to the
     account, this credential and the field; it is written and read only through
-    :mod:`moorage.credentials.vault`. ``revision`` grows with every change of what the
-    credential sends (server, username, e-mail, secret), so deployments can record which
+    :mod:`moorage.credentials.vault`. ``revision`` grows with every change regions must see
+    (server, username, e-mail, secret, being the default), so deployments can record which
     revision they used and regions can report which one they hold.
 
     At most one container-registry credential per account is the default (a partial unique

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
 from moorage.accounts.models import Account
-from moorage.apps.choices import RuntimePull
+from moorage.apps.choices import RuntimePull, SourceMode
 from moorage.apps.models import App
 from moorage.credentials.choices import CredentialType
 from moorage.credentials.models import Credential
@@ -78,20 +78,28 @@ def default_credential(*, account: Account) -> Credential | None:
 
 
 def usage_counts(*, account: Account) -> dict[int, int]:
-    """How many apps use each credential: by name, or through "Use account default"."""
+    """How many apps use each credential: by name (to pull, to pull base images, to clone),
+    or through "Use account default" (image apps only: builds never use the default)."""
     counts: dict[int, int] = {}
-    explicit = (App.objects.filter(account=account, runtime_pull=RuntimePull.CREDENTIAL)
-                .values("runtime_pull_credential").annotate(n=Count("id")))
-    for row in explicit:
-        counts[row["runtime_pull_credential"]] = row["n"]
+    apps = App.objects.filter(account=account)
+    for field in ("runtime_pull_credential", "build_pull_credential", "git_credential"):
+        for row in (apps.filter(**{f"{field}__isnull": False}).values(field)
+                    .annotate(n=Count("id"))):
+            counts[row[field]] = counts.get(row[field], 0) + row["n"]
     default = default_credential(account=account)
     if default is not None:
-        by_default = App.objects.filter(account=account,
-                                        runtime_pull=RuntimePull.ACCOUNT_DEFAULT).count()
+        by_default = apps.filter(source=SourceMode.IMAGE,
+                                 runtime_pull=RuntimePull.ACCOUNT_DEFAULT).count()
         counts[default.pk] = counts.get(default.pk, 0) + by_default
     return counts
 
 
 def apps_naming(*, credential: Credential) -> list[str]:
-    """Names of the apps that pull with ``credential`` by name (not via the default)."""
-    return sorted(credential.runtime_apps.values_list("name", flat=True))
+    """Names of the apps that use ``credential`` by name (not via the default): to pull,
+    to pull base images, or to clone."""
+    return sorted(
+        App.objects.filter(
+            Q(runtime_pull_credential=credential) | Q(build_pull_credential=credential)
+            | Q(git_credential=credential)
+        ).values_list("name", flat=True).distinct()
+    )

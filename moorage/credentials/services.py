@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from moorage.accounts.models import Account, Membership, User
@@ -199,10 +200,11 @@ def credential_set_default(
     previous = Credential.objects.filter(account=membership.account, is_default=True).first()
     # Unset first: the partial unique index allows one default at every moment.
     Credential.objects.filter(account=membership.account, is_default=True).update(
-        is_default=False
+        is_default=False, revision=F("revision") + 1
     )
     credential.is_default = True
-    credential.save(update_fields=["is_default", "updated_at"])
+    credential.revision += 1
+    credential.save(update_fields=["is_default", "revision", "updated_at"])
     if previous is not None:
         _changed(previous)
     _changed(credential)
@@ -249,7 +251,8 @@ def credential_delete(*, actor: User, membership: Membership, credential_id: int
         promoted = successor_of_default(membership.account)
         if promoted is not None:
             promoted.is_default = True
-            promoted.save(update_fields=["is_default", "updated_at"])
+            promoted.revision += 1
+            promoted.save(update_fields=["is_default", "revision", "updated_at"])
             _changed(promoted)
             audit_record(
                 account=membership.account, actor=actor,

@@ -7,6 +7,7 @@ class DeploymentStatus(models.TextChoices):
     """Where a deployment is; it only moves forward."""
 
     QUEUED = "queued", "Queued"
+    BUILDING = "building", "Building"
     PULLING = "pulling", "Pulling"
     STARTING = "starting", "Starting"
     RUNNING = "running", "Running"
@@ -19,6 +20,7 @@ class DeploymentStatus(models.TextChoices):
 
 ORDER = {
     DeploymentStatus.QUEUED: 0,
+    DeploymentStatus.BUILDING: 1,
     DeploymentStatus.PULLING: 1,
     DeploymentStatus.STARTING: 2,
     DeploymentStatus.RUNNING: 3,

@@ -12,9 +12,10 @@ class Deployment(models.Model):
     """One deploy of an app in one region (a deploy of a two-region app makes two).
 
     The pull is resolved when the deployment is created (I5): ``credential`` and
-    ``credential_revision`` say what the agent must use at least; ``used_revision`` is what
-    it reported using (I6). The credential's name is kept as text so the history still
-    reads after the credential is deleted.
+    ``credential_revision`` say what the agent must use at least — the runtime-pull credential
+    of an image deploy, the build-pull credential of a build; ``used_revision`` is what it
+    reported using (I6). ``build`` freezes a build's source and Dockerfile settings. The
+    credential's name is kept as text so the history still reads after it is deleted.
     """
 
     app = models.ForeignKey("apps.App", on_delete=models.CASCADE, related_name="deployments")
@@ -34,6 +35,8 @@ class Deployment(models.Model):
                               default=DeploymentStatus.QUEUED)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.CharField(max_length=1000, blank=True)
+    build = models.JSONField(null=True, blank=True,
+                             help_text="The build spec of a build-from-source deploy.")
     progress = models.JSONField(default=dict, blank=True,
                                 help_text="Layer id → [current, total] while pulling.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,

@@ -28,17 +28,19 @@ def deployment_payload(region: Region, key: Key, deployment: Deployment) -> dict
                         "secret": seal(key, open_env(variable).encode(), aad)})
         else:
             env.append({"name": variable.name, "value": variable.value})
-    with_credential = deployment.pull_mode == PullMode.CREDENTIAL
+    with_credential = deployment.pull_mode == PullMode.CREDENTIAL and deployment.build is None
     return {
         "id": deployment.pk,
         "account_id": app.account_id,
+        "account_slug": app.account.slug,
         "app_id": app.pk,
         "app": app.name,
         "number": deployment.number,
         "status": deployment.status,
-        "image": deployment.image,
+        "image": deployment.image or None,
+        "build": deployment.build,
         "pull": {
-            "mode": deployment.pull_mode,
+            "mode": PullMode.CREDENTIAL if with_credential else PullMode.ANONYMOUS,
             "credential_id": deployment.credential_id if with_credential else None,
             "credential_name": deployment.credential_name if with_credential else None,
             "credential_revision": deployment.credential_revision if with_credential else None,
@@ -55,7 +57,7 @@ def latest_deployments(region: Region, account_ids: Iterable[int]) -> list[Deplo
     seen: set[int] = set()
     latest = []
     for deployment in (Deployment.objects.filter(region=region, app__account_id__in=account_ids)
-                       .select_related("app").prefetch_related("app__env")
+                       .select_related("app__account").prefetch_related("app__env")
                        .order_by("app_id", "-number")):
         if deployment.app_id not in seen:
             seen.add(deployment.app_id)

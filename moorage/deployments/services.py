@@ -16,6 +16,7 @@ from moorage.apps.models import App
 from moorage.apps.pull import resolve_pull
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
+from moorage.credentials.models import Credential
 from moorage.deployments.choices import ORDER, DeploymentStatus, PullMode
 from moorage.deployments.models import Deployment, DeploymentLog
 from moorage.errors import NotFound, ValidationFailed
@@ -35,19 +36,53 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
     the image's refuses the deploy with ``credential_host_mismatch``, before any network call.
     """
     require(membership, Action.DEPLOY)
-    app = (App.objects.select_for_update().select_related("runtime_pull_credential")
+    app = (App.objects.select_for_update(of=("self",)).select_related("runtime_pull_credential")
            .filter(account=membership.account, id=app_id).first())
     if app is None:
         raise NotFound("No such app in this account.", code="app_not_found")
-    if app.source != SourceMode.IMAGE:
-        raise ValidationFailed("Building from source is not available yet; use an image.",
-                               code="build_not_available")
     regions = list(app.regions.filter(account_links__account=app.account).order_by("slug"))
     if not regions:
         raise ValidationFailed(
             "The app runs in no region the account deploys to; choose a region for it.",
             code="app_has_no_region",
         )
+    build: dict[str, Any] | None = None
+    if app.source == SourceMode.BUILD:
+        credential, build = _build_spec(app)
+        image, describe = "", _describe_build(app, credential)
+    else:
+        credential, describe = _image_pull(app)
+        image = app.image
+    number = (app.deployments.aggregate(n=Max("number"))["n"] or 0) + 1
+    created = []
+    for region in regions:
+        deployment = Deployment.objects.create(
+            app=app, region=region, number=number, image=image, build=build,
+            pull_mode=PullMode.CREDENTIAL if credential else PullMode.ANONYMOUS,
+            credential=credential, credential_name=credential.name if credential else "",
+            credential_revision=credential.revision if credential else None,
+            created_by=actor,
+        )
+        DeploymentLog.objects.create(
+            deployment=deployment,
+            line=f"Deploy #{number} queued for {region.slug}: {describe}",
+        )
+        record_change(account_id=app.account_id, kind=ChangeKind.DEPLOYMENT,
+                      object_id=deployment.pk, region_id=region.pk)
+        created.append(deployment)
+    audit_record(
+        account=app.account, actor=actor, action=AuditAction.DEPLOY_STARTED, target=app,
+        details={"app": app.name, "number": number, "image": image or None,
+                 "source": app.source,
+                 "regions": [r.slug for r in regions],
+                 "credential_name": credential.name if credential else None,
+                 "credential_revision": credential.revision if credential else None},
+    )
+    return created
+
+
+def _image_pull(app: App) -> tuple[Credential | None, str]:
+    """The runtime pull of an image deploy, resolved and checked (I5, I4)."""
     plan = resolve_pull(account=app.account, image=app.image, runtime_pull=app.runtime_pull,
                         credential=app.runtime_pull_credential)
     if plan.invalid_image or plan.reference is None:
@@ -62,32 +97,33 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
             detail={"credential": plan.credential.name, "credential_host":
                     plan.credential.server, "image_host": plan.reference.domain},
         )
-    number = (app.deployments.aggregate(n=Max("number"))["n"] or 0) + 1
-    credential = plan.credential
-    created = []
-    for region in regions:
-        deployment = Deployment.objects.create(
-            app=app, region=region, number=number, image=app.image,
-            pull_mode=PullMode.CREDENTIAL if credential else PullMode.ANONYMOUS,
-            credential=credential, credential_name=credential.name if credential else "",
-            credential_revision=credential.revision if credential else None,
-            created_by=actor,
-        )
-        DeploymentLog.objects.create(
-            deployment=deployment,
-            line=f"Deploy #{number} queued for {region.slug}: {plan.describe()}",
-        )
-        record_change(account_id=app.account_id, kind=ChangeKind.DEPLOYMENT,
-                      object_id=deployment.pk, region_id=region.pk)
-        created.append(deployment)
-    audit_record(
-        account=app.account, actor=actor, action=AuditAction.DEPLOY_STARTED, target=app,
-        details={"app": app.name, "number": number, "image": app.image,
-                 "regions": [r.slug for r in regions],
-                 "credential_name": credential.name if credential else None,
-                 "credential_revision": credential.revision if credential else None},
-    )
-    return created
+    return plan.credential, plan.describe()
+
+
+def _build_spec(app: App) -> tuple[Credential | None, dict[str, Any]]:
+    """Freeze what a build uses. Its pull credential is the app's choice or none: never
+    the account default (I5)."""
+    if not app.git_url:
+        raise ValidationFailed("Give the repository to build.", code="git_url_required")
+    pull = app.build_pull_credential
+    git = app.git_credential
+    return pull, {
+        "git": {"url": app.git_url, "ref": app.git_ref,
+                "credential_id": git.pk if git else None,
+                "credential_revision": git.revision if git else None},
+        "dockerfile": app.dockerfile, "context": app.context,
+        "build_args": app.build_args or {},
+        "pull": {"credential_id": pull.pk, "credential_name": pull.name,
+                 "credential_revision": pull.revision} if pull else None,
+    }
+
+
+def _describe_build(app: App, credential: Credential | None) -> str:
+    source = f"build {app.git_url} at {app.git_ref}"
+    if credential is None:
+        return f"{source}, base images pulled without a credential."
+    return (f"{source}, base images on {credential.server} pulled with {credential.name!r}, "
+            "others without a credential.")
 
 
 @dataclass(frozen=True)
@@ -108,7 +144,7 @@ class Report:
 @transaction.atomic
 def deployment_report(*, region: Region, deployment_id: int, report: Report) -> Deployment:
     """Record an agent's report. Statuses only move forward; a finished deploy is audited."""
-    deployment = (Deployment.objects.select_for_update().select_related("app")
+    deployment = (Deployment.objects.select_for_update(of=("self",)).select_related("app")
                   .filter(region=region, id=deployment_id).first())
     if deployment is None:
         raise NotFound("No such deployment in this region.", code="deployment_not_found")

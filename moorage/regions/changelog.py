@@ -8,12 +8,41 @@ it also queues a NOTIFY, delivered at commit, that wakes the agents' long polls.
 
 from __future__ import annotations
 
+import threading
+
 from django.db import connection, transaction
 
 from moorage.regions.choices import ChangeKind
 from moorage.regions.models import Change, SyncCounter
 
 NOTIFY_CHANNEL = "moorage_sync"
+
+# Long polls waiting in this process: woken at once when a change commits here, and told to
+# answer when the server is stopping (a sleeping poll would otherwise hold the exit up).
+_local = threading.Condition()
+_stopping = threading.Event()
+
+
+def _wake_local_waiters() -> None:
+    with _local:
+        _local.notify_all()
+
+
+def wait_for_local_change(timeout: float) -> None:
+    """Block until a change commits in this process, ``timeout`` passes, or shutdown."""
+    with _local:
+        if not _stopping.is_set():
+            _local.wait(timeout)
+
+
+def stop_waiting() -> None:
+    """The server is stopping: every waiting long poll answers now."""
+    _stopping.set()
+    _wake_local_waiters()
+
+
+def stopping() -> bool:
+    return _stopping.is_set()
 
 
 def counter_for_update() -> SyncCounter:
@@ -37,6 +66,7 @@ def record_change(
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(counter.revision)])
+    transaction.on_commit(_wake_local_waiters)
     return counter.revision
 
 

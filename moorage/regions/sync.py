@@ -28,7 +28,8 @@ from moorage.sealing import Key
 
 # How often a region's last-seen time is written: every poll would be a write per request.
 SEEN_WRITE_INTERVAL = 5.0
-# SQLite has no NOTIFY; a waiting poll looks again this often.
+# SQLite has no NOTIFY: a waiting poll wakes at once for a change committed in its own
+# process, and looks again this often for changes committed by other processes.
 SQLITE_POLL_INTERVAL = 0.2
 
 
@@ -114,7 +115,7 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
     deployments = {
         d.pk: d for d in Deployment.objects.filter(
             id__in={c.object_id for c in rows if c.kind == ChangeKind.DEPLOYMENT}, region=region,
-        ).select_related("app").prefetch_related("app__env")
+        ).select_related("app__account").prefetch_related("app__env")
     }
     ops: dict[tuple[str, int], tuple[int, int, dict[str, Any]]] = {}
     sequence = 0
@@ -195,7 +196,7 @@ def changes(*, region: Region, since: int, wait: int, nonce: str) -> dict[str, s
                                        snapshot_required=True)
             rows = _relevant(region, since, revision)
             remaining = deadline - time.monotonic()
-            if rows or remaining <= 0:
+            if rows or remaining <= 0 or changelog.stopping():
                 key = region_secrets.open_region_key(region)
                 return _changes_answer(region, since, revision, _ops(region, key, rows),
                                        nonce, key=key)
@@ -205,9 +206,11 @@ def changes(*, region: Region, since: int, wait: int, nonce: str) -> dict[str, s
                         cursor.execute(f"LISTEN {changelog.NOTIFY_CHANNEL}")
                     listening = True
                     continue  # look again: a change may have landed before LISTEN
-                _wait_for_notify(min(remaining, 5.0))
+                _wait_for_notify(min(remaining, 1.0))
             else:
-                time.sleep(min(remaining, SQLITE_POLL_INTERVAL))
+                # Woken at once by a commit in this process; the short timeout catches
+                # changes written by other processes (the CLI, another worker).
+                changelog.wait_for_local_change(min(remaining, SQLITE_POLL_INTERVAL))
     finally:
         if listening:
             with connection.cursor() as cursor:

@@ -26,6 +26,7 @@ from playwright.sync_api import Browser, Page
 
 from moorage.testing.browser import launch_chromium, start_playwright
 from moorage.testing.dockerd import Dockerd
+from moorage.testing.gitserver import GitServer
 from moorage.testing.images import push_busybox_image
 from moorage.testing.ports import ComponentStartError, MissingSystemBinary
 from moorage.testing.registry import RegistryServer
@@ -239,3 +240,17 @@ def page(browser: Browser) -> Iterator[Page]:
         yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.fixture(scope="session")
+def git_server() -> Iterator[GitServer]:
+    """A real git smart-HTTP server (``git http-backend``) with Basic auth, for the session.
+
+    See :class:`moorage.testing.gitserver.GitServer`: tests add their own users and
+    repositories (``create_repo``) and can read the requests it received (``requests``).
+    """
+    server = _start_or_fail(GitServer().start)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -56,7 +56,7 @@ class FakeDeployment:
     app_id: int
     app: str
     number: int
-    image: str
+    image: str | None
     credential_id: int | None = None
     credential_revision: int | None = None
     port: int | None = None
@@ -64,6 +64,8 @@ class FakeDeployment:
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, str] = field(default_factory=dict)
     replicas: int = 1
+    #: The protocol's ``build`` object (builds from source; ``image`` is then None).
+    build: dict[str, Any] | None = None
 
 
 @dataclass
@@ -171,9 +173,11 @@ class FakeControlPlane:
             aad = protocol.region_env_aad(region=self.region, account_id=d.account_id,
                                           app_id=d.app_id, deployment_id=d.id, name=name)
             env.append({"name": name, "secret": seal(self.key, value.encode(), aad)})
-        return {"id": d.id, "account_id": d.account_id, "app_id": d.app_id, "app": d.app,
-                "number": d.number, "image": d.image, "pull": pull, "port": d.port,
-                "command": d.command, "replicas": d.replicas, "env": env}
+        return {"id": d.id, "account_id": d.account_id,
+                "account_slug": self.accounts.get(d.account_id), "app_id": d.app_id,
+                "app": d.app, "number": d.number, "image": d.image, "build": d.build,
+                "pull": pull, "port": d.port, "command": d.command, "replicas": d.replicas,
+                "env": env}
 
     def bump(self) -> int:
         """A change that does not concern this region: only the revision moves."""

@@ -7,6 +7,7 @@ import os
 import pytest
 from playwright.sync_api import Page, expect
 
+from moorage.apps.models import App
 from moorage.testing import factories
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import PASSWORD
@@ -47,3 +48,36 @@ def test_the_preview_follows_the_select_and_the_image(page: Page, live_server: o
            ).to_be_visible()
     page.get_by_label("Use image").check()
     expect(select).to_be_visible()
+
+
+def test_build_mode_offers_no_account_default_and_keeps_an_empty_select_empty(
+    page: Page, live_server: object
+) -> None:
+    url = str(live_server.url)  # type: ignore[attr-defined]
+    owner = factories.make_account("Builder Co")
+    make_credential(owner, name="ghcr-prod", server="ghcr.io")  # the account default
+    make_credential(owner, name="internal", server="registry.example.com:5000")
+    page.goto(url + "/login/")
+    page.get_by_label("E-mail").fill(owner.user.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(url + "/")
+    page.goto(url + "/apps/new/")
+    page.get_by_label("Build from source").check()
+    card = page.locator("#build-card")
+    expect(card.get_by_role("heading",
+                            name="Custom registry for pulling images in build process")
+           ).to_be_visible()
+    select = card.get_by_label("Container registry for build pull")
+    options = select.locator("option").all_inner_texts()
+    assert options == ["", "ghcr-prod", "internal"]
+    assert not any("default" in o.lower() for o in options)
+    expect(select).to_have_value("")
+    page.get_by_label("Name", exact=True).fill("built")
+    page.get_by_label("Repository URL").fill("https://git.example.com/acme/api.git")
+    page.get_by_role("button", name="Create app").click()
+    page.wait_for_url(url + "/apps/*/")
+    expect(page.locator("#build-card").get_by_label("Container registry for build pull")
+           ).to_have_value("")
+    app = App.objects.get(name="built")
+    assert app.source == "build" and app.build_pull_credential is None

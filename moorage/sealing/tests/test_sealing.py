@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import stat
 import subprocess
 import sys
@@ -52,10 +53,13 @@ def test_other_associated_data_does_not_open() -> None:
 def test_altered_ciphertext_does_not_open() -> None:
     key = generate_key("k1")
     sealed = seal(key, b"secret", AAD)
-    flipped = sealed[:-3] + ("A" if sealed[-3] != "A" else "B") + sealed[-2:]
+    prefix, encoded = sealed.rsplit(".", 1)
+    blob = bytearray(base64.urlsafe_b64decode(encoded))
+    blob[-1] ^= 1  # one bit of the authentication tag
+    flipped = f"{prefix}.{base64.urlsafe_b64encode(bytes(blob)).decode()}"
     with pytest.raises(SealedDataError) as exc:
         open_sealed(Keyring([key]), flipped, AAD)
-    assert exc.value.code in {"sealed_tampered", "sealed_malformed"}
+    assert exc.value.code == "sealed_tampered"
 
 
 @pytest.mark.parametrize("value", ["", "plain", "v1.k1", "v2.k1.AAAA", "v1.k1.!!!", "v1.k1.AAAA"])
