@@ -21,6 +21,9 @@ object; the built image is then run exactly like a pulled one. Why it looks this
   and a refusal fails the build before it starts, naming the base image. The build then
   runs with ``pull=1`` and ``X-Registry-Config`` holding only that credential (BuildKit
   ignores the header; the pre-pull makes it work there too).
+* **An uploaded source is checked before it is used.** It is downloaded from the control
+  plane with the region token, must have the size and SHA-256 the deployment froze, and is
+  unpacked with tarfile's ``data`` filter (nothing outside the build's temp dir).
 * **Images stay on the engine.** ``moorage/<account slug>/<app>:<deployment id>``, never
   pushed; the newest :data:`~moorage.agent.runtime.KEEP_BUILDS` per app are kept.
 """
@@ -28,6 +31,7 @@ object; the built image is then run exactly like a pulled one. Why it looks this
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import re
@@ -45,10 +49,6 @@ from urllib.parse import urlsplit
 from docker.utils.build import exclude_paths
 
 from moorage.agent.runtime import (
-    LABEL_ACCOUNT,
-    LABEL_APP,
-    LABEL_DEPLOYMENT,
-    LABEL_REGION,
     DeployError,
     DockerRuntime,
 )
@@ -65,6 +65,8 @@ MAX_BUILD_LINES = 500
 REPORT_EVERY_LINES = 20
 REPORT_EVERY_SECONDS = 1.0
 MAX_DOCKERFILE_BYTES = 1024 * 1024
+#: The largest uploaded source the control plane accepts (gzipped).
+MAX_SOURCE_BYTES = 100 * 1024 * 1024
 
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{7,40}$")
 _REF_RE = re.compile(r"^[A-Za-z0-9._/+@-]{1,255}$")
@@ -82,34 +84,53 @@ class GitSource:
 
 
 @dataclass(frozen=True)
-class BuildSpec:
-    """The DEPLOYMENT's ``build`` object, checked."""
+class ArchiveSource:
+    """An uploaded source: a gzipped tar the control plane keeps, named by id, checked by its
+    SHA-256 and size (frozen in the deployment when it was made)."""
 
-    git: GitSource
+    id: int
+    sha256: str
+    size: int
+
+
+#: How a build downloads an uploaded source: ``(archive id, file to write)``.
+Download = Callable[[int, Path], None]
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """The DEPLOYMENT's ``build`` object, checked: a ``git`` source or an ``archive``."""
+
+    git: GitSource | None
     dockerfile: str = "Dockerfile"
     context: str = "."
     build_args: tuple[tuple[str, str], ...] = ()
     pull_credential_id: int | None = None
     pull_credential_name: str | None = None
     pull_credential_revision: int | None = None
+    archive: ArchiveSource | None = None
+
+    @property
+    def source(self) -> GitSource | ArchiveSource:
+        """Where the source comes from (exactly one of ``git`` and ``archive``)."""
+        source = self.git or self.archive
+        assert source is not None  # from_payload requires one
+        return source
 
     @classmethod
     def from_payload(cls, build: Any) -> BuildSpec:
         """Check the shape; raise ``ValueError`` naming the field that is wrong."""
         if not isinstance(build, dict):
             raise ValueError("build is not an object")
-        git = build.get("git")
-        if not isinstance(git, dict):
-            raise ValueError("build.git is not an object")
-        url, ref = git.get("url"), git.get("ref")
-        if not isinstance(url, str) or not url:
-            raise ValueError("build.git.url is not a URL")
-        if not isinstance(ref, str) or not ref:
-            raise ValueError("build.git.ref is empty")
-        git_id = _optional_int(git, "credential_id", "build.git")
-        git_revision = _optional_int(git, "credential_revision", "build.git")
-        if git_id is not None and git_revision is None:
-            raise ValueError("build.git.credential_revision is missing")
+        git_source = archive = None
+        if build.get("archive") is not None:
+            if build.get("git") is not None:
+                raise ValueError("build has both a git and an archive source")
+            archive = _archive_source(build["archive"])
+        else:
+            git_source = _git_source(build.get("git"))
         dockerfile = build.get("dockerfile") or "Dockerfile"
         context = build.get("context") or "."
         if not isinstance(dockerfile, str) or not isinstance(context, str):
@@ -130,11 +151,37 @@ class BuildSpec:
                 raise ValueError("build.pull.credential_revision is missing")
             pull_name = pull.get("credential_name") if isinstance(
                 pull.get("credential_name"), str) else None
-        return cls(git=GitSource(url=url, ref=ref, credential_id=git_id,
-                                 credential_revision=git_revision),
-                   dockerfile=dockerfile, context=context,
+        return cls(git=git_source, archive=archive, dockerfile=dockerfile, context=context,
                    build_args=tuple(sorted(args.items())), pull_credential_id=pull_id,
                    pull_credential_name=pull_name, pull_credential_revision=pull_revision)
+
+
+def _git_source(git: Any) -> GitSource:
+    if not isinstance(git, dict):
+        raise ValueError("build.git is not an object")
+    url, ref = git.get("url"), git.get("ref")
+    if not isinstance(url, str) or not url:
+        raise ValueError("build.git.url is not a URL")
+    if not isinstance(ref, str) or not ref:
+        raise ValueError("build.git.ref is empty")
+    git_id = _optional_int(git, "credential_id", "build.git")
+    git_revision = _optional_int(git, "credential_revision", "build.git")
+    if git_id is not None and git_revision is None:
+        raise ValueError("build.git.credential_revision is missing")
+    return GitSource(url=url, ref=ref, credential_id=git_id, credential_revision=git_revision)
+
+
+def _archive_source(archive: Any) -> ArchiveSource:
+    if not isinstance(archive, dict):
+        raise ValueError("build.archive is not an object")
+    archive_id = _optional_int(archive, "id", "build.archive")
+    size = _optional_int(archive, "size", "build.archive")
+    sha256 = archive.get("sha256")
+    if archive_id is None or size is None or size < 0:
+        raise ValueError("build.archive needs an id and a size")
+    if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
+        raise ValueError("build.archive.sha256 is not a SHA-256")
+    return ArchiveSource(id=archive_id, sha256=sha256, size=size)
 
 
 def _optional_int(obj: dict[str, Any], name: str, where: str) -> int | None:
@@ -213,15 +260,23 @@ GIT_OPTIONS = ("-c", "credential.helper=", "-c", "http.followRedirects=false",
                "-c", "advice.detachedHead=false", "-c", "core.askPass=")
 
 
-def fetch_source(source: GitSource, login: RegistryLogin | None, dest: Path, *,
-                 timeout: float = GIT_TIMEOUT) -> str:
-    """Clone ``source.ref`` into ``dest`` (which must not exist); return the commit checked out.
+def fetch_source(source: GitSource | ArchiveSource, login: RegistryLogin | None, dest: Path, *,
+                 timeout: float = GIT_TIMEOUT, download: Download | None = None) -> str:
+    """Fetch the source into ``dest`` (which must not exist); return what was fetched: the
+    commit checked out, or ``sha256:…`` of an uploaded archive (:func:`fetch_archive`).
+
+    For git: clone ``source.ref``.
 
     ``git clone --depth 1 --branch REF`` for a branch or tag; when that fails and the ref looks
     like a commit id, a full clone and a checkout of that commit. Raises :class:`DeployError`
     (``git_unauthorized``, ``git_not_found``, ``git_ref_not_found``, ``git_unreachable``,
     ``git_timeout``, ``git_failed``) with git's message scrubbed of the token.
     """
+    if isinstance(source, ArchiveSource):
+        if download is None:
+            raise DeployError("agent_error", "This build needs its uploaded source, and the "
+                              "agent was given no way to download it.")
+        return fetch_archive(source, download, dest)
     if not _REF_RE.match(source.ref) or source.ref.startswith("-") or ".." in source.ref:
         raise DeployError("git_ref_not_found", f"{source.ref[:100]!r} is not a git ref.")
     home = dest.parent / "home"
@@ -245,6 +300,39 @@ def fetch_source(source: GitSource, login: RegistryLogin | None, dest: Path, *,
                               f"The repository has no branch, tag or commit {source.ref}.")\
                 from None
     return _git(["-C", str(dest), "rev-parse", "HEAD"], env, login, source, timeout).strip()
+
+
+def fetch_archive(source: ArchiveSource, download: Download, dest: Path) -> str:
+    """Download an uploaded source, check its size and SHA-256, unpack it into ``dest``.
+
+    The archive is unpacked with tarfile's ``data`` filter (no absolute paths, nothing
+    outside ``dest``, no device files, no set-uid bits); the control plane checked it too.
+    Raises :class:`DeployError` (``source_invalid`` for an archive that is not what the
+    deployment named, or :class:`DeployError` from ``download``).
+    """
+    archive = dest.parent / "source.tar.gz"
+    try:
+        download(source.id, archive)
+        size = archive.stat().st_size
+        digest = hashlib.sha256()
+        with archive.open("rb") as f:
+            while chunk := f.read(1024 * 1024):
+                digest.update(chunk)
+        if size != source.size or digest.hexdigest() != source.sha256:
+            raise DeployError("source_invalid",
+                              f"The uploaded source downloaded is not the one deployed: "
+                              f"expected sha256:{source.sha256[:12]} ({source.size} bytes), "
+                              f"got sha256:{digest.hexdigest()[:12]} ({size} bytes).")
+        dest.mkdir(mode=0o700)
+        try:
+            with tarfile.open(archive, mode="r:gz") as tar:
+                tar.extractall(dest, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise DeployError("source_invalid",
+                              f"The uploaded source cannot be unpacked: {exc}") from None
+    finally:
+        archive.unlink(missing_ok=True)
+    return f"sha256:{source.sha256}"
 
 
 def _git(args: list[str], env: dict[str, str], login: RegistryLogin | None,
@@ -361,7 +449,8 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Built:
-    """A finished build: the image id and tag, and the commit it was built from."""
+    """A finished build: the image id and tag, and the commit it was built from (``sha256:…``
+    of the archive for an uploaded source)."""
 
     image_id: str
     tag: str
@@ -376,13 +465,14 @@ def run_build(
     reporter: BuildReporter,
     repository: str,
     deployment_id: int,
-    labels: dict[str, str],
     workdir: Path | None = None,
     inspect_clone: Callable[[Path], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    download: Download | None = None,
 ) -> Built:
     """Fetch, pre-pull the base images, build; report ``building`` progress on the way.
 
+    ``download`` fetches an uploaded source (``ControlPlaneClient.source_archive``).
     ``inspect_clone`` (tests) is called with the clone's directory before it is removed.
     Raises :class:`DeployError`.
     """
@@ -390,12 +480,19 @@ def run_build(
     try:
         os.chmod(temp, 0o700)
         clone = temp / "src"
-        source = spec.git
-        how = "with a git credential" if credentials.git is not None else "anonymously"
-        reporter.line(f"Fetching {source.url} at {source.ref} {how}")
+        source = spec.source
+        if isinstance(source, ArchiveSource):
+            reporter.line(f"Fetching the uploaded source sha256:{source.sha256[:12]} "
+                          f"({source.size} bytes)")
+        else:
+            how = "with a git credential" if credentials.git is not None else "anonymously"
+            reporter.line(f"Fetching {source.url} at {source.ref} {how}")
         reporter.send("building")
-        commit = fetch_source(source, credentials.git, clone)
-        reporter.line(f"Fetched commit {commit[:12]}")
+        commit = fetch_source(source, credentials.git, clone, download=download)
+        if isinstance(source, ArchiveSource):
+            reporter.line("Unpacked the uploaded source")
+        else:
+            reporter.line(f"Fetched commit {commit[:12]}")
         if inspect_clone is not None:
             inspect_clone(clone)
         context = _inside(clone, spec.context, "build context")
@@ -429,8 +526,11 @@ def run_build(
             registry = (credentials.pull_host, credentials.pull)
         progress = _Progress(reporter, clock)
         try:
+            # No labels on the image: the engine's classic builder makes each label a step of
+            # its own (a second each on some engines); the tag names account, app and
+            # deployment already, and the containers carry the labels.
             result = runtime.build(tar, dockerfile=relative, tag=tag, buildargs=build_args,
-                                   labels=labels, registry=registry, on_line=progress.line)
+                                   registry=registry, on_line=progress.line)
         except DeployError as exc:
             if progress.count <= MAX_BUILD_LINES:
                 exc.logs = []  # every line is in the log already
@@ -509,12 +609,6 @@ class _Progress:
         if self.count > MAX_BUILD_LINES:
             self.reporter.line(f"({self.count - MAX_BUILD_LINES} more lines of build output "
                                "not shown)")
-
-
-def build_labels(region: str, account_id: int, app_id: int, deployment_id: int) -> dict[str, str]:
-    """Labels of a build image (the same keys as the app's containers)."""
-    return {LABEL_REGION: region, LABEL_ACCOUNT: str(account_id), LABEL_APP: str(app_id),
-            LABEL_DEPLOYMENT: str(deployment_id)}
 
 
 def check_git_host(credential_server: str, url_host: str) -> bool:

@@ -10,6 +10,7 @@ each change as it applies it.
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -127,6 +128,32 @@ class ControlPlaneClient:
         if "status" not in body:
             raise ValueError("a deployment report needs a status")
         self._request("POST", f"deployments/{int(deployment_id)}/events", json=body)
+
+    def source_archive(self, archive_id: int, dest: Path, *, max_bytes: int) -> None:
+        """Download an uploaded source (``GET /agent/sources/{id}``) into the file ``dest``.
+
+        Streams to disk; an answer longer than ``max_bytes`` is cut off with a
+        :class:`ProtocolError` (the caller checks the size and SHA-256 it expects anyway).
+        Raises like every call.
+        """
+        path = f"sources/{int(archive_id)}"
+        try:
+            with self._http.stream("GET", path, headers={"Accept": "application/gzip"}) \
+                    as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_status(response)
+                written = 0
+                with dest.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise ProtocolError(
+                                f"The source archive is larger than {max_bytes} bytes.",
+                                status=response.status_code, code="source_too_large")
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
 
     # -- plumbing ----------------------------------------------------------------------------
 

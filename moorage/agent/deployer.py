@@ -58,9 +58,9 @@ from pathlib import Path
 from typing import Any
 
 from moorage.agent.builder import (
+    MAX_SOURCE_BYTES,
     BuildSpec,
     Credentials,
-    build_labels,
     check_git_host,
     git_host,
     image_repository,
@@ -349,9 +349,9 @@ class Deployer:
         except ValueError as exc:  # the replica checked it; be explicit anyway
             raise DeployError("agent_error", f"The build of {d.app} is malformed: {exc}") \
                 from None
-        url_host = git_host(spec.git.url)
         git_credential = pull_credential = None
-        if spec.git.credential_id is not None:
+        if spec.git is not None and spec.git.credential_id is not None:
+            url_host = git_host(spec.git.url)
             git_credential = self._resolve(d, spec.git.credential_id,
                                            int(spec.git.credential_revision or 0), None)
             if git_credential.account_id != d.account_id or git_credential.type != GIT_TYPE:
@@ -386,8 +386,13 @@ class Deployer:
                                   f"The credential '{pull_credential.name}' names no valid "
                                   "registry host.") from None
             pull_label = f"'{pull_credential.name}' (revision {pull_credential.revision})"
-        self._log(logging.INFO, "deployment %d (%s #%d): building from %s at %s", d.id, d.app,
-                  d.number, spec.git.url, spec.git.ref)
+        if spec.git is not None:
+            git_host(spec.git.url)  # refuses other transports before anything runs
+            self._log(logging.INFO, "deployment %d (%s #%d): building from %s at %s", d.id,
+                      d.app, d.number, spec.git.url, spec.git.ref)
+        else:
+            self._log(logging.INFO, "deployment %d (%s #%d): building the uploaded source %s",
+                      d.id, d.app, d.number, spec.archive.sha256[:12] if spec.archive else "")
         credentials = Credentials(
             git=None if git_credential is None else self._open(
                 git_credential, f"'{git_credential.name}'", region),
@@ -399,8 +404,8 @@ class Deployer:
             built = run_build(spec=spec, credentials=credentials, runtime=self.runtime,
                               reporter=reporter, repository=image_repository(slug, d.app),
                               deployment_id=d.id,
-                              labels=build_labels(region, d.account_id, d.app_id, d.id),
-                              workdir=self.build_dir, inspect_clone=self.inspect_clone)
+                              workdir=self.build_dir, inspect_clone=self.inspect_clone,
+                              download=self._download_source)
         finally:
             del credentials
         used: dict[str, Any] = {"image_digest": built.image_id}
@@ -408,6 +413,19 @@ class Deployer:
             used |= {"credential_id": pull_credential.id,
                      "credential_revision": pull_credential.revision}
         return built.image_id, used
+
+    def _download_source(self, archive_id: int, dest: Path) -> None:
+        """An uploaded source from the control plane, as a build failure if it cannot be had."""
+        try:
+            self.client.source_archive(archive_id, dest, max_bytes=MAX_SOURCE_BYTES)
+        except ProtocolError as exc:
+            raise DeployError("source_not_found",
+                              "The control plane no longer has the uploaded source of this "
+                              f"deployment ({exc.code or exc.status}); upload it again and "
+                              "redeploy.") from None
+        except TransientError as exc:
+            raise DeployError("source_unreachable",
+                              f"The uploaded source could not be downloaded: {exc}") from None
 
     def _prune_builds(self, d: ReplicaDeployment) -> None:
         slug = d.payload.get("account_slug") or str(d.account_id)

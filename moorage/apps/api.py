@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.http import HttpRequest
@@ -10,9 +11,11 @@ from ninja import Router, Status
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
 from moorage.apps import selectors, services
-from moorage.apps.models import App
+from moorage.apps.models import App, SourceArchive
 from moorage.apps.pull import PullPlan, resolve_pull
-from moorage.apps.schemas import AppIn, AppOut, AppPatch, PullCredentialOut
+from moorage.apps.schemas import AppIn, AppOut, AppPatch, PullCredentialOut, SourceArchiveOut
+from moorage.apps.sources import MAX_ARCHIVE_BYTES, too_large
+from moorage.errors import ApplicationError
 
 router = Router(tags=["apps"])
 
@@ -34,13 +37,21 @@ def app_out(app: App) -> dict[str, Any]:
                 for v in app.env.all()],
         "regions": sorted(r.slug for r in app.regions.all()),
         "git_url": app.git_url, "git_ref": app.git_ref,
-        "git_credential_id": app.git_credential_id, "dockerfile": app.dockerfile,
+        "git_credential_id": app.git_credential_id,
+        "git_credential_name": app.git_credential.name if app.git_credential else None,
+        "dockerfile": app.dockerfile,
         "context": app.context, "build_args": app.build_args or {},
         "build_pull_credential_id": app.build_pull_credential_id,
         "build_pull_credential_name": app.build_pull_credential.name
         if app.build_pull_credential else None,
+        "source_archive": archive_out(app.source_archive) if app.source_archive else None,
         "created_at": app.created_at, "updated_at": app.updated_at,
     }
+
+
+def archive_out(archive: SourceArchive) -> dict[str, Any]:
+    return {"id": archive.pk, "sha256": archive.sha256, "size": archive.size,
+            "created_at": archive.created_at}
 
 
 BUILD_FIELDS = ("git_url", "git_ref", "git_credential_id", "dockerfile", "context",
@@ -105,6 +116,7 @@ def app_create(request: HttpRequest, payload: AppIn) -> Status[dict[str, Any]]:
         runtime_pull_credential_id=payload.runtime_pull_credential_id, port=payload.port,
         command=payload.command, replicas=payload.replicas, env=_env(payload.env),
         regions=payload.regions, build=_build(payload.model_dump(exclude_unset=True), None),
+        source_upload=payload.source_upload,
     )
     return Status(201, app_out(selectors.app_get(account=membership.account, app_id=app.pk)))
 
@@ -146,3 +158,35 @@ def app_pull_credential(request: HttpRequest, app_id: int) -> dict[str, Any]:
     return plan_out(resolve_pull(account=app.account, image=app.image,
                                  runtime_pull=app.runtime_pull,
                                  credential=app.runtime_pull_credential))
+
+
+#: What an upload may be sent as.
+ARCHIVE_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/x-tar+gzip"})
+UPLOAD_CHUNK = 1024 * 1024
+
+
+def _body_chunks(request: HttpRequest) -> Iterator[bytes]:
+    while chunk := request.read(UPLOAD_CHUNK):
+        yield chunk
+
+
+@router.post("/apps/{app_id}/source", response={201: SourceArchiveOut},
+             summary="Upload the source to build (a gzipped tar as the request body)",
+             description="Content-Type application/gzip, at most 100 MiB. The archive replaces "
+                         "the app's git repository; the next deploy builds it.")
+def app_source_upload(request: HttpRequest, app_id: int) -> Status[dict[str, Any]]:
+    membership = _membership(request)
+    selectors.app_get(account=membership.account, app_id=app_id)  # 404 before the body
+    content_type = request.content_type.lower() if request.content_type else ""
+    if content_type not in ARCHIVE_TYPES:
+        raise ApplicationError("Send the source as a gzipped tar with Content-Type "
+                               "application/gzip.", code="source_content_type", status=415)
+    try:
+        declared = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_ARCHIVE_BYTES:
+        raise too_large()
+    archive = services.source_archive_upload(actor=membership.user, membership=membership,
+                                             app_id=app_id, chunks=_body_chunks(request))
+    return Status(201, archive_out(archive))

@@ -15,7 +15,8 @@ class App(models.Model):
     the account default (resolved when a deploy starts), anonymously, or with
     ``runtime_pull_credential`` — a container-registry credential of the same account.
     In ``build`` mode the region's agent builds ``git_url`` at ``git_ref`` (cloned with
-    ``git_credential``), pulling base images with ``build_pull_credential`` or anonymously —
+    ``git_credential``) or the uploaded ``source_archive`` (one or the other), pulling base
+    images with ``build_pull_credential`` or anonymously —
     never with the account default — and keeps the built image in the region.
     A credential an app names cannot be deleted (``PROTECT``); the services say which apps.
     """
@@ -38,6 +39,11 @@ class App(models.Model):
     git_credential = models.ForeignKey(
         "credentials.Credential", on_delete=models.PROTECT, null=True, blank=True,
         related_name="git_apps",
+    )
+    source_archive = models.ForeignKey(
+        "apps.SourceArchive", on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+        help_text="An uploaded source tarball, built instead of a git repository.",
     )
     dockerfile = models.CharField(max_length=255, default="Dockerfile")
     context = models.CharField(max_length=255, default=".")
@@ -93,3 +99,28 @@ class EnvVar(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SourceArchive(models.Model):
+    """A gzipped tarball of an app's source, uploaded for a build instead of a git repository.
+
+    The file is ``DATA_DIR/sources/<app id>/<sha256>.tar.gz`` (``moorage.apps.sources``); a
+    deployment freezes the archive's id, sha256 and size, and the region's agent downloads
+    it and checks both. The newest few of an app are kept.
+    """
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="source_archives")
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            models.UniqueConstraint(fields=["app", "sha256"], name="source_archive_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sha256[:12]} ({self.size} bytes)"

@@ -42,7 +42,9 @@ class AppIn(Schema):
     build_args: dict[str, str] | None = None
     build_pull_credential_id: int | None = Field(
         None, description="Base-image pulls of builds; null = none (never the default).")
-
+    source_upload: bool = Field(
+        False, description="A build app whose source is uploaded next (POST "
+                           "/apps/{id}/source) instead of a git_url.")
 
 
 class AppPatch(Schema):
@@ -78,6 +80,13 @@ class PullCredentialOut(Schema):
     message: str
 
 
+class SourceArchiveOut(Schema):
+    id: int
+    sha256: str
+    size: int
+    created_at: datetime
+
+
 class AppOut(Schema):
     id: int
     name: str
@@ -94,10 +103,13 @@ class AppOut(Schema):
     git_url: str
     git_ref: str
     git_credential_id: int | None
+    git_credential_name: str | None
     dockerfile: str
     context: str
     build_args: dict[str, str]
     build_pull_credential_id: int | None
     build_pull_credential_name: str | None
+    source_archive: SourceArchiveOut | None = Field(
+        ..., description="The uploaded source a build uses instead of a git repository.")
     created_at: datetime
     updated_at: datetime

@@ -10,7 +10,9 @@ from moorage.errors import NotFound
 
 
 def apps_of(*, account: Account) -> QuerySet[App]:
-    return (App.objects.filter(account=account).select_related("runtime_pull_credential")
+    return (App.objects.filter(account=account)
+            .select_related("runtime_pull_credential", "git_credential", "build_pull_credential",
+                            "source_archive")
             .prefetch_related("env", "regions").order_by("name"))
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from moorage.accounts.models import Account, Membership, User
 from moorage.accounts.permissions import Action, require
+from moorage.apps import sources
 from moorage.apps.choices import RuntimePull, SourceMode
-from moorage.apps.models import App, EnvVar
+from moorage.apps.models import App, EnvVar, SourceArchive
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
 from moorage.credentials import vault
@@ -262,9 +265,13 @@ def app_create(
     runtime_pull_credential_id: int | None = None, port: int | None = None,
     command: list[str] | None = None, replicas: int = 1,
     env: list[EnvInput] | None = None, regions: list[str] | None = None,
-    build: BuildInput | None = None,
+    build: BuildInput | None = None, source_upload: bool = False,
 ) -> App:
-    """Create an app in the actor's account (members and up)."""
+    """Create an app in the actor's account (members and up).
+
+    A build app names its git repository, or says with ``source_upload`` that its source is
+    uploaded next (:func:`source_archive_upload`); until then a deploy is refused.
+    """
     require(membership, Action.DEPLOY)
     account = membership.account
     try:
@@ -281,7 +288,7 @@ def app_create(
     if build is not None:
         for field, value in clean_build(account, build).items():
             setattr(app, field, value)
-    if mode is SourceMode.BUILD and not app.git_url:
+    if mode is SourceMode.BUILD and not app.git_url and not source_upload:
         raise _fail("git_url", "git_url_required", "Give the repository to build.")
     chosen_regions = _clean_regions(account, regions)
     if App.objects.filter(account=account, name=name).exists():
@@ -372,7 +379,13 @@ def app_update(
             if getattr(app, field) != value:
                 setattr(app, field, value)
                 changed.append(field)
-    if app.source == SourceMode.BUILD and not app.git_url:
+    if app.git_url and app.source_archive_id is not None:
+        # A repository and an uploaded archive are alternatives: the newer choice wins.
+        app.source_archive = None
+        changed.append("source_archive")
+    # An app made to wait for an upload may change other settings until it comes.
+    if (app.source == SourceMode.BUILD and not app.git_url and app.source_archive_id is None
+            and (source is not None or "git_url" in changed)):
         raise _fail("git_url", "git_url_required", "Give the repository to build.")
     app.save()
     if regions is not None:
@@ -403,4 +416,55 @@ def app_delete(*, actor: User, membership: Membership, app_id: int) -> None:
                       region_id=region_id)
     audit_record(account=app.account, actor=actor, action=AuditAction.APP_DELETED, target=app,
                  details={"name": app.name})
+    app_id = app.pk
     app.delete()
+    transaction.on_commit(lambda: sources.remove_all(app_id))
+
+
+def source_archive_upload(*, actor: User, membership: Membership, app_id: int,
+                          chunks: Iterable[bytes]) -> SourceArchive:
+    """Store an uploaded gzipped tar as the app's build source (members and up).
+
+    The archive replaces the app's git repository (and its git credential) and makes the
+    app a build app; the newest :data:`~moorage.apps.sources.KEEP_ARCHIVES` archives are
+    kept. The body is checked before anything is recorded; a refused upload leaves no file.
+    """
+    require(membership, Action.DEPLOY)
+    if not App.objects.filter(account=membership.account, id=app_id).exists():
+        raise NotFound("No such app in this account.", code="app_not_found")
+    received = sources.receive(app_id, chunks)
+    try:
+        return _source_archive_record(actor=actor, membership=membership, app_id=app_id,
+                                      received=received)
+    except BaseException:
+        if received.created:
+            received.path.unlink(missing_ok=True)
+        raise
+
+
+@transaction.atomic
+def _source_archive_record(*, actor: User, membership: Membership, app_id: int,
+                           received: sources.Received) -> SourceArchive:
+    app = App.objects.select_for_update().filter(account=membership.account, id=app_id).first()
+    if app is None:
+        raise NotFound("No such app in this account.", code="app_not_found")
+    archive = SourceArchive.objects.filter(app=app, sha256=received.sha256).first()
+    if archive is None:
+        archive = SourceArchive.objects.create(app=app, sha256=received.sha256,
+                                               size=received.size, created_by=actor)
+    else:  # the same source again: it becomes the newest
+        SourceArchive.objects.filter(pk=archive.pk).update(created_at=timezone.now())
+        archive.refresh_from_db()
+    app.source, app.source_archive = SourceMode.BUILD, archive
+    app.git_url, app.git_credential = "", None
+    app.save()
+    old = list(SourceArchive.objects.filter(app=app).order_by("-created_at", "-id")
+               [sources.KEEP_ARCHIVES:])
+    if old:
+        SourceArchive.objects.filter(pk__in=[a.pk for a in old]).delete()
+        app_pk, shas = app.pk, [a.sha256 for a in old]
+        transaction.on_commit(lambda: sources.remove(app_pk, shas))
+    audit_record(account=app.account, actor=actor, action=AuditAction.APP_UPDATED, target=app,
+                 details={"name": app.name, "changed": ["source_archive"],
+                          "sha256": archive.sha256, "size": archive.size})
+    return archive

@@ -2,7 +2,9 @@
 
 Every command talks to the REST API with the stored login. Apps are named on the command
 line and resolved through ``GET /apps``; credentials are named too, and resolved through
-``GET /credentials?type=container_registry`` (the server checks the id again: I7).
+``GET /credentials?type=…`` (container-registry ones for pulls, git ones for clones; the
+server checks the id again: I7). An app runs an image (``--image``) or is built from a git
+repository (``--git``) or from a local directory uploaded as a gzipped tar (``--source``).
 Secret env values go one way, like credential secrets: from a hidden prompt or standard input
 into a request body, never from a command-line argument and never back out of the API.
 """
@@ -10,12 +12,14 @@ into a request body, never from a command-line argument and never back out of th
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -25,12 +29,15 @@ from rich.table import Table
 
 from moorage.cli import clientconfig
 from moorage.cli.output import console, err_console, fail
-from moorage.cli.remote import request, request_any, require_login
+from moorage.cli.remote import ApiError, call, request, request_any, require_login
+from moorage.cli.sourcetar import MAX_ARCHIVE_BYTES, source_tar
 
-REGISTRY = "container_registry"
+REGISTRY, GIT = "container_registry", "git"
+#: The API's source values (moorage.apps.choices.SourceMode).
+IMAGE_SOURCE, BUILD_SOURCE = "image", "build"
 #: The API's runtime_pull values (moorage.apps.choices.RuntimePull).
 ACCOUNT_DEFAULT, NONE, CREDENTIAL = "account_default", "none", "credential"
-RUNNING, FAILED, PULLING = "running", "failed", "pulling"
+RUNNING, FAILED, PULLING, BUILDING = "running", "failed", "pulling", "building"
 FINISHED = frozenset({RUNNING, FAILED})
 POLL_SECONDS = 0.5
 #: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT.
@@ -74,21 +81,30 @@ def _resolve_app(config: clientconfig.ClientConfig, name: str) -> dict[str, Any]
     return found
 
 
+def _credentials(config: clientconfig.ClientConfig, kind: str) -> list[dict[str, Any]]:
+    return list(request_any("GET", "/credentials", config=config, params={"type": kind}) or [])
+
+
 def _registry_credentials(config: clientconfig.ClientConfig) -> list[dict[str, Any]]:
-    return list(request_any("GET", "/credentials", config=config,
-                            params={"type": REGISTRY}) or [])
+    return _credentials(config, REGISTRY)
 
 
-def _resolve_credential(config: clientconfig.ClientConfig, name: str) -> dict[str, Any]:
-    """The account's container-registry credential named ``name``."""
-    found = next((c for c in _registry_credentials(config) if c["name"] == name), None)
+#: What each credential type is called, and what needs one of that type.
+_KIND_WORDS = {REGISTRY: "container-registry", GIT: "git"}
+
+
+def _resolve_credential(config: clientconfig.ClientConfig, name: str, *, kind: str = REGISTRY,
+                        purpose: str = "a pull needs") -> dict[str, Any]:
+    """The account's credential of type ``kind`` named ``name``; a clear error for a credential
+    of the other type (the server checks both again: I7)."""
+    found = next((c for c in _credentials(config, kind) if c["name"] == name), None)
     if found is not None:
         return found
-    git = request_any("GET", "/credentials", config=config, params={"type": "git"}) or []
-    if any(c["name"] == name for c in git):
-        fail(f"{name!r} is a git credential; a pull needs a container-registry credential.",
-             code="credential_type_mismatch")
-    fail(f"No container-registry credential named {name!r} in this account.",
+    other = GIT if kind == REGISTRY else REGISTRY
+    if any(c["name"] == name for c in _credentials(config, other)):
+        fail(f"{name!r} is a {_KIND_WORDS[other]} credential; {purpose} a "
+             f"{_KIND_WORDS[kind]} credential.", code="credential_type_mismatch")
+    fail(f"No {_KIND_WORDS[kind]} credential named {name!r} in this account.",
          code="credential_not_found")
 
 
@@ -238,6 +254,216 @@ def _env_given(opts: AppOptions) -> bool:
     return bool(opts.env or opts.secret_env or opts.secret_env_stdin or opts.unset_env)
 
 
+# ----- building from source
+
+
+@dataclass
+class BuildOptions:
+    """The build-from-source options of create and update, as given."""
+
+    git: str | None = None
+    ref: str | None = None
+    git_credential: str | None = None
+    no_git_credential: bool = False
+    dockerfile: str | None = None
+    context: str | None = None
+    build_args: tuple[str, ...] = ()
+    unset_build_args: tuple[str, ...] = ()
+    build_pull_credential: str | None = None
+    no_build_pull_credential: bool = False
+    source_dir: Path | None = None
+
+    def settings_given(self) -> list[str]:
+        """The options given that change how a build runs (not where its source is)."""
+        return [flag for flag, given in (
+            ("--ref", self.ref is not None),
+            ("--git-credential", self.git_credential is not None),
+            ("--no-git-credential", self.no_git_credential),
+            ("--dockerfile", self.dockerfile is not None),
+            ("--context", self.context is not None),
+            ("--build-arg", bool(self.build_args)),
+            ("--unset-build-arg", bool(self.unset_build_args)),
+            ("--build-pull-credential", self.build_pull_credential is not None),
+            ("--no-build-pull-credential", self.no_build_pull_credential),
+        ) if given]
+
+
+def _build_options(*, update: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The build options; ``update`` adds the ones that clear or remove a setting."""
+    options = [
+        click.option("--git", metavar="URL",
+                     help="Build from this git repository (https://...) instead of running an "
+                          "image."),
+        click.option("--source", "source_dir", metavar="DIR",
+                     type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Build from this local directory, uploaded as a gzipped tar "
+                          "(its .dockerignore honoured, .git left out) instead of a git "
+                          "repository."),
+        click.option("--ref", metavar="REF", help="The branch, tag or commit to build "
+                                                  "(default main)."),
+        click.option("--git-credential", metavar="NAME",
+                     help="Clone with this git credential (a private repository)."),
+        click.option("--dockerfile", metavar="PATH",
+                     help="The Dockerfile, relative to the build context (default Dockerfile)."),
+        click.option("--context", metavar="DIR",
+                     help="The build context, a directory of the repository (default .)."),
+        click.option("--build-arg", "build_args", multiple=True, metavar="NAME=VALUE",
+                     help="A build argument (repeat). Not for secrets: build arguments end "
+                          "up in the image's history."),
+        click.option("--build-pull-credential", metavar="NAME",
+                     help="Pull the Dockerfile's base images on this credential's registry "
+                          "with it. Without it, base images are pulled without a credential: "
+                          "builds never use the account default."),
+    ]
+    if update:
+        options += [
+            click.option("--no-git-credential", is_flag=True,
+                         help="Clone without a credential (a public repository)."),
+            click.option("--unset-build-arg", "unset_build_args", multiple=True,
+                         metavar="NAME", help="Remove a build argument (repeat)."),
+            click.option("--no-build-pull-credential", is_flag=True,
+                         help="Pull base images without a credential."),
+        ]
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
+
+
+def _build_args(opts: BuildOptions, existing: dict[str, str] | None) -> dict[str, str]:
+    """The whole build-argument map to send (the API replaces it): what exists, changed."""
+    unknown = sorted(set(opts.unset_build_args) - set(existing or {}))
+    if unknown:
+        fail(f"The app has no build argument {', '.join(unknown)}.",
+             code="build_arg_not_found")
+    merged = {k: v for k, v in (existing or {}).items() if k not in opts.unset_build_args}
+    for item in opts.build_args:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--build-arg takes NAME=VALUE, not {item!r}.", code="build_arg_invalid")
+        merged[key] = value
+    return merged
+
+
+def _build_fields(config: clientconfig.ClientConfig, opts: BuildOptions,
+                  existing: dict[str, Any] | None) -> dict[str, Any]:
+    """The API's build fields for what was given; credentials resolved by name."""
+    for flag, other, both in (
+            ("--git-credential", "--no-git-credential",
+             opts.git_credential is not None and opts.no_git_credential),
+            ("--build-pull-credential", "--no-build-pull-credential",
+             opts.build_pull_credential is not None and opts.no_build_pull_credential)):
+        if both:
+            fail(f"Choose one of {flag} and {other}.", code="build_options_conflict")
+    body: dict[str, Any] = {}
+    for key, value in (("git_url", opts.git), ("git_ref", opts.ref),
+                       ("dockerfile", opts.dockerfile), ("context", opts.context)):
+        if value is not None:
+            body[key] = value
+    if opts.git_credential is not None:
+        body["git_credential_id"] = _resolve_credential(
+            config, opts.git_credential, kind=GIT, purpose="cloning a repository needs")["id"]
+    elif opts.no_git_credential:
+        body["git_credential_id"] = None
+    if opts.build_args or opts.unset_build_args:
+        body["build_args"] = _build_args(opts, existing["build_args"] if existing else None)
+    if opts.build_pull_credential is not None:
+        body["build_pull_credential_id"] = _resolve_credential(
+            config, opts.build_pull_credential,
+            purpose="pulling a build's base images needs")["id"]
+    elif opts.no_build_pull_credential:
+        body["build_pull_credential_id"] = None
+    return body
+
+
+def _source_label(app: dict[str, Any]) -> str:
+    """What the app runs: its image, or ``repository@ref`` for a build (plain text)."""
+    if app["source"] != BUILD_SOURCE:
+        return str(app["image"])
+    archive = app.get("source_archive")
+    if archive:
+        return f"uploaded source sha256:{archive['sha256'][:12]} ({_size(archive['size'])})"
+    if not app["git_url"]:
+        return "no source yet"
+    return f"{app['git_url']}@{app['git_ref']}"
+
+
+def _size(size: int) -> str:
+    """A byte count the way people read it: 812 B, 3.4 KiB, 12.0 MiB."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024 or unit == "MiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _check_upload_options(build: BuildOptions) -> None:
+    if build.source_dir is None:
+        return
+    if build.git is not None:
+        fail("Choose one of --git and --source.", code="source_options_conflict")
+    git_only = [flag for flag, given in (("--ref", build.ref is not None),
+                                         ("--git-credential", build.git_credential is not None))
+                if given]
+    if git_only:
+        fail(f"{git_only[0]} goes with --git; an uploaded source has no ref or git credential.",
+             code="build_options_conflict")
+
+
+def _upload_source(config: clientconfig.ClientConfig, app: dict[str, Any], directory: Path,
+                   dockerfile: str) -> dict[str, Any]:
+    """Tar and gzip ``directory`` and upload it as the app's source; say what went up."""
+    packed = source_tar(directory, dockerfile=dockerfile)
+    try:
+        if packed.size > MAX_ARCHIVE_BYTES:
+            raise ApiError(f"The source of {directory} is {_size(packed.size)} gzipped; at most "
+                           f"{_size(MAX_ARCHIVE_BYTES)} is accepted. Leave build outputs and "
+                           "dependencies out with a .dockerignore.", code="source_too_large",
+                           status=413)
+        with packed.path.open("rb") as body:
+            archive: dict[str, Any] = call(
+                "POST", f"/apps/{app['id']}/source", config=config, content=body,
+                headers={"Content-Type": "application/gzip"})
+    finally:
+        packed.path.unlink(missing_ok=True)
+    _say(f"Uploaded {escape(str(directory))}: {packed.files} files, "
+         f"{escape(_size(archive['size']))}, sha256:{escape(archive['sha256'])}")
+    return archive
+
+
+def _base_images_label(app: dict[str, Any]) -> str:
+    """How a build pulls its base images (plain text): never with the account default (I5),
+    which ``apps list`` says under its table."""
+    name = app.get("build_pull_credential_name")
+    if name:
+        return f"base images: with {name!r}"
+    return "base images: without a credential"
+
+
+def _show_build(config: clientconfig.ClientConfig, app: dict[str, Any], *,
+                width: int = 0) -> None:
+    """A build app's source, build settings and base-image pulls, one line each."""
+    git = app.get("git_credential_name")
+    source = _source_label(app) + (f" (git credential {git!r})" if git else "")
+    build = f"{app['dockerfile']} in {app['context']}"
+    if app["build_args"]:
+        build += " with " + " ".join(f"{k}={v}" for k, v in sorted(app["build_args"].items()))
+    pull = app.get("build_pull_credential_name")
+    if pull:
+        host = next((c["server"] for c in _registry_credentials(config)
+                     if c["id"] == app["build_pull_credential_id"]), "?")
+        pulls = (f"Base images on {host} are pulled with {pull!r}, others without a "
+                 "credential; builds never use the account default.")
+    else:
+        pulls = ("Base images are pulled without a credential; builds never use the account "
+                 "default.")
+    for label, value in (("Source:", source), ("Build:", build), ("Pull:", pulls)):
+        _say(f"{label:<{width}} {escape(value)}" if width else f"{label} {escape(value)}")
+
+
 # ----- showing how an app pulls
 
 
@@ -308,38 +534,91 @@ def apps_list(as_json: bool) -> None:
     default = next((c for c in _registry_credentials(config) if c["is_default"]), None)
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("Name", no_wrap=True, style="bold")
-    table.add_column("Image", overflow="fold")
-    table.add_column("Runtime pull", no_wrap=True)
+    table.add_column("Image or source", overflow="fold")
+    table.add_column("Pull", no_wrap=True)
     table.add_column("Regions", overflow="fold")
     table.add_column("Last deploy", no_wrap=True)
     for app in items:
         deployments = request_any("GET", f"/apps/{app['id']}/deployments", config=config)
+        pull = _base_images_label(app) if app["source"] == BUILD_SOURCE \
+            else _pull_label(app, default["name"] if default else None)
         table.add_row(
-            escape(app["name"]), escape(app["image"]),
-            escape(_pull_label(app, default["name"] if default else None)),
+            escape(app["name"]), escape(_source_label(app)), escape(pull),
             escape(", ".join(app["regions"])) or "[dim]none[/dim]",
             _last_deploy_label(list(deployments or [])),
         )
     console.print(table, highlight=False)
+    if any(app["source"] == BUILD_SOURCE for app in items):
+        _say("Builds pull their base images with their own credential or without one — never "
+             "the account default.")
+
+
+def _runtime_pull_given(opts: AppOptions) -> list[str]:
+    return [flag for flag, given in (("--pull-credential", opts.pull_credential is not None),
+                                     ("--no-pull-credential", opts.no_pull_credential),
+                                     ("--use-account-default", opts.use_account_default))
+            if given]
+
+
+def _check_source_options(source: str, opts: AppOptions, build: BuildOptions) -> None:
+    """Runtime-pull options go with an image, build options with a build: say so, rather
+    than store settings that would silently do nothing."""
+    if source == BUILD_SOURCE and _runtime_pull_given(opts):
+        fail(f"{_runtime_pull_given(opts)[0]} is for apps that run an image; a build pulls its "
+             "base images with --build-pull-credential (never the account default).",
+             code="pull_options_conflict")
+    if source == IMAGE_SOURCE and build.settings_given():
+        fail(f"{build.settings_given()[0]} is for apps built from source; give --git URL to "
+             "build one.", code="build_options_without_source")
+
+
+def _show_created(config: clientconfig.ClientConfig, app: dict[str, Any]) -> None:
+    if app["env"]:
+        _say(f"Env: {escape(_env_summary(app))}")
+    if app["source"] == BUILD_SOURCE:
+        _show_build(config, app)
+    else:
+        _show_pull(config, app)
 
 
 @apps.command("create")
 @click.argument("name")
-@click.option("--image", required=True, metavar="REF",
-              help="The image to run, e.g. ghcr.io/acme/api:1.4.")
+@click.option("--image", metavar="REF",
+              help="The image to run, e.g. ghcr.io/acme/api:1.4 (or --git to build one).")
+@_build_options(update=False)
 @_shared_options
-def apps_create(name: str, image: str, pull_credential: str | None, no_pull_credential: bool,
-                regions: tuple[str, ...], port: int | None, command: str | None,
-                env: tuple[str, ...], secret_env: tuple[str, ...],
-                secret_env_stdin: bool) -> None:
-    """Create an app that runs an image. It pulls with the account default unless told."""
+def apps_create(name: str, image: str | None, pull_credential: str | None,
+                no_pull_credential: bool, regions: tuple[str, ...], port: int | None,
+                command: str | None, env: tuple[str, ...], secret_env: tuple[str, ...],
+                secret_env_stdin: bool, **build_options: Any) -> None:
+    """Create an app that runs an image (--image) or is built from a git repository (--git).
+
+    An image is pulled with the account default unless told; a build's base images are
+    pulled with --build-pull-credential, or without a credential, never the account default.
+    """
     config = require_login()
     opts = AppOptions(image=image, pull_credential=pull_credential,
                       no_pull_credential=no_pull_credential, regions=regions, port=port,
                       command=command, env=env, secret_env=secret_env,
                       secret_env_stdin=secret_env_stdin)
-    body: dict[str, Any] = {"name": name, "source": "image", "image": image,
-                            **_pull_fields(config, opts)}
+    build = BuildOptions(**build_options)
+    given = [flag for flag, value in (("--image", image), ("--git", build.git),
+                                      ("--source", build.source_dir)) if value is not None]
+    if len(given) > 1:
+        fail(f"Choose one of {' and '.join(given)}.", code="source_options_conflict")
+    if not given:
+        fail("Give --image REF to run an image, or --git URL or --source DIR to build from "
+             "source.", code="source_required")
+    _check_upload_options(build)
+    source = IMAGE_SOURCE if image is not None else BUILD_SOURCE
+    _check_source_options(source, opts, build)
+    body: dict[str, Any] = {"name": name, "source": source}
+    if source == IMAGE_SOURCE:
+        body |= {"image": image, **_pull_fields(config, opts)}
+    else:
+        body |= _build_fields(config, build, None)
+        if build.source_dir is not None:
+            body["source_upload"] = True
     if regions:
         body["regions"] = list(regions)
     if port is not None:
@@ -349,31 +628,43 @@ def apps_create(name: str, image: str, pull_credential: str | None, no_pull_cred
     if _env_given(opts):
         body["env"] = _env_list(opts, None)
     app = request("POST", "/apps", config=config, json=body)
+    if build.source_dir is not None:
+        dockerfile = posixpath.normpath(posixpath.join(app["context"], app["dockerfile"]))
+        try:
+            _upload_source(config, app, build.source_dir, dockerfile)
+        except ApiError as exc:
+            # No app without its source: it was made for this upload.
+            request_any("DELETE", f"/apps/{app['id']}", config=config)
+            fail(exc.message, code=exc.code)
+        app = request("GET", f"/apps/{app['id']}", config=config)
     where = ", ".join(app["regions"]) or "no region yet"
-    _say(f"[green]✓[/green] Created app [bold]{escape(app['name'])}[/bold] running "
-         f"{escape(app['image'])} in {escape(where)}.")
-    if app["env"]:
-        _say(f"Env: {escape(_env_summary(app))}")
-    _show_pull(config, app)
+    what = f"running {app['image']}" if source == IMAGE_SOURCE \
+        else f"built from {_source_label(app)}"
+    _say(f"[green]✓[/green] Created app [bold]{escape(app['name'])}[/bold] {escape(what)} "
+         f"in {escape(where)}.")
+    _show_created(config, app)
 
 
 @apps.command("update")
 @click.argument("name")
 @click.option("--name", "new_name", help="A new name.")
-@click.option("--image", metavar="REF", help="A new image to run.")
+@click.option("--image", metavar="REF",
+              help="A new image to run (an app built from source then runs it instead).")
 @click.option("--use-account-default", is_flag=True,
               help="Pull with the account default credential (Use account default).")
+@_build_options(update=True)
 @_shared_options
 @click.option("--unset-env", multiple=True, metavar="KEY", help="Remove a variable (repeat).")
 def apps_update(name: str, new_name: str | None, image: str | None, use_account_default: bool,
                 pull_credential: str | None, no_pull_credential: bool,
                 regions: tuple[str, ...], port: int | None, command: str | None,
                 env: tuple[str, ...], secret_env: tuple[str, ...], secret_env_stdin: bool,
-                unset_env: tuple[str, ...]) -> None:
+                unset_env: tuple[str, ...], **build_options: Any) -> None:
     """Change what is given, and nothing else; it takes effect at the next deploy.
 
     --env, --secret-env and --unset-env change those variables and keep the others (a
-    secret keeps its value unless given again).
+    secret keeps its value unless given again); --build-arg and --unset-build-arg do the
+    same with build arguments. --image makes the app run an image, --git build from source.
     """
     config = require_login()
     opts = AppOptions(image=image, pull_credential=pull_credential,
@@ -381,8 +672,20 @@ def apps_update(name: str, new_name: str | None, image: str | None, use_account_
                       use_account_default=use_account_default, regions=regions, port=port,
                       command=command, env=env, secret_env=secret_env,
                       secret_env_stdin=secret_env_stdin, unset_env=unset_env)
+    build = BuildOptions(**build_options)
+    given = [flag for flag, value in (("--image", image), ("--git", build.git),
+                                      ("--source", build.source_dir)) if value is not None]
+    if len(given) > 1:
+        fail(f"Choose one of {' and '.join(given)}.", code="source_options_conflict")
+    _check_upload_options(build)
     app = _resolve_app(config, name)
+    source = IMAGE_SOURCE if image is not None else app["source"] if not given \
+        else BUILD_SOURCE
+    _check_source_options(source, opts, build)
     body: dict[str, Any] = _pull_fields(config, opts)
+    body |= _build_fields(config, build, app)
+    if source != app["source"] and build.source_dir is None:
+        body["source"] = source  # an upload makes the app a build app itself
     for key, value in (("name", new_name), ("image", image), ("port", port)):
         if value is not None:
             body[key] = value
@@ -392,15 +695,22 @@ def apps_update(name: str, new_name: str | None, image: str | None, use_account_
         body["command"] = _command(command)
     if _env_given(opts):
         body["env"] = _env_list(opts, app["env"])
-    if not body:
-        fail("Nothing to change: give --image, --pull-credential, --env, ... (see --help).",
-             code="nothing_to_change")
-    updated = request("PATCH", f"/apps/{app['id']}", config=config, json=body)
+    if not body and build.source_dir is None:
+        fail("Nothing to change: give --image, --git, --source, --pull-credential, --env, ... "
+             "(see --help).", code="nothing_to_change")
+    if build.source_dir is not None:
+        # First: when the upload is refused (too large, not readable), nothing has changed.
+        dockerfile = posixpath.normpath(posixpath.join(
+            build.context or app["context"], build.dockerfile or app["dockerfile"]))
+        try:
+            _upload_source(config, app, build.source_dir, dockerfile)
+        except ApiError as exc:
+            fail(exc.message, code=exc.code)
+    updated = request("PATCH", f"/apps/{app['id']}", config=config, json=body) if body \
+        else request("GET", f"/apps/{app['id']}", config=config)
     _say(f"[green]✓[/green] Updated app [bold]{escape(updated['name'])}[/bold]; "
          "the next deploy uses it.")
-    if updated["env"]:
-        _say(f"Env: {escape(_env_summary(updated))}")
-    _show_pull(config, updated)
+    _show_created(config, updated)
 
 
 @apps.command("delete")
@@ -427,6 +737,30 @@ def _pull_words(deployment: dict[str, Any], *, used: bool) -> str:
     revision = deployment["used_revision"] if used and deployment["used_revision"] is not None \
         else deployment["credential_revision"]
     return f"with {deployment['credential_name']!r} revision {revision}"
+
+
+def _build_words(deployment: dict[str, Any], *, used: bool) -> str:
+    """'builds URL@ref, base images pulled with 'x' revision 3' (plain text)."""
+    build = deployment.get("build") or {}
+    git, archive = build.get("git") or {}, build.get("archive") or {}
+    if git:
+        what = f"{git.get('url')}@{git.get('ref')}"
+    elif archive:
+        what = (f"the uploaded source sha256:{str(archive.get('sha256'))[:12]} "
+                f"({_size(int(archive.get('size') or 0))})")
+    else:
+        what = "the app's source"
+    if not deployment.get("credential_name"):
+        return (f"{what}, base images pulled without a credential (never the account "
+                "default)")
+    return f"{what}, base images pulled {_pull_words(deployment, used=used)}"
+
+
+def _deploy_words(deployment: dict[str, Any]) -> str:
+    """What a queued deploy will do (plain text)."""
+    if deployment.get("build") is not None:
+        return f"will build {_build_words(deployment, used=False)}."
+    return f"{deployment['image']} will be pulled {_pull_words(deployment, used=False)}."
 
 
 def _pause() -> None:
@@ -507,7 +841,11 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
     ok = True
     for item in watched:
         d = item.deployment
-        if d["status"] == RUNNING:
+        if d["status"] == RUNNING and d.get("build") is not None:
+            image = f" {d['image_digest']}" if d["image_digest"] else ""
+            _say(f"[green]✓[/green] {escape(d['region'])}: running the image{escape(image)} "
+                 f"built from {escape(_build_words(d, used=True))}.")
+        elif d["status"] == RUNNING:
             digest = f" ({d['image_digest']})" if d["image_digest"] else ""
             _say(f"[green]✓[/green] {escape(d['region'])}: running {escape(d['image'])}"
                  f"{escape(digest)}, pulled {escape(_pull_words(d, used=True))}.")
@@ -522,7 +860,8 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
 @apps.command("deploy")
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True,
-              help="Show logs and pull progress until every region is running or failed.")
+              help="Show logs, build output and pull progress until every region is running "
+                   "or failed.")
 def apps_deploy(name: str, follow: bool) -> None:
     """Deploy the app in each of its regions; with --follow, exit 1 if any region failed."""
     config = require_login()
@@ -530,8 +869,8 @@ def apps_deploy(name: str, follow: bool) -> None:
     created = list(request_any("POST", f"/apps/{app['id']}/deploy", config=config) or [])
     for d in created:
         _say(f"Deploy #{d['number']} of [bold]{escape(d['app'])}[/bold] to "
-             f"[bold]{escape(d['region'])}[/bold] (deployment {d['id']}): {escape(d['image'])} "
-             f"will be pulled {escape(_pull_words(d, used=False))}.")
+             f"[bold]{escape(d['region'])}[/bold] (deployment {d['id']}): "
+             f"{escape(_deploy_words(d))}")
     if not follow:
         _say(f"Watch it with [bold]moorage apps status {escape(app['name'])}[/bold].")
         return
@@ -555,7 +894,8 @@ def apps_status(name: str) -> None:
     config = require_login()
     app = _resolve_app(config, name)
     _say(f"[bold]{escape(app['name'])}[/bold]")
-    _say(f"Image:    {escape(app['image'])}")
+    if app["source"] != BUILD_SOURCE:
+        _say(f"Image:    {escape(app['image'])}")
     rows = [("Regions", ", ".join(app["regions"]) or "none"),
             ("Port", str(app["port"]) if app["port"] is not None else ""),
             ("Command", shlex.join(app["command"]) if app["command"] else ""),
@@ -563,7 +903,10 @@ def apps_status(name: str) -> None:
     for label, value in rows:
         if value:
             _say(f"{label + ':':<9} {escape(value)}")
-    _show_pull(config, app, label=f"{'Pull:':<9}")
+    if app["source"] == BUILD_SOURCE:
+        _show_build(config, app, width=9)
+    else:
+        _show_pull(config, app, label=f"{'Pull:':<9}")
     deployments = list(request_any("GET", f"/apps/{app['id']}/deployments", config=config)
                        or [])
     latest: dict[str, dict[str, Any]] = {}

@@ -44,7 +44,7 @@ def call(method: str, path: str, *, config: clientconfig.ClientConfig, **kwargs:
     An error answer raises :class:`ApiError`, for callers that carry on after one (an import
     of many entries); an unreachable server is a clean message and exit 1.
     """
-    headers = {"Authorization": f"Bearer {config.token}"}
+    headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {config.token}"}
     try:
         response = httpx.request(
             method, _api_url(config.url, path), headers=headers, timeout=TIMEOUT, **kwargs

@@ -5,15 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import FileResponse, HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
 from moorage.apps.selectors import app_get
+from moorage.apps.sources import archive_path
 from moorage.deployments import selectors, services
 from moorage.deployments.choices import DeploymentStatus
 from moorage.deployments.models import Deployment
+from moorage.errors import NotFound
 from moorage.regions.auth import RegionTokenAuth
 from moorage.regions.models import Region
 
@@ -29,6 +31,8 @@ class DeploymentOut(Schema):
     region: str
     status: DeploymentStatus
     image: str
+    build: dict[str, Any] | None = Field(..., description="What a build-from-source deploy "
+                                         "builds (docs/sync.md); null for an image deploy.")
     image_digest: str
     pull_mode: str
     credential_name: str | None
@@ -72,6 +76,7 @@ def deployment_out(d: Deployment) -> dict[str, Any]:
     return {
         "id": d.pk, "app": d.app.name, "app_id": d.app_id, "number": d.number,
         "region": d.region.slug, "status": d.status, "image": d.image,
+        "build": d.build,
         "image_digest": d.image_digest, "pull_mode": d.pull_mode,
         "credential_name": d.credential_name or None,
         "credential_revision": d.credential_revision, "used_revision": d.used_revision,
@@ -139,3 +144,19 @@ def agent_deployment_event(request: HttpRequest, deployment_id: int,
         progress=payload.progress,
     ))
     return Status(204, None)
+
+
+@agent_router.get("/agent/sources/{archive_id}", summary="An agent downloads an uploaded source",
+                  response={200: None})
+def agent_source_download(request: HttpRequest, archive_id: int) -> FileResponse:
+    region: Region = request.auth  # type: ignore[attr-defined]
+    archive = selectors.source_archive_for_region(region=region, archive_id=archive_id)
+    path = archive_path(archive.app_id, archive.sha256)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise NotFound("The source archive is no longer kept.",
+                       code="source_archive_not_found") from None
+    response = FileResponse(handle, content_type="application/gzip")
+    response["Content-Length"] = str(archive.size)
+    return response

@@ -5,8 +5,10 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from moorage.accounts.models import Account
+from moorage.apps.models import SourceArchive
 from moorage.deployments.models import Deployment, DeploymentLog
 from moorage.errors import NotFound
+from moorage.regions.models import Region
 
 
 def deployments_of_app(*, account: Account, app_id: int, limit: int = 50) -> list[Deployment]:
@@ -37,3 +39,13 @@ def latest_per_region(*, app_id: int) -> list[Deployment]:
             seen.add(deployment.region_id)
             latest.append(deployment)
     return latest
+
+
+def source_archive_for_region(*, region: Region, archive_id: int) -> SourceArchive:
+    """An uploaded source a region's agent may download: of an account enabled there (I7)."""
+    archive = (SourceArchive.objects.filter(
+        id=archive_id, app__account__region_links__region=region).first())
+    if archive is None:
+        raise NotFound("No such source archive for this region.",
+                       code="source_archive_not_found")
+    return archive

@@ -103,14 +103,21 @@ def _image_pull(app: App) -> tuple[Credential | None, str]:
 def _build_spec(app: App) -> tuple[Credential | None, dict[str, Any]]:
     """Freeze what a build uses. Its pull credential is the app's choice or none: never
     the account default (I5)."""
-    if not app.git_url:
-        raise ValidationFailed("Give the repository to build.", code="git_url_required")
     pull = app.build_pull_credential
     git = app.git_credential
-    return pull, {
-        "git": {"url": app.git_url, "ref": app.git_ref,
-                "credential_id": git.pk if git else None,
-                "credential_revision": git.revision if git else None},
+    source: dict[str, Any]
+    if app.source_archive is not None:
+        archive = app.source_archive
+        source = {"archive": {"id": archive.pk, "sha256": archive.sha256,
+                              "size": archive.size}}
+    elif app.git_url:
+        source = {"git": {"url": app.git_url, "ref": app.git_ref,
+                          "credential_id": git.pk if git else None,
+                          "credential_revision": git.revision if git else None}}
+    else:
+        raise ValidationFailed("The app has no source yet: give the repository to build, or "
+                               "upload the source.", code="build_source_required")
+    return pull, source | {
         "dockerfile": app.dockerfile, "context": app.context,
         "build_args": app.build_args or {},
         "pull": {"credential_id": pull.pk, "credential_name": pull.name,
@@ -119,7 +126,11 @@ def _build_spec(app: App) -> tuple[Credential | None, dict[str, Any]]:
 
 
 def _describe_build(app: App, credential: Credential | None) -> str:
-    source = f"build {app.git_url} at {app.git_ref}"
+    if app.source_archive is not None:
+        source = (f"build the uploaded source {app.source_archive.sha256[:12]} "
+                  f"({app.source_archive.size} bytes)")
+    else:
+        source = f"build {app.git_url} at {app.git_ref}"
     if credential is None:
         return f"{source}, base images pulled without a credential."
     return (f"{source}, base images on {credential.server} pulled with {credential.name!r}, "

@@ -77,7 +77,8 @@ class FakeControlPlane:
     (authentication), ``compacted_through`` (older ``since`` → snapshot_required),
     ``hang`` (an event a changes request waits on, to test stopping mid long poll),
     ``ack_failures`` (statuses for the next acks only), ``report_failures`` (statuses for the
-    next deployment reports only). ``reports`` records ``(deployment id, body)`` of every
+    next deployment reports only), ``sources`` (the uploaded archives it serves).
+    ``reports`` records ``(deployment id, body)`` of every
     report taken.
     """
 
@@ -99,6 +100,8 @@ class FakeControlPlane:
     deployments: dict[int, FakeDeployment] = field(default_factory=dict)
     report_failures: list[int] = field(default_factory=list)
     reports: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: Uploaded source archives by id, as ``GET /agent/sources/{id}`` serves them.
+    sources: dict[int, bytes] = field(default_factory=dict)
 
     # -- state changes (each is one revision) ------------------------------------------------
 
@@ -264,6 +267,12 @@ class FakeControlPlane:
             deployment_id = int(path.split("/")[1])
             self.reports.append((deployment_id, json.loads(request.content)))
             return httpx.Response(204)
+        if path.startswith("sources/") and request.method == "GET":
+            archive = self.sources.get(int(path.split("/")[1]))
+            if archive is None:
+                return _error(404, "source_archive_not_found", "No such source archive.")
+            return httpx.Response(200, content=archive,
+                                  headers={"Content-Type": "application/gzip"})
         return _error(404, "not_found", "No such endpoint.")
 
     def transport(self) -> httpx.MockTransport:

@@ -9,10 +9,13 @@ pulled base images and intermediate layers included).
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
 import logging
 import os
 import secrets
+import tarfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 import docker
 import pytest
 
-from moorage.agent.builder import context_tar
+from moorage.agent.builder import ArchiveSource, BuildSpec, context_tar, fetch_source
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.deployer import Deployer
@@ -61,10 +64,12 @@ def issuer(registry: RegistryServer) -> TokenIssuer:
 
 
 class Clones(list[str]):
-    """The ``.git/config`` of every clone, read before the agent removes it."""
+    """The ``.git/config`` of every clone, read before the agent removes it ("" for an
+    uploaded source, which has none)."""
 
     def __call__(self, clone: Path) -> None:
-        self.append((clone / ".git" / "config").read_text())
+        config = clone / ".git" / "config"
+        self.append(config.read_text() if config.exists() else "")
 
 
 @pytest.fixture
@@ -166,8 +171,8 @@ def test_a_private_base_image_and_a_private_repository_build_and_run_and_no_toke
     assert f"Base image {base}: pulled with 'reg-build' (revision 1) ({registry_basic.host})" \
         in log
     assert "Stage 1: FROM stage 'base' (nothing to pull)" in log
-    # Step 4 of 5 written, plus the four labels the agent adds.
-    assert 'Step 4/9 : RUN echo "built from source" > /built.txt' in log
+    # Step 4 of the 5 written: the agent adds no steps (no LABEL per label).
+    assert 'Step 4/5 : RUN echo "built from source" > /built.txt' in log
     assert "Successfully tagged moorage/acme/api:41" in log
     running = final(fake, 41)
     image = docker_client.images.get("moorage/acme/api:41")
@@ -176,7 +181,9 @@ def test_a_private_base_image_and_a_private_repository_build_and_run_and_no_toke
     container = docker_client.containers.get(running["container_id"])
     assert container.image.id == image.id
     assert container.exec_run(["cat", "/built.txt"]).output == b"built from source\n"
-    assert image.labels["moorage.app"] == "3" and image.labels["moorage.deployment"] == "41"
+    assert not any(key.startswith("moorage.") for key in image.labels or {})
+    assert container.labels["moorage.app"] == "3"  # the container carries them
+    assert container.labels["moorage.deployment"] == "41"
 
     # The git token: only in the Authorization header of the requests git made...
     basic = base64.b64encode(f"{user}:{token}".encode()).decode()
@@ -355,7 +362,7 @@ def test_a_failing_step_is_build_failed_with_the_step_and_its_last_lines(
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "build_failed"
     assert failed["error"]["message"].startswith(
-        "Step 2/6 : RUN echo compiling; echo 'error: missing semicolon' >&2; exit 3 failed: "
+        "Step 2/2 : RUN echo compiling; echo 'error: missing semicolon' >&2; exit 3 failed: "
         "The command '/bin/sh -c echo compiling;")
     log = log_of(fake, 41)
     assert "compiling" in log and "error: missing semicolon" in log
@@ -428,3 +435,107 @@ def test_only_the_three_newest_build_images_of_an_app_are_kept(
     assert {t for t in tags if t.startswith(repository)} == {
         f"{repository}:9", f"{repository}:10", f"{repository}:11"}
     assert "moorage/other/app:1" in tags
+
+
+# -- uploaded sources ------------------------------------------------------------------------
+
+
+def _targz(files: dict[str, str], *, extra: tuple[tarfile.TarInfo, ...] = ()) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for info in extra:
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def archive_build(data: bytes, archive_id: int = 7, **fields: Any) -> dict[str, Any]:
+    return {"archive": {"id": archive_id, "sha256": hashlib.sha256(data).hexdigest(),
+                        "size": len(data)},
+            "dockerfile": "Dockerfile", "context": ".", "build_args": {}, "pull": None} | fields
+
+
+def test_an_uploaded_source_is_downloaded_checked_built_and_run(
+    fake: FakeControlPlane, make_agent: Run, registry_token: RegistryServer,
+    busybox_image: BusyboxImageFactory, docker_client: docker.DockerClient, tmp_path: Path,
+) -> None:
+    user = unique("bld-upl")
+    base = busybox_image(registry_token, f"{user}/base", "1.0")
+    issuer(registry_token).make_public(f"{user}/base")
+    data = _targz({"svc/Dockerfile": f"FROM {base}\nCOPY msg.txt /msg.txt\n"
+                                     "CMD [\"sh\", \"-c\", \"cat /msg.txt; sleep 3600\"]\n",
+                   "svc/msg.txt": "from an upload\n"})
+    fake.add_account(1, "acme")
+    fake.sources[7] = data
+    fake.put_deployment(FakeDeployment(41, 1, 3, "api", 1, None,
+                                       build=archive_build(data, context="svc")))
+    make_agent().run_once()
+    running = final(fake, 41)
+    assert running["status"] == "running", running
+    log = log_of(fake, 41)
+    sha = hashlib.sha256(data).hexdigest()
+    assert f"Fetching the uploaded source sha256:{sha[:12]} ({len(data)} bytes)" in log
+    assert "Unpacked the uploaded source" in log
+    assert f"Base image {base}: pulled anonymously ({registry_token.host})" in log
+    assert "sources/7" in fake.requests
+    container = docker_client.containers.get(running["container_id"])
+    assert container.exec_run(["cat", "/msg.txt"]).output == b"from an upload\n"
+    assert list((tmp_path / "builds").iterdir()) == []  # archive and tree are gone
+
+
+@pytest.mark.parametrize(("served", "code", "words"), [
+    (b"other bytes", "source_invalid", "is not the one deployed"),
+    (None, "source_not_found", "no longer has the uploaded source"),
+])
+def test_an_uploaded_source_that_is_not_the_one_deployed_is_refused(
+    fake: FakeControlPlane, make_agent: Run, tmp_path: Path, served: bytes | None, code: str,
+    words: str,
+) -> None:
+    data = _targz({"Dockerfile": "FROM busybox:1\n"})
+    fake.add_account(1, "acme")
+    if served is not None:
+        fake.sources[7] = served
+    fake.put_deployment(FakeDeployment(41, 1, 3, "api", 1, None, build=archive_build(data)))
+    make_agent().run_once()
+    failed = final(fake, 41)
+    assert failed["status"] == "failed" and failed["error"]["code"] == code, failed
+    assert words in failed["error"]["message"]
+    assert list((tmp_path / "builds").iterdir()) == []
+
+
+def test_fetch_source_unpacks_an_archive_and_refuses_one_escaping(tmp_path: Path) -> None:
+    good = _targz({"Dockerfile": "FROM scratch\n", "a/b.txt": "b"})
+
+    def serve(data: bytes) -> Callable[[int, Path], None]:
+        def download(archive_id: int, dest: Path) -> None:
+            assert archive_id == 7
+            dest.write_bytes(data)
+        return download
+
+    source = ArchiveSource(id=7, sha256=hashlib.sha256(good).hexdigest(), size=len(good))
+    dest = tmp_path / "one" / "src"
+    dest.parent.mkdir()
+    assert fetch_source(source, None, dest, download=serve(good)) == f"sha256:{source.sha256}"
+    assert (dest / "a" / "b.txt").read_text() == "b"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["src"]  # the download is gone
+
+    escaping = tarfile.TarInfo("link")
+    escaping.type, escaping.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    evil = _targz({"../outside.txt": "x"})
+    for data in (evil, _targz({"ok": "x"}, extra=(escaping,))):
+        dest = tmp_path / secrets.token_hex(4) / "src"
+        dest.parent.mkdir()
+        bad = ArchiveSource(id=7, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        with pytest.raises(DeployError) as raised:
+            fetch_source(bad, None, dest, download=serve(data))
+        assert raised.value.code == "source_invalid"
+    assert not (tmp_path / "outside.txt").exists()
+    for spec in ({"archive": {"id": 7, "sha256": "nope", "size": 1}},
+                 {"archive": {"id": 7, "sha256": "a" * 64, "size": 1},
+                  "git": {"url": "https://x/y.git", "ref": "main"}}):
+        with pytest.raises(ValueError):
+            BuildSpec.from_payload(spec)

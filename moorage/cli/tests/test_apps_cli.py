@@ -7,16 +7,19 @@ a deploy the way it follows one run by ``moorage agent``.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import tarfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import Result
 
-from moorage.apps.models import App
+from moorage.apps.models import App, SourceArchive
 from moorage.apps.services import open_env
 from moorage.cli import apps as apps_cli
 from moorage.cli.tests.conftest import Cli
@@ -357,3 +360,221 @@ def test_errors_and_delete(run: Cli, logged_in: Member) -> None:
     assert App.objects.filter(name="lonely").exists()
     _ok(run("apps", "delete", "lonely", input="y\n"))
     assert run.json("apps", "list") == []
+
+
+# ----- builds from source
+
+REPO = "https://git.example.com/acme/api.git"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_and_update_a_build_app(
+    run: Cli, logged_in: Member, regions: dict[str, AgentView], other_owner: Member
+) -> None:
+    make_credential(logged_in, name="hub-default", server="docker.io", secret=SECRET)
+    base = make_credential(logged_in, name="ghcr-base", server="ghcr.io", secret=SECRET)
+    git = make_credential(logged_in, name="gh-git", type="git", server="git.example.com",
+                          secret=SECRET)
+    make_credential(other_owner, name="globex-git", type="git", server="git.example.com",
+                    secret=SECRET)
+
+    created = _ok(run("apps", "create", "api", "--git", REPO, "--ref", "v1.4",
+                      "--git-credential", "gh-git", "--dockerfile", "docker/Dockerfile",
+                      "--context", "svc", "--build-arg", "VERSION=1.4",
+                      "--build-arg", "EXTRA=a=b", "--build-pull-credential", "ghcr-base",
+                      "--port", "8080"))
+    assert f"Created app api built from {REPO}@v1.4 in eu-1, us-1." in created.stdout
+    assert f"Source: {REPO}@v1.4 (git credential 'gh-git')" in created.stdout
+    assert "Build: docker/Dockerfile in svc with EXTRA=a=b VERSION=1.4" in created.stdout
+    assert ("Pull: Base images on ghcr.io are pulled with 'ghcr-base', others without a "
+            "credential; builds never use the account default.") in created.stdout
+    app = App.objects.get(name="api")
+    assert (app.source, app.git_url, app.git_ref, app.dockerfile, app.context) == (
+        "build", REPO, "v1.4", "docker/Dockerfile", "svc")
+    assert app.git_credential == git and app.build_pull_credential == base
+    assert app.build_args == {"VERSION": "1.4", "EXTRA": "a=b"} and app.port == 8080
+
+    # No build-pull credential: anonymous, never the account default (I5).
+    public = _ok(run("apps", "create", "web", "--git", REPO))
+    assert ("Base images are pulled without a credential; builds never use the account "
+            "default.") in public.stdout
+    web = App.objects.get(name="web")
+    assert (web.git_ref, web.git_credential, web.build_pull_credential) == ("main", None, None)
+
+    table = _ok(run("apps", "list")).stdout
+    assert "base images: with 'ghcr-base'" in _row(table, "api")
+    assert "base images: without a credential" in _row(table, "web")
+    assert "hub-default" not in table
+    assert "never the account default" in table
+    # The source column folds on a narrow terminal: join the api row's pieces back.
+    lines = table.splitlines()
+    first = lines.index(_row(table, "api"))
+    last = lines.index(_row(table, "web"))
+    cells = "".join(line.split("│")[1].strip() for line in lines[first:last])
+    assert cells == f"{REPO}@v1.4", table
+    status = _ok(run("apps", "status", "api")).stdout
+    assert f"Source:   {REPO}@v1.4 (git credential 'gh-git')" in status
+    assert "Pull:     Base images on ghcr.io are pulled with 'ghcr-base'" in status
+    assert "Image:" not in status
+
+    # Wrong type, another account's, conflicting and misplaced options: clear errors.
+    wrong = _fails(run("apps", "create", "x", "--git", REPO, "--git-credential", "ghcr-base"),
+                   "credential_type_mismatch")
+    assert "'ghcr-base' is a container-registry credential; cloning a repository needs a " \
+           "git credential." in " ".join(wrong.split())
+    wrong = _fails(run("apps", "create", "x", "--git", REPO, "--build-pull-credential",
+                       "gh-git"), "credential_type_mismatch")
+    assert "'gh-git' is a git credential; pulling a build's base images needs a " \
+           "container-registry credential." in " ".join(wrong.split())
+    other = _fails(run("apps", "create", "x", "--git", REPO, "--git-credential",
+                       "globex-git"), "credential_not_found")
+    assert "No git credential named 'globex-git'" in other
+    _fails(run("apps", "create", "x", "--git", REPO, "--image", IMAGE),
+           "source_options_conflict")
+    _fails(run("apps", "create", "x"), "source_required")
+    _fails(run("apps", "create", "x", "--image", IMAGE, "--ref", "main"),
+           "build_options_without_source")
+    _fails(run("apps", "create", "x", "--git", REPO, "--pull-credential", "ghcr-base"),
+           "pull_options_conflict")
+    _fails(run("apps", "create", "x", "--git", REPO, "--build-arg", "NOVALUE"),
+           "build_arg_invalid")
+    _fails(run("apps", "create", "x", "--git", "ssh://git.example.com/a.git"),
+           "git_url_invalid")
+    assert not App.objects.filter(name="x").exists()
+
+    # update changes what is given and keeps the rest; build args merge like env.
+    _ok(run("apps", "update", "api", "--ref", "release", "--build-arg", "VERSION=1.5",
+            "--unset-build-arg", "EXTRA", "--no-build-pull-credential"))
+    app.refresh_from_db()
+    assert (app.git_ref, app.build_args, app.build_pull_credential) == (
+        "release", {"VERSION": "1.5"}, None)
+    assert app.git_credential == git and app.dockerfile == "docker/Dockerfile"
+    _ok(run("apps", "update", "api", "--no-git-credential", "--build-pull-credential",
+            "ghcr-base"))
+    app.refresh_from_db()
+    assert (app.git_credential, app.build_pull_credential) == (None, base)
+    _fails(run("apps", "update", "api", "--build-pull-credential", "ghcr-base",
+               "--no-build-pull-credential"), "build_options_conflict")
+    _fails(run("apps", "update", "api", "--unset-build-arg", "NOPE"), "build_arg_not_found")
+    _fails(run("apps", "update", "api", "--use-account-default"), "pull_options_conflict")
+
+    # From a build to an image and back.
+    _ok(run("apps", "update", "web", "--image", IMAGE, "--no-pull-credential"))
+    web.refresh_from_db()
+    assert (web.source, web.image, web.runtime_pull) == ("image", IMAGE, "none")
+    _fails(run("apps", "update", "web", "--ref", "main"), "build_options_without_source")
+    moved = _ok(run("apps", "update", "web", "--git", REPO, "--ref", "dev"))
+    assert f"Source: {REPO}@dev" in moved.stdout
+    web.refresh_from_db()
+    assert (web.source, web.git_ref) == ("build", "dev")
+    for output in run.outputs:
+        assert SECRET not in output
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deploy_follow_shows_the_build(
+    run: Cli, logged_in: Member, regions: dict[str, AgentView], live_server: Any
+) -> None:
+    make_credential(logged_in, name="hub-default", server="docker.io", secret=SECRET)
+    make_credential(logged_in, name="ghcr-base", server="ghcr.io", secret=SECRET)
+    _ok(run("apps", "create", "api", "--git", REPO, "--ref", "v1.4", "--region", "eu-1",
+            "--build-pull-credential", "ghcr-base"))
+    app_id = App.objects.get(name="api").pk
+    building: list[dict[str, Any]] = [
+        {"status": "building", "log": [f"Fetching {REPO} at v1.4 anonymously"]},
+        {"status": "building", "log": ["Base image ghcr.io/acme/base:1: pulled with "
+                                       "'ghcr-base' (revision 1) (ghcr.io)"]},
+        {"status": "building", "log": ["Step 1/2 : FROM ghcr.io/acme/base:1",
+                                       "Step 2/2 : RUN make"]},
+        {"status": "starting", "log": ["Built moorage/acme/api:1"]},
+        {"status": "running", "log": ["Started"], "image_digest": DIGEST_1,
+         "credential_revision": 1},
+    ]
+    agents = FakeAgents(str(live_server.url), logged_in, app_id, 1,
+                        {"eu-1": (regions["eu-1"], building)})
+    agents.start()
+    followed = run("apps", "deploy", "api", "--follow")
+    agents.finish()
+    assert followed.exit_code == 0, followed.output
+    out = followed.stdout
+    assert (f"will build {REPO}@v1.4, base images pulled with 'ghcr-base' revision 1."
+            in out)
+    assert "status: building" in out and out.count("status: building") == 1
+    for line in (f"Fetching {REPO} at v1.4", "pulled with 'ghcr-base' (revision 1)",
+                 "Step 1/2 : FROM ghcr.io/acme/base:1", "Step 2/2 : RUN make",
+                 "status: starting", "Built moorage/acme/api:1"):
+        assert line in out, line
+    assert out.index("Step 1/2") < out.index("status: starting")
+    assert (f"eu-1: running the image {DIGEST_1} built from {REPO}@v1.4, base images "
+            "pulled with 'ghcr-base' revision 1.") in out
+    status = _ok(run("apps", "status", "api")).stdout
+    assert "running" in _row(status, "eu-1", "#1") and "ghcr-base rev 1" in status
+
+    # Without a build-pull credential the deploy says so: never the account default.
+    _ok(run("apps", "update", "api", "--no-build-pull-credential"))
+    queued = _ok(run("apps", "deploy", "api")).stdout
+    assert (f"will build {REPO}@v1.4, base images pulled without a credential (never the "
+            "account default).") in queued
+    [second] = Deployment.objects.filter(app_id=app_id, number=2)
+    assert second.credential is None and second.build is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_source_dir_is_uploaded_and_deployed(
+    run: Cli, logged_in: Member, regions: dict[str, AgentView], tmp_path: Path,
+    settings: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings.DATA_DIR = tmp_path / "data"
+    src = tmp_path / "src"
+    (src / ".git").mkdir(parents=True)
+    (src / ".git" / "config").write_text("[remote]\n")
+    (src / "lib").mkdir()
+    (src / "Dockerfile").write_text("FROM busybox:1\nCOPY . /app\n")
+    (src / "lib" / "run.sh").write_text("echo hi\n")
+    (src / "secret.txt").write_text("not for the build\n")
+    (src / ".dockerignore").write_text("# local only\nsecret.txt\n")
+
+    created = _ok(run("apps", "create", "api", "--source", str(src), "--region", "eu-1"))
+    archive = SourceArchive.objects.get(app__name="api")
+    out = " ".join(created.stdout.split())
+    assert f"Uploaded {src}: 3 files," in out and f"sha256:{archive.sha256}" in out
+    assert f"built from uploaded source sha256:{archive.sha256[:12]}" in out
+    stored = settings.DATA_DIR / "sources" / str(archive.app_id) / f"{archive.sha256}.tar.gz"
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == archive.sha256
+    with tarfile.open(stored) as tar:
+        names = sorted(tar.getnames())
+    assert names == [".dockerignore", "Dockerfile", "lib", "lib/run.sh"], names
+    app = App.objects.get(name="api")
+    assert (app.source, app.git_url, app.source_archive) == ("build", "", archive)
+    status = _ok(run("apps", "status", "api")).stdout
+    assert f"uploaded source sha256:{archive.sha256[:12]}" in status
+
+    deployed = _ok(run("apps", "deploy", "api")).stdout
+    assert f"will build the uploaded source sha256:{archive.sha256[:12]}" in deployed
+    [deployment] = Deployment.objects.filter(app=app)
+    assert deployment.build is not None
+    assert deployment.build["archive"] == {"id": archive.pk, "sha256": archive.sha256,
+                                           "size": archive.size}
+
+    # The same directory again is the same archive; a change is a new one.
+    _ok(run("apps", "update", "api", "--source", str(src)))
+    assert SourceArchive.objects.filter(app=app).count() == 1
+    (src / "lib" / "run.sh").write_text("echo changed\n")
+    _ok(run("apps", "update", "api", "--source", str(src), "--build-arg", "V=2"))
+    app.refresh_from_db()
+    assert SourceArchive.objects.filter(app=app).count() == 2
+    assert app.source_archive != archive and app.build_args == {"V": "2"}
+    # A git repository replaces it; options that only fit one source are refused.
+    _ok(run("apps", "update", "api", "--git", REPO))
+    app.refresh_from_db()
+    assert (app.git_url, app.source_archive) == (REPO, None)
+    _fails(run("apps", "update", "api", "--source", str(src), "--ref", "main"),
+           "build_options_conflict")
+    _fails(run("apps", "update", "api", "--source", str(src), "--git", REPO),
+           "source_options_conflict")
+
+    # A refused upload leaves no app behind.
+    monkeypatch.setattr(apps_cli, "MAX_ARCHIVE_BYTES", 10)
+    big = _fails(run("apps", "create", "big", "--source", str(src)), "source_too_large")
+    assert "gzipped; at most" in big
+    assert not App.objects.filter(name="big").exists()
