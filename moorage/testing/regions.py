@@ -9,8 +9,12 @@ from typing import Any
 from django.test import Client
 
 from moorage.agent import protocol
+from moorage.deployments.models import Deployment
+from moorage.deployments.services import deployment_create
 from moorage.regions import services
 from moorage.sealing import Key
+from moorage.testing import factories
+from moorage.testing.factories import Member
 
 
 @dataclass
@@ -46,3 +50,18 @@ class AgentView:
 def make_region(slug: str, **kwargs: Any) -> AgentView:
     created = services.region_create(actor=None, slug=slug, **kwargs)
     return AgentView(slug=slug, token=created.token, key=created.key)
+
+
+def member_in(region: AgentView, name: str) -> Member:
+    """The owner of a new account that deploys to ``region``."""
+    member = factories.make_account(name)
+    services.account_regions_set(actor=member.user, membership=member.membership,
+                                 slugs=[region.slug])
+    return member
+
+
+def deploy_one(member: Member, app_id: int) -> Deployment:
+    """Deploy an app that runs in one region; return that region's deployment."""
+    [deployment] = deployment_create(actor=member.user, membership=member.membership,
+                                     app_id=app_id)
+    return deployment

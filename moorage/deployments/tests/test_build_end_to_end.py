@@ -9,47 +9,30 @@ import base64
 import logging
 import re
 import secrets
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import docker
 import docker.errors
 import pytest
 
-from moorage.agent.client import ControlPlaneClient
-from moorage.agent.config import AgentConfig
-from moorage.agent.deployer import Deployer
-from moorage.agent.replica import Replica
-from moorage.agent.runtime import DockerRuntime
-from moorage.agent.sync import SyncLoop
 from moorage.apps.services import BuildInput, app_create, app_update
-from moorage.deployments.models import Deployment, DeploymentLog
-from moorage.deployments.services import deployment_create
-from moorage.regions import services as region_services
-from moorage.testing import factories
+from moorage.deployments.models import DeploymentLog
+from moorage.deployments.tests.conftest import RunAgent
 from moorage.testing.credentials import make_credential
 from moorage.testing.dockerd import Dockerd
-from moorage.testing.factories import Member
 from moorage.testing.fixtures import BusyboxImageFactory
 from moorage.testing.gitserver import GitRepo, GitServer
 from moorage.testing.ports import free_port
-from moorage.testing.regions import AgentView, make_region
+from moorage.testing.regions import AgentView, deploy_one, member_in
 from moorage.testing.registry import RegistryServer
 from moorage.testing.secrets_search import database_text
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
-RunAgent = Callable[[], None]
 
 #: A registry upload: ``POST …/blobs/uploads/``, ``PATCH``/``PUT`` of an upload, ``PUT`` of a
 #: manifest. The registry logs every request with its method and URI.
 _UPLOAD = re.compile(r'http\.request\.method="?(PUT|POST|PATCH)"?|"(PUT|POST|PATCH) /v2/')
-
-
-@pytest.fixture
-def region() -> AgentView:
-    return make_region("eu-1")
 
 
 @pytest.fixture
@@ -68,44 +51,8 @@ def engine(dockerd: Dockerd, docker_client: docker.DockerClient) -> Iterator[doc
                 docker_client.images.remove(tag, force=True)
 
 
-@pytest.fixture
-def run_agent(
-    region: AgentView, live_server: object, dockerd: Dockerd, tmp_path: Path,
-    engine: docker.DockerClient,
-) -> Iterator[RunAgent]:
-    """Run the region's agent until it has nothing left to do (sync, build, deploy, report)."""
-    config = AgentConfig(url=str(live_server.url), token=region.token,  # type: ignore[attr-defined]
-                         region_key=region.key, data_dir=tmp_path / "agent",
-                         docker_host=dockerd.base_url, wait=0)
-    client = ControlPlaneClient(config)
-    replica = Replica.in_dir(config.data_dir, region.key)
-    logger = logging.getLogger("moorage.agent")
-    runtime = DockerRuntime(dockerd.base_url, region=region.slug, pull_timeout=60,
-                            ready_timeout=20, stop_timeout=1)
-    (tmp_path / "builds").mkdir()
-    deployer = Deployer(replica, client, runtime, logger, build_dir=tmp_path / "builds")
-    loop = SyncLoop(config, client, replica, logger, threading.Event(), deployer=deployer)
-
-    def run() -> None:
-        for _ in range(4):
-            loop.run_once(backoff=False)
-
-    yield run
-    client.close()
-    replica.close()
 
 
-def _member_in(region: AgentView, name: str) -> Member:
-    member = factories.make_account(name)
-    region_services.account_regions_set(actor=member.user, membership=member.membership,
-                                        slugs=[region.slug])
-    return member
-
-
-def _deploy(member: Member, app_id: int) -> Deployment:
-    [deployment] = deployment_create(actor=member.user, membership=member.membership,
-                                     app_id=app_id)
-    return deployment
 
 
 def _private_base(registry: RegistryServer, busybox_image: BusyboxImageFactory,
@@ -143,7 +90,7 @@ def test_a_build_app_builds_with_its_credentials_runs_and_never_pushes_or_leaks(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    owner = _member_in(region, "Acme Build")
+    owner = member_in(region, "Acme Build")
     slug = owner.account.slug
     base, user, password = _private_base(registry_basic, busybox_image, f"{slug}/base")
     reg = make_credential(owner, name="reg-build", server=registry_basic.host, username=user,
@@ -163,7 +110,7 @@ def test_a_build_app_builds_with_its_credentials_runs_and_never_pushes_or_leaks(
     mark = len(registry_basic.logs())
     git_server.clear_requests()
 
-    deployment = _deploy(owner, app.pk)
+    deployment = deploy_one(owner, app.pk)
     assert deployment.build is not None and deployment.image == ""
     run_agent()
     deployment.refresh_from_db()
@@ -191,7 +138,7 @@ def test_a_build_app_builds_with_its_credentials_runs_and_never_pushes_or_leaks(
     app_update(actor=owner.user, membership=owner.membership, app_id=app.pk,
                build=BuildInput(git_url=repo.url, git_ref="main", git_credential_id=git.pk,
                                 build_pull_credential_id=None))
-    anonymous = _deploy(owner, app.pk)
+    anonymous = deploy_one(owner, app.pk)
     assert anonymous.credential_name == "" and anonymous.credential_id is None
     run_agent()
     anonymous.refresh_from_db()
@@ -223,7 +170,7 @@ def test_a_cached_private_base_does_not_build_for_an_account_without_access(
     busybox_image: BusyboxImageFactory, git_server: GitServer, engine: docker.DockerClient,
 ) -> None:
     """I8: account B's build cannot use the base image account A's build left in the cache."""
-    alice, bob = _member_in(region, "Alice Build"), _member_in(region, "Bob Build")
+    alice, bob = member_in(region, "Alice Build"), member_in(region, "Bob Build")
     base, user, password = _private_base(registry_basic, busybox_image,
                                          f"{alice.account.slug}/base")
     reg = make_credential(alice, name="alice-reg", server=registry_basic.host, username=user,
@@ -234,7 +181,7 @@ def test_a_cached_private_base_does_not_build_for_an_account_without_access(
     theirs = app_create(actor=alice.user, membership=alice.membership, name="app",
                         source="build", port=port,
                         build=BuildInput(git_url=repo.url, build_pull_credential_id=reg.pk))
-    first = _deploy(alice, theirs.pk)
+    first = deploy_one(alice, theirs.pk)
     run_agent()
     first.refresh_from_db()
     assert first.status == "running", first.error_message
@@ -242,7 +189,7 @@ def test_a_cached_private_base_does_not_build_for_an_account_without_access(
 
     mine = app_create(actor=bob.user, membership=bob.membership, name="copycat",
                       source="build", port=free_port(), build=BuildInput(git_url=repo.url))
-    attempt = _deploy(bob, mine.pk)
+    attempt = deploy_one(bob, mine.pk)
     run_agent()
     attempt.refresh_from_db()
     assert attempt.status == "failed"

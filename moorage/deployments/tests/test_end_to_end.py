@@ -4,75 +4,24 @@ a real dockerd and real registries. Invariants I4, I5, I6, I8."""
 from __future__ import annotations
 
 import json
-import logging
 import secrets
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import docker
 import pytest
 
-from moorage.agent.client import ControlPlaneClient
-from moorage.agent.config import AgentConfig
-from moorage.agent.deployer import Deployer
-from moorage.agent.replica import Replica
-from moorage.agent.runtime import DockerRuntime
-from moorage.agent.sync import SyncLoop
 from moorage.apps.services import app_create
 from moorage.credentials import services as credential_services
-from moorage.deployments.models import Deployment
-from moorage.deployments.services import deployment_create
-from moorage.regions import services as region_services
-from moorage.testing import factories
+from moorage.deployments.tests.conftest import RunAgent
 from moorage.testing.credentials import make_credential
-from moorage.testing.dockerd import Dockerd
-from moorage.testing.factories import Member
 from moorage.testing.ports import free_port
-from moorage.testing.regions import AgentView, make_region
+from moorage.testing.regions import AgentView, deploy_one, member_in
 from moorage.testing.registry import RegistryServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.django_db(transaction=True)]
 
-RunAgent = Callable[[], None]
 
 
-@pytest.fixture
-def region() -> AgentView:
-    return make_region("eu-1")
-
-
-@pytest.fixture
-def run_agent(
-    region: AgentView, live_server: object, dockerd: Dockerd, tmp_path: Path,
-    docker_client: docker.DockerClient,
-) -> Iterator[RunAgent]:
-    """Run the region's agent until it has nothing left to do (sync, deploy, report)."""
-    config = AgentConfig(url=str(live_server.url), token=region.token,  # type: ignore[attr-defined]
-                         region_key=region.key, data_dir=tmp_path / "agent",
-                         docker_host=dockerd.base_url, wait=0)
-    client = ControlPlaneClient(config)
-    replica = Replica.in_dir(config.data_dir, region.key)
-    logger = logging.getLogger("moorage.agent")
-    runtime = DockerRuntime(dockerd.base_url, region=region.slug, pull_timeout=60,
-                            ready_timeout=20, stop_timeout=1)
-    deployer = Deployer(replica, client, runtime, logger)
-    loop = SyncLoop(config, client, replica, logger, threading.Event(), deployer=deployer)
-
-    def run() -> None:
-        for _ in range(4):
-            loop.run_once(backoff=False)
-
-    yield run
-    client.close()
-    replica.close()
-
-
-def _member_in(region: AgentView, name: str) -> Member:
-    member = factories.make_account(name)
-    region_services.account_regions_set(actor=member.user, membership=member.membership,
-                                        slugs=[region.slug])
-    return member
 
 
 def _private_image(registry: RegistryServer, busybox_image: Callable[..., str],
@@ -84,10 +33,6 @@ def _private_image(registry: RegistryServer, busybox_image: Callable[..., str],
     return image, user, password
 
 
-def _deploy(member: Member, app_id: int) -> Deployment:
-    [deployment] = deployment_create(actor=member.user, membership=member.membership,
-                                     app_id=app_id)
-    return deployment
 
 
 def _serve(port: int) -> list[str]:
@@ -98,14 +43,14 @@ def test_an_image_app_deploys_with_its_credential_and_records_it(
     region: AgentView, run_agent: RunAgent, registry_basic: RegistryServer,
     busybox_image: Callable[..., str], docker_client: docker.DockerClient,
 ) -> None:
-    owner = _member_in(region, "Acme")
+    owner = member_in(region, "Acme")
     image, user, password = _private_image(registry_basic, busybox_image, "acme/api")
     make_credential(owner, name="reg-prod", server=registry_basic.host, username=user,
                     secret=password)
     port = free_port()
     app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
                      port=port, command=_serve(port))
-    deployment = _deploy(owner, app.pk)
+    deployment = deploy_one(owner, app.pk)
     run_agent()
     deployment.refresh_from_db()
     assert deployment.status == "running", (deployment.error_code, deployment.error_message)
@@ -125,14 +70,14 @@ def test_a_cached_image_does_not_start_for_an_account_without_access(
     busybox_image: Callable[..., str], docker_client: docker.DockerClient,
 ) -> None:
     """I8: account B cannot run what account A's deploy left in the engine's cache."""
-    alice, bob = _member_in(region, "Alice Co"), _member_in(region, "Bob Co")
+    alice, bob = member_in(region, "Alice Co"), member_in(region, "Bob Co")
     image, user, password = _private_image(registry_basic, busybox_image, "alice/secret-app")
     make_credential(alice, name="alice-reg", server=registry_basic.host, username=user,
                     secret=password)
     port = free_port()
     theirs = app_create(actor=alice.user, membership=alice.membership, name="app", image=image,
                         port=port, command=_serve(port))
-    first = _deploy(alice, theirs.pk)
+    first = deploy_one(alice, theirs.pk)
     run_agent()
     first.refresh_from_db()
     assert first.status == "running", first.error_message
@@ -140,7 +85,7 @@ def test_a_cached_image_does_not_start_for_an_account_without_access(
 
     mine = app_create(actor=bob.user, membership=bob.membership, name="copycat", image=image,
                       runtime_pull="none", command=["/bin/sh", "-c", "sleep 60"])
-    attempt = _deploy(bob, mine.pk)
+    attempt = deploy_one(bob, mine.pk)
     run_agent()
     attempt.refresh_from_db()
     assert attempt.status == "failed"
@@ -149,18 +94,18 @@ def test_a_cached_image_does_not_start_for_an_account_without_access(
                                              filters={"label": f"moorage.app={mine.pk}"})
 
 
-def test_a_rotation_reaches_the_next_deploy(
+def test_a_rotation_reaches_the_nextdeploy_one(
     region: AgentView, run_agent: RunAgent, registry_basic: RegistryServer,
     busybox_image: Callable[..., str],
 ) -> None:
     """I6: change the password on the registry and in Moorage; the next deploy uses it."""
-    owner = _member_in(region, "Rotator")
+    owner = member_in(region, "Rotator")
     image, user, password = _private_image(registry_basic, busybox_image, "rot/api")
     credential = make_credential(owner, name="reg", server=registry_basic.host, username=user,
                                  secret=password)
     app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
                      command=["/bin/sh", "-c", "sleep 300"])
-    before = _deploy(owner, app.pk)
+    before = deploy_one(owner, app.pk)
     run_agent()
     before.refresh_from_db()
     assert (before.status, before.used_revision) == ("running", 1), before.error_message
@@ -169,7 +114,7 @@ def test_a_rotation_reaches_the_next_deploy(
     registry_basic.set_password(user, rotated)  # the old password stops working now
     credential_services.credential_update(actor=owner.user, membership=owner.membership,
                                           credential_id=credential.pk, secret=rotated)
-    after = _deploy(owner, app.pk)
+    after = deploy_one(owner, app.pk)
     assert after.credential_revision == 2
     run_agent()
     after.refresh_from_db()
@@ -180,21 +125,21 @@ def test_a_rejected_credential_fails_in_the_users_words_and_the_old_version_keep
     region: AgentView, run_agent: RunAgent, registry_basic: RegistryServer,
     busybox_image: Callable[..., str], docker_client: docker.DockerClient,
 ) -> None:
-    owner = _member_in(region, "Steady")
+    owner = member_in(region, "Steady")
     image, user, password = _private_image(registry_basic, busybox_image, "steady/api")
     credential = make_credential(owner, name="reg", server=registry_basic.host, username=user,
                                  secret=password)
     port = free_port()
     app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
                      port=port, command=_serve(port))
-    good = _deploy(owner, app.pk)
+    good = deploy_one(owner, app.pk)
     run_agent()
     good.refresh_from_db()
     assert good.status == "running", good.error_message
 
     credential_services.credential_update(actor=owner.user, membership=owner.membership,
                                           credential_id=credential.pk, secret="wrong-one")
-    bad = _deploy(owner, app.pk)
+    bad = deploy_one(owner, app.pk)
     run_agent()
     bad.refresh_from_db()
     assert bad.status == "failed" and bad.error_code == "registry_unauthorized"
