@@ -13,7 +13,14 @@ from moorage.accounts.permissions import Action, require
 from moorage.apps import selectors, services
 from moorage.apps.models import App, SourceArchive
 from moorage.apps.pull import PullPlan, resolve_pull
-from moorage.apps.schemas import AppIn, AppOut, AppPatch, PullCredentialOut, SourceArchiveOut
+from moorage.apps.schemas import (
+    AppIn,
+    AppOut,
+    AppPatch,
+    BuildFieldsIn,
+    PullCredentialOut,
+    SourceArchiveOut,
+)
 from moorage.apps.sources import MAX_ARCHIVE_BYTES, too_large
 from moorage.errors import ApplicationError
 
@@ -54,8 +61,7 @@ def archive_out(archive: SourceArchive) -> dict[str, Any]:
             "created_at": archive.created_at}
 
 
-BUILD_FIELDS = ("git_url", "git_ref", "git_credential_id", "dockerfile", "context",
-                "build_args", "build_pull_credential_id")
+BUILD_FIELDS = tuple(BuildFieldsIn.model_fields)
 
 
 def _build(given: dict[str, Any], app: App | None) -> services.BuildInput | None:

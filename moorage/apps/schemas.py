@@ -22,7 +22,20 @@ class EnvOut(Schema):
     secret: bool
 
 
-class AppIn(Schema):
+class BuildFieldsIn(Schema):
+    """The build settings, the same on create and on change (unset = left as they are)."""
+
+    git_url: str | None = Field(None, max_length=2048)
+    git_ref: str | None = Field(None, max_length=255)
+    git_credential_id: int | None = None
+    dockerfile: str | None = Field(None, max_length=255)
+    context: str | None = Field(None, max_length=255)
+    build_args: dict[str, str] | None = None
+    build_pull_credential_id: int | None = Field(
+        None, description="Base-image pulls of builds; null = none (never the default).")
+
+
+class AppIn(BuildFieldsIn):
     name: str = Field(..., max_length=63)
     source: SourceMode = SourceMode.IMAGE
     image: str = Field("", max_length=512)
@@ -34,20 +47,12 @@ class AppIn(Schema):
     env: list[EnvIn] = Field(default_factory=list)
     regions: list[str] | None = Field(None, description="Default: every region the account "
                                                          "deploys to.")
-    git_url: str | None = Field(None, max_length=2048)
-    git_ref: str | None = Field(None, max_length=255)
-    git_credential_id: int | None = None
-    dockerfile: str | None = Field(None, max_length=255)
-    context: str | None = Field(None, max_length=255)
-    build_args: dict[str, str] | None = None
-    build_pull_credential_id: int | None = Field(
-        None, description="Base-image pulls of builds; null = none (never the default).")
     source_upload: bool = Field(
         False, description="A build app whose source is uploaded next (POST "
                            "/apps/{id}/source) instead of a git_url.")
 
 
-class AppPatch(Schema):
+class AppPatch(BuildFieldsIn):
     name: str | None = Field(None, max_length=63)
     source: SourceMode | None = None
     image: str | None = Field(None, max_length=512)
@@ -58,14 +63,6 @@ class AppPatch(Schema):
     replicas: int | None = None
     env: list[EnvIn] | None = None
     regions: list[str] | None = None
-    git_url: str | None = Field(None, max_length=2048)
-    git_ref: str | None = Field(None, max_length=255)
-    git_credential_id: int | None = None
-    dockerfile: str | None = Field(None, max_length=255)
-    context: str | None = Field(None, max_length=255)
-    build_args: dict[str, str] | None = None
-    build_pull_credential_id: int | None = Field(
-        None, description="Base-image pulls of builds; null = none (never the default).")
 
 
 class PullCredentialOut(Schema):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import tomli_w
 
+from moorage.private_files import write_private
+
 
 @dataclass(frozen=True)
 class ClientConfig:
@@ -39,12 +41,5 @@ def load() -> ClientConfig | None:
 
 def save(config: ClientConfig) -> Path:
     """Store the login, readable by the user only (the file is replaced atomically)."""
-    path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        tomli_w.dump({"url": config.url, "token": config.token}, handle)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return path
+    return write_private(config_path(),
+                         tomli_w.dumps({"url": config.url, "token": config.token}))

@@ -23,6 +23,7 @@ from rich.table import Table
 from moorage.cli import clientconfig
 from moorage.cli.output import console, err_console, fail
 from moorage.cli.remote import ApiError, call, request_any, require_login
+from moorage.private_files import write_private
 from moorage.registry.dockerconfig import (
     InvalidDockerConfig,
     build_k8s_secret,
@@ -399,18 +400,9 @@ def _write_private(path: Path, text: str, *, force: bool) -> None:
             os.fchmod(handle.fileno(), 0o600)
             handle.write(text)
         return
-    # Replacing: write beside it, then rename, so the old file never holds half a secret
-    # and a file that was world-readable is not reused.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Replacing: the old file never holds half a secret, and a file that was readable by
+    # others is not reused.
+    write_private(path, text)
 
 
 @credentials.command("export")

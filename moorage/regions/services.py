@@ -7,7 +7,6 @@ agent of that region takes or drops the account's data on its next sync.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from moorage.accounts.permissions import Action, require, require_platform_staff
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
 from moorage.errors import Conflict, NotFound, ValidationFailed
+from moorage.private_files import write_private
 from moorage.regions import changelog
 from moorage.regions import secrets as region_secrets
 from moorage.regions.choices import ChangeKind, Runtime
@@ -186,19 +186,9 @@ def local_region_ensure(*, agent_dir: Path) -> Region | None:
 def write_agent_files(directory: Path, *, token: str, key: Key) -> None:
     """Write an agent's token and key files, readable by their owner only."""
     write_token_file(directory, token)
-    _write_private(directory / "key", key.encoded())
+    write_private(directory / "key", key.encoded() + "\n")
 
 
 def write_token_file(directory: Path, token: str) -> Path:
     """Write (or replace) an agent's token file; return its path."""
-    return _write_private(directory / "token", token)
-
-
-def _write_private(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_private(directory / "token", token + "\n")

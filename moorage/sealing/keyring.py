@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moorage.private_files import write_private
+
 KEY_BYTES = 32  # AES-256
 _KEY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
@@ -144,11 +146,7 @@ class KeyFile:
             handle.write(_file_text([key]))
 
     def _write(self, keys: list[Key]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(_file_text(keys))
-        os.replace(tmp, self.path)
+        write_private(self.path, _file_text(keys))
 
 
 def _file_text(keys: list[Key]) -> str:
