@@ -52,7 +52,8 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from moorage.agent.client import ControlPlaneClient
-from moorage.agent.runtime import DockerRuntime, PullResult, RunResult
+from moorage.agent.runtime import DockerRuntime, PullResult
+from moorage.agent.runtime.docker import RunResult
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.images import push_busybox_image
 from moorage.testing.ports import free_port, wait_for_port
@@ -350,9 +351,9 @@ def run(root: Path, stack: ExitStack) -> int:
     # The agent, running continuously with the default long poll.
     from moorage.agent.config import AgentConfig
     from moorage.agent.deployer import Deployer
-    from moorage.agent.protocol import DEFAULT_WAIT
     from moorage.agent.replica import Replica
     from moorage.agent.sync import SyncLoop
+    from moorage.protocol.constants import DEFAULT_WAIT
 
     config = AgentConfig(url=f"http://127.0.0.1:{cp_port}", token=region.token,
                          region_key=region.key, data_dir=root / "agent",

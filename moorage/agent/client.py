@@ -15,8 +15,7 @@ from typing import Any
 
 import httpx
 
-from moorage import __version__
-from moorage.agent import protocol
+from moorage import __version__, protocol
 from moorage.agent.config import AgentConfig
 from moorage.agent.errors import (
     AgentAuthError,

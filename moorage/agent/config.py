@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from moorage.agent.errors import ConfigurationError
-from moorage.agent.protocol import DEFAULT_WAIT, MAX_WAIT, REGION_TOKEN_PREFIX
+from moorage.protocol.constants import DEFAULT_WAIT, MAX_WAIT, REGION_TOKEN_PREFIX
 from moorage.sealing import Key
 
 _TOKEN = re.compile(r"^" + re.escape(REGION_TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}$")

@@ -53,13 +53,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from moorage.agent.backoff import Backoff
 from moorage.agent.builder import (
-    MAX_SOURCE_BYTES,
-    BuildSpec,
     Credentials,
     check_git_host,
     git_host,
@@ -71,6 +69,7 @@ from moorage.agent.client import ControlPlaneClient
 from moorage.agent.errors import (
     AgentAuthError,
     CredentialNotFound,
+    DeployError,
     ProtocolError,
     ReplicaError,
     TamperedPayload,
@@ -85,8 +84,9 @@ from moorage.agent.replica import (
     ReplicaCredential,
     ReplicaDeployment,
 )
-from moorage.agent.runtime import ContainerSpec, DeployError, DockerRuntime, PullProgress
-from moorage.agent.sync import Backoff
+from moorage.agent.runtime.base import AppSpec, ImageSource, PullProgress, Runtime
+from moorage.protocol.build import MAX_SOURCE_BYTES, BuildSpec
+from moorage.protocol.enums import PullMode
 from moorage.registry import RegistryLogin
 from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
 from moorage.registry.reference import InvalidReference, parse_reference
@@ -103,15 +103,33 @@ class _Deferred(Exception):
 
 
 class _Reporter:
-    """The reports of one deployment run; lines not delivered go out with the next report."""
+    """The reports of one deployment run, and the runtime's :class:`DeployEvents`.
+
+    Lines not delivered go out with the next report; ``fields`` (the credential and digest
+    used) go with every progress report once known.
+    """
 
     def __init__(self, deployer: Deployer, deployment: ReplicaDeployment) -> None:
         self.deployer = deployer
         self.deployment = deployment
         self.lines: list[str] = []
+        self.fields: dict[str, Any] = {}
+        self._layers: set[str] = set()
 
     def line(self, text: str) -> None:
         self.lines.append(text[:MAX_LINE])
+
+    def phase(self, status: str) -> None:
+        self.send(status, **self.fields)
+
+    def progress(self, event: PullProgress) -> None:
+        if event.layer and event.status in ("Pull complete", "Already exists") \
+                and event.layer not in self._layers and len(self._layers) < MAX_LAYER_LINES:
+            self._layers.add(event.layer)
+            self.line(f"Layer {event.layer}: {event.status.lower()}")
+
+    def pulled(self, digest: str) -> None:
+        self.fields["image_digest"] = digest
 
     def send(self, status: str, **fields: Any) -> None:
         body = {"status": status, "log": list(self.lines), **fields}
@@ -133,7 +151,7 @@ class Deployer:
         self,
         replica: Replica,
         client: ControlPlaneClient,
-        runtime: DockerRuntime,
+        runtime: Runtime,
         logger: logging.Logger,
         *,
         refresh: Callable[[], None] | None = None,
@@ -270,36 +288,31 @@ class Deployer:
     ) -> dict[str, Any]:
         region = self.replica.region() or ""
         accounts = self.replica.accounts()
-        if d.build is not None:
-            image, used = self._build(d, reporter, region)
-        else:
-            image, used = self._pull(d, reporter, region)
-        spec = ContainerSpec(region=region, account_id=d.account_id,
-                             account=accounts.get(d.account_id, str(d.account_id)),
-                             app_id=d.app_id, app=d.app, deployment_id=d.id,
-                             port=d.payload.get("port"), command=d.payload.get("command"))
-        reporter.line(f"Starting container {spec.name} from {image}")
-        reporter.send("starting", **used)
         try:
             env.update(self.replica.open_env(d))
         except SealedDataError:
             raise DeployError("env_secret_unreadable",
                               f"A secret environment value of {d.app} cannot be opened in "
                               f"region {region}.") from None
-        started = self.runtime.run(replace(spec, env=dict(env)), image)
-        port = spec.port
-        reporter.line(f"Container {started.name} is running"
-                      + (f" and accepts connections on port {port}" if port else ""))
-        if started.removed:
-            reporter.line(f"Removed {len(started.removed)} previous container(s)")
+        if d.build is not None:
+            image = self._build(d, reporter, region)
+        else:
+            image = self._image(d, reporter, region)
+        spec = AppSpec(region=region, account_id=d.account_id,
+                       account=accounts.get(d.account_id, str(d.account_id)),
+                       app_id=d.app_id, app=d.app, deployment_id=d.id,
+                       port=d.payload.get("port"), command=d.payload.get("command"),
+                       env=dict(env), replicas=d.payload.get("replicas") or 1)
+        try:
+            result = self.runtime.deploy(spec, image, reporter)
+        finally:
+            del image
         if d.build is not None:
             self._prune_builds(d)
-        return used | {"container_id": started.container_id}
+        return reporter.fields | {"container_id": result.ids[0] if result.ids else ""}
 
-    def _pull(
-        self, d: ReplicaDeployment, reporter: _Reporter, region: str
-    ) -> tuple[str, dict[str, Any]]:
-        """Pull an image deployment's image; return what to run (by digest) and report."""
+    def _image(self, d: ReplicaDeployment, reporter: _Reporter, region: str) -> ImageSource:
+        """An image deployment's image and the login to pull it with; reports ``pulling``."""
         try:
             ref = parse_reference(d.image)
         except InvalidReference as exc:
@@ -307,43 +320,23 @@ class Deployer:
         host = ref.registry_host
         credential = self._credential(d)
         if credential is None:
-            label = None
             reporter.line(f"Pulling {d.image} anonymously from {host}")
         else:
             _check_credential(credential, d, host)
             label = f"'{credential.name}' (revision {credential.revision})"
             reporter.line(f"Pulling {d.image} with {label} from {host}")
+            reporter.fields |= {"credential_id": credential.id,
+                                "credential_revision": credential.revision}
         self._log(logging.INFO, "deployment %d (%s #%d): %s", d.id, d.app, d.number,
                   reporter.lines[-1])
-        if d.payload.get("replicas", 1) not in (None, 1):
-            reporter.line(f"{d.payload['replicas']} replicas asked; the docker runtime runs 1.")
-        reporter.send("pulling")
-        layers: set[str] = set()
-
-        def progress(event: PullProgress) -> None:
-            if event.layer and event.status in ("Pull complete", "Already exists") \
-                    and event.layer not in layers and len(layers) < MAX_LAYER_LINES:
-                layers.add(event.layer)
-                reporter.line(f"Layer {event.layer}: {event.status.lower()}")
-
+        reporter.phase("pulling")
         if credential is None:
-            pulled = self.runtime.pull(ref, None, progress)
-        else:
-            login = self._open(credential, label or "", region)
-            try:
-                pulled = self.runtime.pull(ref, login, progress, credential_label=label)
-            finally:
-                del login
-        reporter.line(f"Pulled {ref} ({pulled.digest})")
-        used: dict[str, Any] = {"image_digest": pulled.digest}
-        if credential is not None:
-            used |= {"credential_id": credential.id, "credential_revision": credential.revision}
-        return pulled.by_digest, used
+            return ImageSource(ref)
+        return ImageSource(ref, login=self._open(credential, label, region),
+                           credential_label=label)
 
-    def _build(
-        self, d: ReplicaDeployment, reporter: _Reporter, region: str
-    ) -> tuple[str, dict[str, Any]]:
-        """Build a build-from-source deployment (``builder``); return the image id to run."""
+    def _build(self, d: ReplicaDeployment, reporter: _Reporter, region: str) -> ImageSource:
+        """Build a build-from-source deployment (``builder``); return the image to run."""
         try:
             spec = BuildSpec.from_payload(d.build)
         except ValueError as exc:  # the replica checked it; be explicit anyway
@@ -401,18 +394,18 @@ class Deployer:
             pull_host=pull_host, pull_label=pull_label)
         slug = d.payload.get("account_slug") or str(d.account_id)
         try:
-            built = run_build(spec=spec, credentials=credentials, runtime=self.runtime,
+            built = run_build(spec=spec, credentials=credentials, runtime=self.runtime.engine,
                               reporter=reporter, repository=image_repository(slug, d.app),
                               deployment_id=d.id,
                               workdir=self.build_dir, inspect_clone=self.inspect_clone,
                               download=self._download_source)
         finally:
             del credentials
-        used: dict[str, Any] = {"image_digest": built.image_id}
+        reporter.fields["image_digest"] = built.image_id
         if pull_credential is not None:
-            used |= {"credential_id": pull_credential.id,
-                     "credential_revision": pull_credential.revision}
-        return built.image_id, used
+            reporter.fields |= {"credential_id": pull_credential.id,
+                                "credential_revision": pull_credential.revision}
+        return ImageSource(built.image_id, local=True)
 
     def _download_source(self, archive_id: int, dest: Path) -> None:
         """An uploaded source from the control plane, as a build failure if it cannot be had."""
@@ -430,7 +423,7 @@ class Deployer:
     def _prune_builds(self, d: ReplicaDeployment) -> None:
         slug = d.payload.get("account_slug") or str(d.account_id)
         try:
-            removed = self.runtime.prune_builds(image_repository(slug, d.app))
+            removed = self.runtime.engine.prune_builds(image_repository(slug, d.app))
         except DeployError as exc:
             self._log(logging.WARNING, "could not prune the build images of %s: %s", d.app,
                       exc.message)
@@ -449,7 +442,7 @@ class Deployer:
 
     def _credential(self, d: ReplicaDeployment) -> ReplicaCredential | None:
         pull = d.pull
-        if pull["mode"] != "credential":
+        if pull["mode"] != PullMode.CREDENTIAL:
             return None
         return self._resolve(d, int(pull["credential_id"]), int(pull["credential_revision"]),
                              pull.get("credential_name"))

@@ -2,19 +2,21 @@
 
 The sync loop branches on the class, not on messages: :class:`AgentAuthError` stops the agent
 (the CLI exits 3), :class:`TransientError` is retried with backoff, :class:`ProtocolError` and
-:class:`~moorage.agent.protocol.TamperedPayload` (with :class:`MalformedPayload`) are logged,
-not applied, and retried later. No message ever holds the token, the key or a secret.
+:class:`~moorage.protocol.envelopes.TamperedPayload` (with :class:`MalformedPayload`) are
+logged, not applied, and retried later. The deployer turns :class:`DeployError` into a failed
+deployment with its ``code``. No message ever holds the token, the key or a secret.
 """
 
 from __future__ import annotations
 
-from moorage.agent.protocol import TamperedPayload
+from moorage.protocol.envelopes import TamperedPayload
 
 __all__ = [
     "AgentAuthError",
     "AgentError",
     "ConfigurationError",
     "CredentialNotFound",
+    "DeployError",
     "MalformedPayload",
     "ProtocolError",
     "ReplicaError",
@@ -69,3 +71,24 @@ class ReplicaError(AgentError):
 
 class CredentialNotFound(AgentError, LookupError):
     """The replica holds no credential with this id (deleted, or not in this region)."""
+
+
+class DeployError(AgentError):
+    """A pull or run that failed, with a stable ``code`` and a message for the app's owner.
+
+    Codes of the runtimes: ``registry_unauthorized`` (credential rejected, or a login is
+    required), ``registry_forbidden`` (no access to the repository), ``image_not_found``,
+    ``registry_rate_limited``, ``registry_unreachable``, ``engine_unreachable``,
+    ``pull_timeout``, ``pull_failed`` (anything else the engine said), ``invalid_image``,
+    ``container_exited``, ``container_not_ready``, ``port_in_use``, ``container_failed``;
+    of builds: ``build_*``, ``git_*``, ``dockerfile_*``, ``source_*``; of the deployer:
+    ``credential_*``, ``env_secret_unreadable``, ``superseded``, ``agent_error``.
+    ``logs`` holds the last output lines (container or build) worth showing.
+    The message never holds a secret (engine text is scrubbed of the password).
+    """
+
+    def __init__(self, code: str, message: str, *, logs: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.logs = logs or []

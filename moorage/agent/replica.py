@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moorage.agent import protocol
-from moorage.agent.builder import BuildSpec
+from moorage import protocol
 from moorage.agent.errors import CredentialNotFound, MalformedPayload, ReplicaError
+from moorage.protocol.build import BuildSpec
+from moorage.protocol.enums import Op, PullMode
 from moorage.registry import RegistryLogin
 from moorage.sealing import Key, Keyring, SealedDataError, key_id_of, open_sealed
 
@@ -430,21 +431,21 @@ class Replica:
         self, change: dict[str, Any], *, where: str, upserted: set[int], removed: set[int]
     ) -> None:
         op = change.get("op")
-        if op == "credential.upsert":
+        if op == Op.CREDENTIAL_UPSERT:
             row = _credential_row(change.get("credential"), where=f"{where} credential")
             self._db.execute(_UPSERT, row)
             upserted.add(row[0])
             removed.discard(row[0])
-        elif op == "credential.delete":
+        elif op == Op.CREDENTIAL_DELETE:
             credential_id = _int(change, "credential_id", where=where)
             self._db.execute("DELETE FROM credentials WHERE id = ?", (credential_id,))
             removed.add(credential_id)
             upserted.discard(credential_id)
-        elif op == "account.upsert":
+        elif op == Op.ACCOUNT_UPSERT:
             account = _account(change.get("account"), where=f"{where} account")
             self._db.execute("INSERT OR REPLACE INTO accounts (id, slug) VALUES (?, ?)",
                              account)
-        elif op == "account.delete":
+        elif op == Op.ACCOUNT_DELETE:
             account_id = _int(change, "account_id", where=where)
             dropped = [r[0] for r in self._db.execute(
                 "SELECT id FROM credentials WHERE account_id = ?", (account_id,))]
@@ -453,10 +454,10 @@ class Replica:
             self._db.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
             removed.update(dropped)
             upserted.difference_update(dropped)
-        elif op == "deployment.upsert":
+        elif op == Op.DEPLOYMENT_UPSERT:
             self._upsert_deployment(
                 _deployment_row(change.get("deployment"), where=f"{where} deployment"))
-        elif op == "app.delete":
+        elif op == Op.APP_DELETE:
             account_id = _int(change, "account_id", where=where)
             app_id = _int(change, "app_id", where=where)
             self._db.execute("DELETE FROM deployments WHERE account_id = ? AND app_id = ?",
@@ -606,9 +607,9 @@ def _deployment_row(value: Any, *, where: str) -> tuple[Any, ...]:
     else:
         _text(value, "image", where=where)
     pull = value.get("pull")
-    if not isinstance(pull, dict) or pull.get("mode") not in ("credential", "anonymous"):
+    if not isinstance(pull, dict) or pull.get("mode") not in tuple(PullMode):
         raise MalformedPayload(f"{where}: pull.mode is not 'credential' or 'anonymous'")
-    if pull["mode"] == "credential":
+    if pull["mode"] == PullMode.CREDENTIAL:
         _int(pull, "credential_id", where=f"{where} pull")
         _int(pull, "credential_revision", where=f"{where} pull")
     port = value.get("port")

@@ -14,7 +14,7 @@ agent stopped between applying a batch and acknowledging it lost that acknowledg
 server's ack is idempotent, so re-sending it is harmless.
 
 Failures: :class:`~moorage.agent.errors.TransientError` (unreachable, 5xx) and refused
-payloads (:class:`~moorage.agent.protocol.TamperedPayload`, which is never applied) are
+payloads (:class:`~moorage.protocol.envelopes.TamperedPayload`, which is never applied) are
 retried after an exponential backoff (0.5 s doubling to 30 s, ±20 % jitter);
 :class:`~moorage.agent.errors.AgentAuthError` is logged and re-raised: the agent stops.
 """
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from moorage.agent.backoff import Backoff
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.errors import (
@@ -46,9 +46,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-BACKOFF_INITIAL = 0.5
-BACKOFF_MAX = 30.0
-BACKOFF_JITTER = 0.2
 # How often a request in progress checks whether the agent was asked to stop.
 STOP_CHECK_INTERVAL = 0.1
 # With ``wait`` 0 the control plane answers at once; do not turn that into a busy loop.
@@ -71,31 +68,6 @@ class Ack:
     credentials: dict[int, int] = field(default_factory=dict)
     removed: list[int] = field(default_factory=list)
     snapshot: bool = False
-
-
-class Backoff:
-    """Exponential backoff with jitter, so many agents do not retry in lockstep after an
-    outage of the control plane."""
-
-    def __init__(
-        self, *, initial: float = BACKOFF_INITIAL, maximum: float = BACKOFF_MAX,
-        jitter: float = BACKOFF_JITTER, rand: Callable[[], float] = random.random,
-    ) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.jitter = jitter
-        self.rand = rand
-        self.attempts = 0
-
-    def next_delay(self) -> float:
-        """The wait before the next attempt; each call doubles the base up to the maximum."""
-        base = min(self.maximum, self.initial * 2 ** min(self.attempts, 32))
-        self.attempts += 1
-        return base * (1 + self.jitter * (2 * self.rand() - 1))
-
-    def reset(self) -> None:
-        """After a success, the next failure starts again from the initial delay."""
-        self.attempts = 0
 
 
 class _Stopped(BaseException):

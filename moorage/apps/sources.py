@@ -21,9 +21,10 @@ from pathlib import Path
 from django.conf import settings
 
 from moorage.errors import ApplicationError, ValidationFailed
+from moorage.protocol.build import MAX_SOURCE_BYTES
 
 #: The largest archive accepted (compressed).
-MAX_ARCHIVE_BYTES = 100 * 1024 * 1024
+MAX_ARCHIVE_BYTES = MAX_SOURCE_BYTES
 #: The most it may unpack to, and the most members: a small archive can expand enormously.
 MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 MAX_MEMBERS = 100_000

@@ -27,11 +27,11 @@ from moorage.agent.config import AgentConfig, is_region_token
 from moorage.agent.deployer import Deployer
 from moorage.agent.errors import AgentAuthError, ConfigurationError, ReplicaError
 from moorage.agent.logs import configure_logging
-from moorage.agent.protocol import DEFAULT_WAIT
 from moorage.agent.replica import Replica
 from moorage.agent.runtime import DEFAULT_DOCKER_HOST, DockerRuntime
 from moorage.agent.sync import Outcome, SyncLoop
 from moorage.cli.output import fail
+from moorage.protocol.constants import DEFAULT_WAIT
 from moorage.sealing import Key, KeyringError, parse_keys
 
 EXIT_UNSYNCED = 1

@@ -2,16 +2,18 @@
 
 from django.db import models
 
+from moorage.protocol import enums
+
 
 class DeploymentStatus(models.TextChoices):
     """Where a deployment is; it only moves forward."""
 
     QUEUED = "queued", "Queued"
-    BUILDING = "building", "Building"
-    PULLING = "pulling", "Pulling"
-    STARTING = "starting", "Starting"
-    RUNNING = "running", "Running"
-    FAILED = "failed", "Failed"
+    BUILDING = enums.ReportStatus.BUILDING.value, "Building"
+    PULLING = enums.ReportStatus.PULLING.value, "Pulling"
+    STARTING = enums.ReportStatus.STARTING.value, "Starting"
+    RUNNING = enums.ReportStatus.RUNNING.value, "Running"
+    FAILED = enums.ReportStatus.FAILED.value, "Failed"
 
     @classmethod
     def finished(cls) -> frozenset[str]:
@@ -31,5 +33,5 @@ ORDER = {
 class PullMode(models.TextChoices):
     """How the agent authenticates the pull (resolved when the deployment is created)."""
 
-    CREDENTIAL = "credential", "With a credential"
-    ANONYMOUS = "anonymous", "Anonymously"
+    CREDENTIAL = enums.PullMode.CREDENTIAL.value, "With a credential"
+    ANONYMOUS = enums.PullMode.ANONYMOUS.value, "Anonymously"

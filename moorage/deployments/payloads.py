@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from moorage.agent.protocol import region_env_aad
 from moorage.apps.services import open_env
 from moorage.deployments.choices import PullMode
 from moorage.deployments.models import Deployment
+from moorage.protocol.associated_data import region_env_aad
 from moorage.regions.models import Region
 from moorage.sealing import Key, seal
 

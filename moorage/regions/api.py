@@ -9,8 +9,8 @@ from ninja import Field, Query, Router, Schema, Status
 
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
-from moorage.agent.protocol import DEFAULT_WAIT, MAX_WAIT
 from moorage.credentials.selectors import credential_get
+from moorage.protocol.constants import DEFAULT_WAIT, MAX_WAIT
 from moorage.regions import selectors, sync
 from moorage.regions.auth import RegionTokenAuth
 from moorage.regions.models import Region

@@ -2,12 +2,14 @@
 
 from django.db import models
 
+from moorage.protocol import enums
+
 
 class Runtime(models.TextChoices):
     """What a region's agent drives."""
 
-    DOCKER = "docker", "Docker Engine"
-    SWARM = "swarm", "Docker Swarm"
+    DOCKER = enums.Runtime.DOCKER.value, "Docker Engine"
+    SWARM = enums.Runtime.SWARM.value, "Docker Swarm"
 
 
 class RegionStatus(models.TextChoices):

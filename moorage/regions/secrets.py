@@ -6,9 +6,10 @@ import hashlib
 import re
 import secrets as random
 
-from moorage.agent.protocol import REGION_TOKEN_PREFIX, region_secret_aad
 from moorage.credentials import vault
 from moorage.credentials.models import Credential
+from moorage.protocol.associated_data import region_secret_aad
+from moorage.protocol.constants import REGION_TOKEN_PREFIX
 from moorage.regions.models import Region
 from moorage.sealing import Key, SealedDataError, generate_key, open_sealed, seal
 

@@ -15,11 +15,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from moorage.accounts.models import Account
-from moorage.agent.protocol import MAX_WAIT, sign
 from moorage.credentials.models import Credential
 from moorage.deployments.models import Deployment
 from moorage.deployments.payloads import deployment_payload, latest_deployments
 from moorage.errors import AuthenticationFailed, ValidationFailed
+from moorage.protocol.constants import MAX_WAIT
+from moorage.protocol.enums import Op
+from moorage.protocol.envelopes import sign
 from moorage.regions import changelog
 from moorage.regions import secrets as region_secrets
 from moorage.regions.choices import ChangeKind
@@ -131,34 +133,34 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
             if change.account_id in enabled and change.account_id in accounts:
                 account = accounts[change.account_id]
                 put(("account", account.pk), change.revision,
-                    {"op": "account.upsert", "account": {"id": account.pk, "slug": account.slug}})
+                    {"op": Op.ACCOUNT_UPSERT, "account": {"id": account.pk, "slug": account.slug}})
                 for credential in credentials.values():
                     if credential.account_id == account.pk:
                         put(("credential", credential.pk), change.revision,
-                            {"op": "credential.upsert",
+                            {"op": Op.CREDENTIAL_UPSERT,
                              "credential": _credential_payload(region, key, credential)})
             else:
                 put(("account", change.account_id), change.revision,
-                    {"op": "account.delete", "account_id": change.account_id})
+                    {"op": Op.ACCOUNT_DELETE, "account_id": change.account_id})
         elif change.kind == ChangeKind.DEPLOYMENT:
             deployment = deployments.get(change.object_id)
             if deployment is not None and deployment.app.account_id in enabled:
                 put(("deployment", deployment.app_id), change.revision,
-                    {"op": "deployment.upsert",
+                    {"op": Op.DEPLOYMENT_UPSERT,
                      "deployment": deployment_payload(region, key, deployment)})
         elif change.kind == ChangeKind.APP:
             put(("deployment", change.object_id), change.revision,
-                {"op": "app.delete", "account_id": change.account_id,
+                {"op": Op.APP_DELETE, "account_id": change.account_id,
                  "app_id": change.object_id})
         elif change.kind == ChangeKind.CREDENTIAL:
             current = credentials.get(change.object_id)
             if current is not None and current.account_id in enabled:
                 put(("credential", current.pk), change.revision,
-                    {"op": "credential.upsert",
+                    {"op": Op.CREDENTIAL_UPSERT,
                      "credential": _credential_payload(region, key, current)})
             else:
                 put(("credential", change.object_id), change.revision,
-                    {"op": "credential.delete", "account_id": change.account_id,
+                    {"op": Op.CREDENTIAL_DELETE, "account_id": change.account_id,
                      "credential_id": change.object_id})
     ordered = sorted(ops.values(), key=lambda item: (item[0], item[1]))
     return [{"revision": revision, **op} for revision, _, op in ordered]

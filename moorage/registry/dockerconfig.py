@@ -267,20 +267,25 @@ def _urlsafe_json(value: Any) -> str:
     return base64.urlsafe_b64encode(data).decode()
 
 
-def registry_auth_header(login: RegistryLogin, host: str) -> str:
-    """The ``X-Registry-Auth`` value for a pull from ``host`` (or a swarm service).
+def engine_auth_config(login: RegistryLogin, host: str) -> dict[str, str]:
+    """The Engine API's auth config for ``login`` on ``host`` (an image's registry host).
 
-    URL-safe base64 of ``{"username", "password", "serveraddress"}``; ``serveraddress`` is a
-    host without scheme (Docker Hub: ``index.docker.io``, the spelling every engine's
-    containerd image store maps to Hub; it drops credentials for a mismatching host).
+    ``{"username", "password", "serveraddress"}``, ``serveraddress`` a host without scheme
+    (Docker Hub: ``index.docker.io``, the spelling every engine's containerd image store maps
+    to Hub; it drops credentials for a mismatching host).
     """
-    return _urlsafe_json(
-        {
-            "username": login.username,
-            "password": login.password,
-            "serveraddress": server_address(host),
-        }
-    )
+    return {
+        "username": login.username,
+        "password": login.password,
+        "serveraddress": server_address(host),
+    }
+
+
+def registry_auth_header(login: RegistryLogin, host: str) -> str:
+    """The ``X-Registry-Auth`` value for a pull from ``host`` (or a swarm service): URL-safe
+    base64 of :func:`engine_auth_config` (standard base64 silently means "no credentials"
+    to the engine when the encoding holds ``+`` or ``/``)."""
+    return _urlsafe_json(engine_auth_config(login, host))
 
 
 def registry_config_header(entries: Sequence[tuple[str, RegistryLogin]]) -> str:

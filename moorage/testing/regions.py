@@ -8,7 +8,7 @@ from typing import Any
 
 from django.test import Client
 
-from moorage.agent import protocol
+from moorage import protocol
 from moorage.deployments.models import Deployment
 from moorage.deployments.services import deployment_create
 from moorage.regions import services

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from moorage.agent.backoff import Backoff
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.replica import Replica
-from moorage.agent.sync import Backoff, SyncLoop
+from moorage.agent.sync import SyncLoop
 from moorage.agent.tests.fakes import TOKEN, FakeControlPlane, always
 
 

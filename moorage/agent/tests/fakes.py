@@ -10,6 +10,7 @@ against the real control plane (``moorage/regions``) under pytest-django's ``liv
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from moorage.agent import protocol
+from moorage import protocol
 from moorage.sealing import Key, generate_key, seal
 
 TOKEN = "mrr_" + "A" * 43
@@ -284,7 +285,7 @@ class FakeControlPlane:
         if self.tamper_next:
             self.tamper_next = False
             body = json.dumps(payload).replace('"revision"', '"revisiom"', 1).encode()
-            envelope["payload"] = protocol._b64(body)
+            envelope["payload"] = base64.urlsafe_b64encode(body).decode()
         return httpx.Response(200, json=envelope)
 
 

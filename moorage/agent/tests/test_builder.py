@@ -24,13 +24,15 @@ from typing import Any
 import docker
 import pytest
 
+from moorage.agent.backoff import Backoff
 from moorage.agent.builder import ArchiveSource, BuildSpec, context_tar, fetch_source
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.deployer import Deployer
+from moorage.agent.errors import DeployError
 from moorage.agent.replica import Replica
-from moorage.agent.runtime import DeployError, DockerRuntime
-from moorage.agent.sync import Backoff, SyncLoop
+from moorage.agent.runtime import DockerRuntime
+from moorage.agent.sync import SyncLoop
 from moorage.agent.tests.conftest import Sleeps
 from moorage.agent.tests.fakes import FakeControlPlane, FakeCredential, FakeDeployment, always
 from moorage.registry import RegistryLogin
@@ -402,7 +404,7 @@ def test_a_git_credential_for_another_host_is_refused_before_any_request(
 def test_the_build_sends_only_the_build_credential_in_x_registry_config(
     runtime: DockerRuntime,
 ) -> None:
-    from moorage.agent.runtime import _BuildClient
+    from moorage.agent.runtime.docker import _BuildClient
 
     api = runtime.client(_BuildClient)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from moorage.agent import protocol
+from moorage import protocol
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.errors import (

@@ -14,12 +14,13 @@ from typing import Any
 import docker
 import pytest
 
+from moorage.agent.backoff import Backoff
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.deployer import Deployer
 from moorage.agent.replica import Replica
 from moorage.agent.runtime import DockerRuntime
-from moorage.agent.sync import Backoff, SyncLoop
+from moorage.agent.sync import SyncLoop
 from moorage.agent.tests.conftest import Sleeps
 from moorage.agent.tests.fakes import FakeControlPlane, FakeCredential, FakeDeployment, always
 from moorage.testing.dockerd import Dockerd

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from moorage.agent import protocol
+from moorage import protocol
 from moorage.agent.errors import CredentialNotFound, MalformedPayload, ReplicaError
 from moorage.agent.replica import Replica
 from moorage.agent.tests.fakes import FakeControlPlane, FakeCredential

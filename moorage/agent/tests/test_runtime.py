@@ -14,7 +14,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from moorage.agent.runtime import ContainerSpec, DeployError, DockerRuntime, PullProgress
+from moorage.agent.errors import DeployError
+from moorage.agent.runtime import AppSpec, DockerRuntime, PullProgress
 from moorage.registry import RegistryLogin
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.fixtures import BusyboxImageFactory
@@ -154,8 +155,8 @@ def test_a_cached_image_is_not_an_authorization(
     assert raised.value.code == "registry_unauthorized"
 
 
-def spec(deployment_id: int, port: int, command: list[str], **env: str) -> ContainerSpec:
-    return ContainerSpec(region="eu-1", account_id=1, account="acme", app_id=3, app="api",
+def spec(deployment_id: int, port: int, command: list[str], **env: str) -> AppSpec:
+    return AppSpec(region="eu-1", account_id=1, account="acme", app_id=3, app="api",
                          deployment_id=deployment_id, port=port, command=command, env=env)
 
 

@@ -11,9 +11,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from moorage.agent.backoff import Backoff
 from moorage.agent.errors import AgentAuthError, ConfigurationError
 from moorage.agent.replica import Replica
-from moorage.agent.sync import Backoff, Outcome, SyncLoop
+from moorage.agent.sync import Outcome, SyncLoop
 from moorage.agent.tests.conftest import Sleeps
 from moorage.agent.tests.fakes import TOKEN, FakeControlPlane, FakeCredential
 

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from moorage.agent import protocol
+from moorage import protocol
 from moorage.agent.replica import Replica
 from moorage.sealing import SealedDataError
 from moorage.testing.ports import LOOPBACK

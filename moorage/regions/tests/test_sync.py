@@ -11,7 +11,7 @@ import pytest
 from django.db import close_old_connections, connection
 from django.test import Client
 
-from moorage.agent import protocol
+from moorage import protocol
 from moorage.credentials import services as credential_services
 from moorage.regions import changelog, services
 from moorage.regions.models import CredentialReplica, Region

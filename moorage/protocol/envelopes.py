@@ -1,7 +1,7 @@
-"""The sync protocol's shared pieces: signed envelopes and region sealing (no Django).
+"""Signed envelopes: the control plane signs every sync answer, the agent verifies it.
 
-Both the control plane (which signs and seals) and the agent (which verifies and opens)
-import this module, so the two sides cannot drift apart. See ``docs/sync.md``.
+The MAC key derives from the region key (one secret to hand out); see ``docs/sync.md``,
+"Signed envelopes".
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from moorage.sealing import Key
 
 MAC_INFO = b"moorage/sync/mac/v1"
-REGION_TOKEN_PREFIX = "mrr_"  # noqa: S105 - a public prefix, not a secret
-DEFAULT_WAIT = 25
-MAX_WAIT = 60
 
 
 class TamperedPayload(ValueError):
@@ -66,24 +63,3 @@ def verify(envelope: Any, region_key: Key) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise TamperedPayload("the payload is not an object")
     return payload
-
-
-def region_secret_aad(
-    *, region: str, account_id: int, credential_id: int, revision: int, field: str = "secret"
-) -> bytes:
-    """Associated data of a secret sealed for a region: it opens only there, for that
-    credential, field and revision."""
-    return (
-        f"moorage/region-credential/v1|region={region}|account={account_id}"
-        f"|credential={credential_id}|field={field}|revision={revision}"
-    ).encode()
-
-
-def region_env_aad(
-    *, region: str, account_id: int, app_id: int, deployment_id: int, name: str
-) -> bytes:
-    """Associated data of a secret app env value sealed for a region's deployment."""
-    return (
-        f"moorage/region-app-env/v1|region={region}|account={account_id}|app={app_id}"
-        f"|deployment={deployment_id}|name={name}"
-    ).encode()

@@ -37,14 +37,12 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 import docker
@@ -53,14 +51,31 @@ import requests
 from docker.auth import AuthConfig
 from docker.utils.proxy import ProxyConfig
 
-from moorage.agent.errors import AgentError
+from moorage.agent.errors import DeployError
+from moorage.agent.runtime.base import (
+    LABEL_ACCOUNT,
+    LABEL_APP,
+    LABEL_DEPLOYMENT,
+    LABEL_PORT,
+    LABEL_REGION,
+    AppSpec,
+    BuildResult,
+    DeployEvents,
+    DeployResult,
+    ImageSource,
+    PullProgress,
+    PullResult,
+    RunningApp,
+    Runtime,
+)
+from moorage.agent.streaming import DeadlineExceeded, read_with_deadline
+from moorage.protocol.enums import Runtime as RuntimeKind
 from moorage.registry import RegistryLogin
 from moorage.registry.auth import scrub
-from moorage.registry.dockerconfig import registry_config_header
-from moorage.registry.hosts import server_address
+from moorage.registry.dockerconfig import engine_auth_config, registry_config_header
 from moorage.registry.reference import ImageReference, InvalidReference, parse_reference
 
-logger = logging.getLogger("moorage.agent.runtime")
+logger = logging.getLogger("moorage.agent.runtime.docker")
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 PULL_TIMEOUT = 600.0
@@ -71,65 +86,8 @@ STOP_TIMEOUT = 10
 API_TIMEOUT = 60
 LOG_TAIL = 20
 
-LABEL_ACCOUNT = "moorage.account"
-LABEL_APP = "moorage.app"
-LABEL_DEPLOYMENT = "moorage.deployment"
-LABEL_REGION = "moorage.region"
-LABEL_PORT = "moorage.port"
-
-_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 #: The classic builder colours a step's stderr; the log shows plain text.
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-class DeployError(AgentError):
-    """A pull or run that failed, with a stable ``code`` and a message for the app's owner.
-
-    Codes: ``registry_unauthorized`` (credential rejected, or a login is required),
-    ``registry_forbidden`` (no access to the repository), ``image_not_found``,
-    ``registry_rate_limited``, ``registry_unreachable``, ``engine_unreachable``,
-    ``pull_timeout``, ``pull_failed`` (anything else the engine said), ``invalid_image``,
-    ``container_exited``, ``container_not_ready``, ``port_in_use``, ``container_failed``.
-    The message never holds a secret (engine text is scrubbed of the password).
-    """
-
-    def __init__(self, code: str, message: str, *, logs: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.logs = logs or []
-
-
-@dataclass(frozen=True)
-class PullProgress:
-    """One progress event of a pull: a layer's status and, while downloading, bytes."""
-
-    status: str
-    layer: str | None = None
-    current: int | None = None
-    total: int | None = None
-
-
-@dataclass(frozen=True)
-class PullResult:
-    """What was pulled: the repository, the digest the registry served, the local image id."""
-
-    reference: ImageReference
-    digest: str
-    image_id: str
-
-    @property
-    def by_digest(self) -> str:
-        """``REPOSITORY@sha256:…``: run exactly what was pulled, whatever the tag does next."""
-        return f"{self.reference.name}@{self.digest}"
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """The image a build made: its id (``sha256:…``) and the tag it got."""
-
-    image_id: str
-    tag: str
 
 
 class _BuildClient(docker.APIClient):
@@ -147,36 +105,6 @@ class _BuildClient(docker.APIClient):
 
 
 @dataclass(frozen=True)
-class ContainerSpec:
-    """What to run for one deployment. ``env`` holds opened secrets: hidden from ``repr``."""
-
-    region: str
-    account_id: int
-    account: str
-    app_id: int
-    app: str
-    deployment_id: int
-    port: int | None = None
-    command: list[str] | None = None
-    env: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def name(self) -> str:
-        """``moorage-<account>-<app>-<deployment id>``: unique, and readable in ``docker ps``."""
-        raw = f"moorage-{self.account}-{self.app}-{self.deployment_id}"
-        return _NAME_UNSAFE.sub("-", raw)
-
-    @property
-    def labels(self) -> dict[str, str]:
-        """Labels that find the app's containers again (old ones to remove, ``remove_app``)."""
-        labels = {LABEL_ACCOUNT: str(self.account_id), LABEL_APP: str(self.app_id),
-                  LABEL_DEPLOYMENT: str(self.deployment_id), LABEL_REGION: self.region}
-        if self.port is not None:
-            labels[LABEL_PORT] = str(self.port)
-        return labels
-
-
-@dataclass(frozen=True)
 class RunResult:
     """The started container, and the app's old containers that were removed."""
 
@@ -185,13 +113,21 @@ class RunResult:
     removed: list[str]
 
 
-class DockerRuntime:
+class DockerRuntime(Runtime):
     """One Docker Engine (or Podman's compatible API) at ``docker_host``.
 
     Thread-compatible: nothing is shared between operations but the settings.
     ``region`` scopes the labels, so two regions' agents on one engine never touch each
-    other's containers.
+    other's containers. An app runs one container: ``replicas`` above 1 is not honoured on
+    one engine with host networking (two containers cannot bind one port).
     """
+
+    kind = RuntimeKind.DOCKER
+
+    @property
+    def engine(self) -> DockerRuntime:
+        """Builds run on this same engine."""
+        return self
 
     def __init__(
         self,
@@ -268,42 +204,15 @@ class DockerRuntime:
         except InvalidReference as exc:
             raise DeployError("invalid_image", exc.message) from None
         host = ref.registry_host
-        auth: dict[str, str] = {}
-        if login is not None:
-            auth = {"username": login.username, "password": login.password,
-                    "serveraddress": server_address(host)}
+        auth = engine_auth_config(login, host) if login is not None else {}
         who = _who(login, credential_label)
-        events: queue.Queue[tuple[str, Any]] = queue.Queue()
         api = self.client()
-
-        def worker() -> None:
-            try:
-                stream = api.pull(ref.name, tag=ref.pull_ref, stream=True, decode=True,
-                                  auth_config=auth)
-                for event in stream:
-                    events.put(("event", event))
-                events.put(("done", None))
-            except BaseException as exc:  # handed to the caller's thread
-                events.put(("error", exc))
-
-        thread = threading.Thread(target=worker, name="moorage-agent-pull", daemon=True)
-        deadline = time.monotonic() + self.pull_timeout
         stream_digest: str | None = None
         try:
-            thread.start()
-            while True:
-                remaining = deadline - time.monotonic()
-                try:
-                    kind, value = events.get(timeout=max(remaining, 0.001))
-                except queue.Empty:
-                    raise DeployError(
-                        "pull_timeout",
-                        f"Pulling {ref} from {host} {who} took longer than "
-                        f"{self.pull_timeout:.0f} s.") from None
-                if kind == "done":
-                    break
-                if kind == "error":
-                    raise _pull_failure(value, ref, host, who, login)
+            for value in read_with_deadline(
+                    lambda: api.pull(ref.name, tag=ref.pull_ref, stream=True, decode=True,
+                                     auth_config=auth),
+                    timeout=self.pull_timeout, name="moorage-agent-pull"):
                 if "error" in value or "errorDetail" in value:
                     detail = value.get("errorDetail") or {}
                     text = str(value.get("error") or detail.get("message") or value)
@@ -318,10 +227,17 @@ class DockerRuntime:
                                              current=detail.get("current"),
                                              total=detail.get("total")))
             digest, image_id = self._digest_of(api, ref, stream_digest)
+        except DeadlineExceeded:
+            raise DeployError(
+                "pull_timeout",
+                f"Pulling {ref} from {host} {who} took longer than "
+                f"{self.pull_timeout:.0f} s.") from None
         except requests.exceptions.ConnectionError as exc:
             raise DeployError("engine_unreachable",
                               f"The container engine at {self.docker_host} stopped answering "
                               f"during the pull: {type(exc).__name__}") from None
+        except Exception as exc:
+            raise _pull_failure(exc, ref, host, who, login) from None
         finally:
             api.close()  # on a timeout this also cuts the abandoned worker's stream
         return PullResult(reference=ref, digest=digest, image_id=image_id)
@@ -373,41 +289,16 @@ class DockerRuntime:
         login = registry[1] if registry is not None else None
         api = self.client(_BuildClient)
         api.registry_config = header
-        events: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-        def worker() -> None:
-            try:
-                stream = api.build(fileobj=context, custom_context=True, dockerfile=dockerfile,
-                                   tag=tag, buildargs=buildargs or {}, labels=labels or {},
-                                   pull=True, rm=True, forcerm=True, decode=True)
-                for event in stream:
-                    events.put(("event", event))
-                events.put(("done", None))
-            except BaseException as exc:  # handed to the caller's thread
-                events.put(("error", exc))
-
-        thread = threading.Thread(target=worker, name="moorage-agent-build", daemon=True)
-        deadline = time.monotonic() + timeout
         tail: list[str] = []
         step = ""
         image_id: str | None = None
         try:
-            thread.start()
-            while True:
-                try:
-                    kind, value = events.get(timeout=max(deadline - time.monotonic(), 0.001))
-                except queue.Empty:
-                    raise DeployError("build_timeout",
-                                      f"The build took longer than {timeout:.0f} s.",
-                                      logs=tail) from None
-                if kind == "done":
-                    break
-                if kind == "error":
-                    if isinstance(value, requests.exceptions.ConnectionError):
-                        raise value
-                    text = scrub(_short(value), login)
-                    raise DeployError("build_failed", f"The engine refused the build: {text}",
-                                      logs=tail)
+            for value in read_with_deadline(
+                    lambda: api.build(fileobj=context, custom_context=True,
+                                      dockerfile=dockerfile, tag=tag, buildargs=buildargs or {},
+                                      labels=labels or {}, pull=True, rm=True, forcerm=True,
+                                      decode=True),
+                    timeout=timeout, name="moorage-agent-build"):
                 if "error" in value or "errorDetail" in value:
                     detail = value.get("errorDetail") or {}
                     text = scrub(str(value.get("error") or detail.get("message") or value),
@@ -431,10 +322,19 @@ class DockerRuntime:
                         on_line(line)
             if image_id is None:
                 image_id = str(api.inspect_image(tag)["Id"])
+        except DeadlineExceeded:
+            raise DeployError("build_timeout", f"The build took longer than {timeout:.0f} s.",
+                              logs=tail) from None
         except requests.exceptions.ConnectionError as exc:
             raise DeployError("engine_unreachable",
                               f"The container engine at {self.docker_host} stopped answering "
                               f"during the build: {type(exc).__name__}") from None
+        except DeployError:
+            raise
+        except Exception as exc:
+            raise DeployError("build_failed",
+                              f"The engine refused the build: {scrub(_short(exc), login)}",
+                              logs=tail) from None
         finally:
             api.close()
         return BuildResult(image_id=image_id, tag=tag)
@@ -466,9 +366,71 @@ class DockerRuntime:
                 removed.append(repo_tag)
         return removed
 
+    # -- the runtime interface ---------------------------------------------------------------
+
+    def deploy(self, spec: AppSpec, image: ImageSource, events: DeployEvents) -> DeployResult:
+        """Pull ``image`` (always asking the registry, I8), then :meth:`run` it by digest.
+
+        A ``local`` image (a build of this engine) is run as it is. One container per app:
+        ``spec.replicas`` above 1 is reported, not honoured.
+        """
+        digest: str | None = None
+        to_run = str(image.reference)
+        if not image.local:
+            pulled = self.pull(image.reference, image.login, events.progress,
+                               credential_label=image.credential_label)
+            events.line(f"Pulled {pulled.reference} ({pulled.digest})")
+            events.pulled(pulled.digest)
+            digest, to_run = pulled.digest, pulled.by_digest
+        if spec.replicas != 1:
+            events.line(f"{spec.replicas} replicas asked; the docker runtime runs 1.")
+        events.line(f"Starting container {spec.name} from {to_run}")
+        events.phase("starting")
+        started = self.run(spec, to_run)
+        events.line(f"Container {started.name} is running" + (
+            f" and accepts connections on port {spec.port}" if spec.port else ""))
+        if started.removed:
+            events.line(f"Removed {len(started.removed)} previous container(s)")
+        return DeployResult(digest=digest, ids=[started.container_id], removed=started.removed)
+
+    def running(self) -> list[RunningApp]:
+        """The region's apps, one per ``(account, app)`` label pair, newest deployment first."""
+        with self._client() as api:
+            found = api.containers(all=True, filters={"label": [f"{LABEL_REGION}={self.region}"]})
+        apps: dict[tuple[int, int], RunningApp] = {}
+        for container in found:
+            labels = container.get("Labels") or {}
+            try:
+                key = (int(labels[LABEL_ACCOUNT]), int(labels[LABEL_APP]))
+                deployment_id = int(labels.get(LABEL_DEPLOYMENT, "0"))
+            except (KeyError, ValueError):
+                continue  # not one of ours, whatever its labels say
+            up = 1 if container.get("State") == "running" else 0
+            seen = apps.get(key)
+            if seen is None or deployment_id > seen.deployment_id:
+                apps[key] = RunningApp(account_id=key[0], app_id=key[1],
+                                       deployment_id=deployment_id,
+                                       ids=[str(container["Id"])], running=up, desired=1)
+        return list(apps.values())
+
+    def logs(self, account_id: int, app_id: int, *, tail: int = 100) -> Iterator[str]:
+        """The last ``tail`` lines of the app's newest container."""
+        with self._client() as api:
+            containers = self._app_containers(api, account_id, app_id)
+            if not containers:
+                return iter(())
+            newest = max(containers, key=lambda c: int(c.get("Created") or 0))
+            raw = api.logs(newest["Id"], stdout=True, stderr=True, tail=tail)
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        return iter(text.splitlines()[-tail:])
+
+    def refresh_auth(self, account_id: int, app_id: int, image: ImageSource) -> bool:
+        """A container keeps no registry login: the next deploy pulls with the new one."""
+        return False
+
     # -- run ---------------------------------------------------------------------------------
 
-    def run(self, spec: ContainerSpec, image: str) -> RunResult:
+    def run(self, spec: AppSpec, image: str) -> RunResult:
         """Start ``image`` (pulled, by digest) for ``spec`` and make it the app's only container.
 
         Waits until the container runs and, with a port, accepts TCP connections on

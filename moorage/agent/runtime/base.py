@@ -1,0 +1,205 @@
+"""The runtime interface: what the deployer asks of a region's engine, whatever it is.
+
+One implementation per engine (:mod:`.docker` for one Docker Engine, and the Swarm runtime
+for a Docker Swarm), chosen from the region's ``runtime`` in the snapshot. The deployer
+resolves the credential and opens the secrets; a runtime only ever receives the resolved
+login of one deployment (:class:`ImageSource`) and never reads the machine's docker login.
+
+What every runtime provides:
+
+* :meth:`Runtime.deploy` — make ``spec`` the app's running version, pulling ``image`` with its
+  login (always asking the registry, I8) and reporting through :class:`DeployEvents`;
+* :meth:`Runtime.remove_app` — stop and remove everything of one app in the region;
+* :meth:`Runtime.running` — what runs, read back from the engine's ``moorage.*`` labels, so an
+  agent that lost its data directory adopts instead of duplicating;
+* :meth:`Runtime.logs` — the app's own output, bounded;
+* :meth:`Runtime.refresh_auth` — hand a rotated login to what already runs, where the engine
+  keeps one (Swarm services do; a plain container does not);
+* :attr:`Runtime.engine` — the Docker Engine builds run on (the region's engine, or a Swarm
+  manager's).
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from moorage.protocol.enums import Runtime as RuntimeKind
+from moorage.registry import RegistryLogin
+from moorage.registry.reference import ImageReference
+
+if TYPE_CHECKING:
+    from moorage.agent.runtime.docker import DockerRuntime
+
+LABEL_ACCOUNT = "moorage.account"
+LABEL_APP = "moorage.app"
+LABEL_DEPLOYMENT = "moorage.deployment"
+LABEL_REGION = "moorage.region"
+LABEL_PORT = "moorage.port"
+#: The credential (``id:revision``) whose login a running app was given.
+LABEL_CREDENTIAL = "moorage.credential"
+
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """What to run for one deployment. ``env`` holds opened secrets: hidden from ``repr``."""
+
+    region: str
+    account_id: int
+    account: str
+    app_id: int
+    app: str
+    deployment_id: int
+    port: int | None = None
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    replicas: int = 1
+
+    @property
+    def app_name(self) -> str:
+        """``moorage-<account>-<app>``: the app's name on the engine, readable in ``docker ps``."""
+        return _NAME_UNSAFE.sub("-", f"moorage-{self.account}-{self.app}")
+
+    @property
+    def name(self) -> str:
+        """``moorage-<account>-<app>-<deployment id>``: unique per deployment."""
+        return f"{self.app_name}-{self.deployment_id}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Labels that find the app's containers (or service) again."""
+        labels = {LABEL_ACCOUNT: str(self.account_id), LABEL_APP: str(self.app_id),
+                  LABEL_DEPLOYMENT: str(self.deployment_id), LABEL_REGION: self.region}
+        if self.port is not None:
+            labels[LABEL_PORT] = str(self.port)
+        return labels
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """The image a deployment runs, and how to get it.
+
+    A registry image (``local`` false) is pulled with ``login`` (``None``: anonymously);
+    ``credential_label`` names the credential in messages (``'ghcr-prod' (revision 3)``).
+    A ``local`` image was built on this engine and is run as it is (``reference`` is its id).
+    """
+
+    reference: str | ImageReference
+    login: RegistryLogin | None = field(default=None, repr=False)
+    credential_label: str | None = None
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One progress event of a pull: a layer's status and, while downloading, bytes."""
+
+    status: str
+    layer: str | None = None
+    current: int | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What was pulled: the repository, the digest the registry served, the local image id."""
+
+    reference: ImageReference
+    digest: str
+    image_id: str
+
+    @property
+    def by_digest(self) -> str:
+        """``REPOSITORY@sha256:…``: run exactly what was pulled, whatever the tag does next."""
+        return f"{self.reference.name}@{self.digest}"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The image a build made: its id (``sha256:…``) and the tag it got."""
+
+    image_id: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What a deploy left running: the digest pulled (``None`` for a local image), the
+    containers (or service) now serving, and what of the previous version was removed."""
+
+    digest: str | None
+    ids: list[str]
+    removed: list[str]
+    replicas: int = 1
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    """One app as the engine reports it through its labels."""
+
+    account_id: int
+    app_id: int
+    deployment_id: int
+    ids: list[str]
+    running: int
+    desired: int
+
+
+class DeployEvents(Protocol):
+    """Where a runtime tells the deployer how a deploy goes (the deployment's reports)."""
+
+    def line(self, text: str) -> None:
+        """Add a line to the deployment's log."""
+
+    def phase(self, status: str) -> None:
+        """The deploy moved on (``pulling``, ``starting``): send a progress report."""
+
+    def progress(self, event: PullProgress) -> None:
+        """A pull's progress event."""
+
+    def pulled(self, digest: str) -> None:
+        """The image was pulled: ``digest`` is what the registry served (reported from now)."""
+
+
+class Runtime(abc.ABC):
+    """A region's engine. ``region`` scopes the labels, so two regions' agents on one engine
+    never touch each other's apps."""
+
+    kind: ClassVar[RuntimeKind]
+    region: str
+
+    @property
+    @abc.abstractmethod
+    def engine(self) -> DockerRuntime:
+        """The Docker Engine that builds (and pulls base images) for this region."""
+
+    @abc.abstractmethod
+    def deploy(self, spec: AppSpec, image: ImageSource, events: DeployEvents) -> DeployResult:
+        """Make ``spec`` the app's running version; on failure the previous one keeps serving.
+
+        Raises :class:`~moorage.agent.errors.DeployError`.
+        """
+
+    @abc.abstractmethod
+    def remove_app(self, account_id: int, app_id: int) -> int:
+        """Stop and remove everything of one app in this region; return how many things."""
+
+    @abc.abstractmethod
+    def running(self) -> list[RunningApp]:
+        """Every app of this region the engine runs, from its ``moorage.*`` labels."""
+
+    @abc.abstractmethod
+    def logs(self, account_id: int, app_id: int, *, tail: int = 100) -> Iterator[str]:
+        """The app's last ``tail`` output lines (stdout and stderr), oldest first."""
+
+    @abc.abstractmethod
+    def refresh_auth(self, account_id: int, app_id: int, image: ImageSource) -> bool:
+        """Give what runs of the app ``image``'s (rotated) login, without restarting it.
+
+        Returns whether anything was updated (``False`` where the engine keeps no login).
+        """

@@ -1,0 +1,28 @@
+"""Associated data of values sealed for a region (``docs/sync.md``, "Sealing for a region").
+
+A value sealed with a region key opens only with exactly these bytes, so a ciphertext moved to
+another region, credential, field, revision, deployment or variable does not open.
+"""
+
+from __future__ import annotations
+
+
+def region_secret_aad(
+    *, region: str, account_id: int, credential_id: int, revision: int, field: str = "secret"
+) -> bytes:
+    """Associated data of a secret sealed for a region: it opens only there, for that
+    credential, field and revision."""
+    return (
+        f"moorage/region-credential/v1|region={region}|account={account_id}"
+        f"|credential={credential_id}|field={field}|revision={revision}"
+    ).encode()
+
+
+def region_env_aad(
+    *, region: str, account_id: int, app_id: int, deployment_id: int, name: str
+) -> bytes:
+    """Associated data of a secret app env value sealed for a region's deployment."""
+    return (
+        f"moorage/region-app-env/v1|region={region}|account={account_id}|app={app_id}"
+        f"|deployment={deployment_id}|name={name}"
+    ).encode()

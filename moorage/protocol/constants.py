@@ -1,0 +1,8 @@
+"""Numbers and prefixes both sides of the sync protocol must agree on."""
+
+from __future__ import annotations
+
+REGION_TOKEN_PREFIX = "mrr_"  # noqa: S105 - a public prefix, not a secret
+#: Seconds a long poll waits for a change by default, and at most.
+DEFAULT_WAIT = 25
+MAX_WAIT = 60
