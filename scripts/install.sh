@@ -2,14 +2,20 @@
 # Install Moorage and what its tests need on a Debian machine (run as root).
 #
 #   bash scripts/install.sh          # system packages + .venv with Moorage and test extras
+#   bash scripts/install.sh --list-packages   # the Debian packages it installs
 #
 # Idempotent: packages already present are not touched, an existing .venv is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real components the tests drive: a Docker Engine, a registry, busybox for test images,
-# Chromium for the pages, git; PostgreSQL for the production database.
-SYSTEM_PACKAGES=(docker.io docker-registry busybox-static chromium git postgresql)
+# Every Debian package the code, the tests' real components and CI use, from one list (see
+# the comments in it). `--list-packages` prints what would be installed, and stops.
+mapfile -t SYSTEM_PACKAGES < <(
+  sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e '/^[[:space:]]*$/d' scripts/system-packages.txt)
+if [ "${1:-}" = "--list-packages" ]; then
+  printf '%s\n' "${SYSTEM_PACKAGES[@]}"
+  exit 0
+fi
 
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do

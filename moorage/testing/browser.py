@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from moorage.testing.ports import require_binary
+from moorage.testing.programs import require_binary
 
 CHROMIUM_PATH = "/usr/bin/chromium"
-CHROMIUM_PACKAGE = "chromium"
 
 CHROMIUM_ARGS: tuple[str, ...] = (
     "--headless",
@@ -38,7 +37,7 @@ def start_playwright() -> Playwright:
 
 def launch_chromium(playwright: Playwright, *, slow_mo: float | None = None) -> Browser:
     """Launch headless Debian Chromium with the sandbox-safe flags above."""
-    executable = require_binary(CHROMIUM_PATH, CHROMIUM_PACKAGE)
+    executable = require_binary(CHROMIUM_PATH)
     return playwright.chromium.launch(
         executable_path=executable,
         headless=True,

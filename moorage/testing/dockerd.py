@@ -47,10 +47,10 @@ from moorage.testing.ports import (
     kill_pid,
     log_tail,
     pids_mentioning,
-    require_binary,
     stop_process,
     wait_for_http,
 )
+from moorage.testing.programs import require_binary
 
 #: The daemon flags, besides the per-instance paths. See the module docstring for why.
 DOCKERD_FLAGS: tuple[str, ...] = (
@@ -144,10 +144,10 @@ class Dockerd:
 
     def start(self, *, timeout: float = 60.0) -> Dockerd:
         """Start containerd and dockerd and wait until the Engine API answers ``/_ping``."""
-        dockerd_bin = require_binary("dockerd", "docker.io")
-        containerd_bin = require_binary("containerd", "containerd")
-        require_binary("runc", "runc")
-        require_binary("containerd-shim-runc-v2", "containerd")
+        dockerd_bin = require_binary("dockerd")
+        containerd_bin = require_binary("containerd")
+        require_binary("runc")
+        require_binary("containerd-shim-runc-v2")
         if os.geteuid() != 0:
             raise ComponentStartError("the dockerd fixture needs root (it mounts and uses cgroups)")
         sweep_stale_engines()
@@ -383,7 +383,7 @@ def _mounts_below(root: Path) -> list[str]:
 
 def _unmount_below(root: Path) -> None:
     """Unmount everything mounted at or below ``root``: plain first, lazily if busy."""
-    umount = shutil.which("umount") or "/bin/umount"
+    umount = require_binary("umount")
     for _ in range(3):
         points = _mounts_below(root)
         if not points:

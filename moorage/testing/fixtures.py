@@ -28,7 +28,8 @@ from moorage.testing.browser import launch_chromium, start_playwright
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.gitserver import GitServer
 from moorage.testing.images import push_busybox_image
-from moorage.testing.ports import ComponentStartError, MissingSystemBinary
+from moorage.testing.ports import ComponentStartError
+from moorage.testing.programs import MissingSystemBinary
 from moorage.testing.registry import RegistryServer
 
 #: Label that marks engine objects as test-made; the ``docker_client`` teardown removes them.

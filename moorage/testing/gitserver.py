@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from moorage.testing.ports import LOOPBACK, require_binary
+from moorage.testing.ports import LOOPBACK
+from moorage.testing.programs import require_binary
 
-GIT_PACKAGE = "git"
 HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
 REALM = "moorage-test-git"
 
@@ -84,8 +84,8 @@ class GitServer:
 
     def start(self) -> GitServer:
         """Check the programs exist, make the temp dir and listen on a free port."""
-        require_binary("git", GIT_PACKAGE)
-        require_binary(HTTP_BACKEND, GIT_PACKAGE)
+        require_binary("git")
+        require_binary(HTTP_BACKEND)
         self._dir = Path(tempfile.mkdtemp(prefix="moorage-git-"))
         (self._dir / "repos").mkdir()
         (self._dir / "work").mkdir()

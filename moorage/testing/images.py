@@ -17,10 +17,9 @@ from typing import Any, Protocol
 import docker
 import docker.errors
 
-from moorage.testing.ports import require_binary
+from moorage.testing.programs import require_binary
 
 BUSYBOX_PATH = "/bin/busybox"
-BUSYBOX_PACKAGE = "busybox-static"
 
 #: Applets the tests rely on; the image links every applet busybox offers, these must be there.
 REQUIRED_APPLETS: frozenset[str] = frozenset(
@@ -50,7 +49,7 @@ class ImagePushError(RuntimeError):
 @functools.cache
 def _busybox() -> tuple[bytes, tuple[str, ...]]:
     """The static busybox binary and its applet names (read once per process)."""
-    path = require_binary(BUSYBOX_PATH, BUSYBOX_PACKAGE)
+    path = require_binary(BUSYBOX_PATH)
     with open(path, "rb") as f:
         data = f.read()
     listing = subprocess.run([path, "--list"], capture_output=True, text=True, check=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,38 +23,8 @@ LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 
 
-class MissingSystemBinary(RuntimeError):
-    """A program the real-component fixtures need is not installed.
-
-    The message names the Debian package to install, so a failing CI run says what the
-    setup script is missing instead of skipping the tests silently.
-    """
-
-
 class ComponentStartError(RuntimeError):
     """A real component did not come up; the message carries the tail of its log."""
-
-
-def require_binary(path_or_name: str, package: str) -> str:
-    """Return the absolute path of a program, or raise :class:`MissingSystemBinary`.
-
-    ``path_or_name`` is either an absolute path (checked as is) or a command name looked up
-    on ``PATH`` plus the sbin directories, which a non-login root shell may lack.
-    """
-    if os.path.isabs(path_or_name):
-        if os.access(path_or_name, os.X_OK):
-            return path_or_name
-    else:
-        search = os.pathsep.join(
-            [os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"]
-        )
-        found = shutil.which(path_or_name, path=search)
-        if found:
-            return found
-    raise MissingSystemBinary(
-        f"{path_or_name!r} is not installed: the real-component test fixtures need the Debian "
-        f"package {package!r} (apt-get install -y {package})"
-    )
 
 
 def free_port(host: str = LOOPBACK) -> int:

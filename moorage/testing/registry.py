@@ -49,13 +49,12 @@ from moorage.testing.ports import (
     free_port,
     log_tail,
     pids_mentioning,
-    require_binary,
     stop_process,
     wait_for_http,
 )
+from moorage.testing.programs import require_binary
 
 REGISTRY_BINARY = "docker-registry"
-REGISTRY_PACKAGE = "docker-registry"
 
 #: Every action distribution knows for a repository; ``*`` stands for all of them.
 ALL_ACTIONS: tuple[str, ...] = ("pull", "push", "delete", "*")
@@ -556,7 +555,7 @@ class RegistryServer:
 
     def start(self) -> RegistryServer:
         """Write the config, start the process and wait until ``/v2/`` answers."""
-        self._binary = require_binary(REGISTRY_BINARY, REGISTRY_PACKAGE)
+        self._binary = require_binary(REGISTRY_BINARY)
         sweep_stale_registries()
         self._dir = Path(tempfile.mkdtemp(prefix=f"mrg-reg-{self.auth}-"))
         (self._dir / _OWNER_FILE).write_text(f"{os.getpid()}\n")

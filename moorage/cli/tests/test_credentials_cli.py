@@ -28,6 +28,7 @@ from moorage.testing import factories
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
 from moorage.testing.fixtures import BusyboxImageFactory
+from moorage.testing.programs import require_binary
 from moorage.testing.registry import RegistryServer
 from moorage.testing.secrets_search import database_text
 
@@ -323,7 +324,7 @@ def _skopeo_inspect(image: str, authfile: Path, home: Path) -> subprocess.Comple
            "XDG_CONFIG_HOME": str(home / "config"), "DOCKER_CONFIG": str(home / "docker"),
            "REGISTRY_AUTH_FILE": str(authfile)}
     return subprocess.run(
-        [SKOPEO, "inspect", "--tls-verify=false", "--authfile", str(authfile),
+        [require_binary(SKOPEO), "inspect", "--tls-verify=false", "--authfile", str(authfile),
          f"docker://{image}"],
         env=env, capture_output=True, text=True, timeout=60,
     )

@@ -3,7 +3,6 @@ re-sealing under a new primary key while old keys stay readable until retired.""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from moorage.sealing import generate_key, key_id_of
 from moorage.sealing.keyring import KeyFile
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
+from moorage.testing.programs import require_binary
 from moorage.testing.secrets_search import database_text
 
 SECRET = "Plaintext-Must-Not-Appear-7731"
@@ -106,7 +106,7 @@ def test_a_database_dump_holds_no_plaintext(owner: Member, tmp_path: Path) -> No
     settings = connection.settings_dict
     if connection.vendor == "postgresql":
         dump = subprocess.run(
-            [shutil.which("pg_dump") or "pg_dump", "--data-only",
+            [require_binary("pg_dump"), "--data-only",
              "-h", str(settings["HOST"] or "127.0.0.1"), "-p", str(settings["PORT"] or 5432),
              "-U", str(settings["USER"] or "postgres"), str(settings["NAME"])],
             capture_output=True, text=True, check=True,

@@ -34,7 +34,7 @@ from moorage.registry import (
     registry_config_header,
 )
 from moorage.registry.tests.conftest import new_user
-from moorage.testing.ports import require_binary
+from moorage.testing.programs import require_binary
 from moorage.testing.registry import RegistryServer
 
 HUB_KEY = "https://index.docker.io/v1/"
@@ -213,7 +213,7 @@ def test_registry_config_header() -> None:
 def _skopeo_inspect(
     reference: ImageReference, authfile: Path, home: Path
 ) -> subprocess.CompletedProcess[str]:
-    skopeo = require_binary("/usr/bin/skopeo", "skopeo")
+    skopeo = require_binary("/usr/bin/skopeo")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
     env["XDG_RUNTIME_DIR"] = str(home)  # no stray auth.json of the machine
     return subprocess.run(

@@ -30,7 +30,7 @@ from moorage.testing.fixtures import (
     _start_or_fail,
 )
 from moorage.testing.images import REQUIRED_APPLETS, build_busybox_rootfs_tar
-from moorage.testing.ports import MissingSystemBinary, require_binary
+from moorage.testing.programs import MissingSystemBinary, require_binary
 from moorage.testing.registry import RegistryServer, Scope, parse_scopes
 
 #: What dockerd 20.10 relays when a registry refuses a pull (seen on these registries). The
@@ -208,11 +208,13 @@ def test_token_issuer_refuses_bad_password_and_intersects_scopes(
 
 
 def test_missing_program_fails_loudly_naming_the_package() -> None:
+    programs = {"moorage-no-such-program": "some-debian-package",
+                "/nonexistent/moorage-program": "pkg"}
     with pytest.raises(MissingSystemBinary, match="apt-get install -y some-debian-package"):
-        require_binary("moorage-no-such-program", "some-debian-package")
+        require_binary("moorage-no-such-program", programs=programs)
 
     def start() -> None:
-        require_binary("/nonexistent/moorage-program", "pkg")
+        require_binary("/nonexistent/moorage-program", programs=programs)
 
     with pytest.raises(pytest.fail.Exception, match="Debian package 'pkg'"):
         _start_or_fail(start)
