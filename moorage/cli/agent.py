@@ -13,6 +13,7 @@ the token. This module does not import Django.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import stat
 import threading
@@ -30,6 +31,7 @@ from moorage.agent.logs import configure_logging
 from moorage.agent.replica import Replica
 from moorage.agent.runtime import DEFAULT_DOCKER_HOST, DockerRuntime
 from moorage.agent.sync import Outcome, SyncLoop
+from moorage.cli.engine import engine_settings
 from moorage.cli.output import fail
 from moorage.protocol.constants import DEFAULT_WAIT
 from moorage.sealing import Key, KeyringError, parse_keys
@@ -93,8 +95,10 @@ def _key(path: Path, logger: logging.Logger) -> Key:
               help="File holding the region key (one line, id:base64).")
 @click.option("--data-dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Where the agent keeps its replica (created, mode 0700).")
-@click.option("--docker-host", metavar="URL", default=DEFAULT_DOCKER_HOST, show_default=True,
-              help="Docker Engine API the region's apps run on.")
+@click.option("--docker-host", metavar="URL",
+              help="Docker Engine API the region's apps run on (default: $DOCKER_HOST, else "
+                   f"{DEFAULT_DOCKER_HOST}; TLS from $DOCKER_TLS_VERIFY and "
+                   "$DOCKER_CERT_PATH, as for docker).")
 @click.option("--region", metavar="SLUG",
               help="Refuse answers for any other region (default: learn it on first sync).")
 @click.option("--wait", type=click.IntRange(0, 60), default=None,
@@ -102,7 +106,7 @@ def _key(path: Path, logger: logging.Logger) -> Key:
 @click.option("--once", is_flag=True, help="Sync once and exit (exit 1 if that failed).")
 @click.option("-v", "--verbose", is_flag=True, help="Log acks and empty polls too.")
 def agent(
-    url: str, token_file: Path, key_file: Path, data_dir: Path, docker_host: str,
+    url: str, token_file: Path, key_file: Path, data_dir: Path, docker_host: str | None,
     region: str | None, wait: int | None, once: bool, verbose: bool,
 ) -> None:
     """Run this region's agent: keep its sealed replica in step with the control plane and
@@ -112,8 +116,9 @@ def agent(
     token = _token(token_file, logger)
     key = _key(key_file, logger)
     try:
+        engine = engine_settings(os.environ, docker_host)
         config = AgentConfig(url=url, token=token, region_key=key, data_dir=data_dir,
-                             docker_host=docker_host, region=region,
+                             docker_host=engine.docker_host, region=region,
                              wait=wait if wait is not None else (0 if once else DEFAULT_WAIT))
     except ConfigurationError as exc:
         fail(str(exc), code="agent_config_invalid", exit_code=EXIT_CONFIG)
@@ -137,7 +142,10 @@ def agent(
     try:
         # The engine is only contacted when there is something to deploy or remove, so an
         # agent whose engine is down still syncs credentials (deploys then fail, saying so).
-        runtime = DockerRuntime(docker_host, region=replica.region() or region or "")
+        logger.info("container engine: %s", engine.describe(),
+                    extra={"region": replica.region() or region or "-"})
+        runtime = DockerRuntime(engine.docker_host, tls=engine.tls,
+                                region=replica.region() or region or "")
         deployer = Deployer(replica, client, runtime, logger, stop_event=stop)
         loop = SyncLoop(config, client, replica, logger, stop, deployer=deployer)
         if once:

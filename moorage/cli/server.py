@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 import click
 import uvicorn
 
+from moorage.agent.errors import ConfigurationError
 from moorage.cli.django_setup import migrate, setup_django
+from moorage.cli.engine import engine_settings
 from moorage.cli.output import console, err_console, fail
 
 DEFAULT_EMAIL = "admin@localhost"
@@ -82,13 +85,24 @@ def agent_dir(data_dir: Path) -> Path:
 
 
 def _start_local_agent(data_dir: Path, url: str) -> subprocess.Popen[bytes] | None:
-    """Start the local region's agent beside the server, if ``moorage init`` prepared it."""
+    """Start the local region's agent beside the server, if ``moorage init`` prepared it.
+
+    The agent inherits the environment, so it drives the engine ``DOCKER_HOST`` (with
+    ``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``) names, as docker would.
+    """
     directory = agent_dir(data_dir)
     token, key = directory / "token", directory / "key"
     if not (token.exists() and key.exists()):
         err_console.print(f"[yellow]No local region agent[/yellow] ({directory} has no token "
                           "and key); run [bold]moorage init[/bold] to prepare it.")
         return None
+    try:
+        engine = engine_settings(os.environ)
+    except ConfigurationError as exc:
+        err_console.print(f"[yellow]No local region agent[/yellow]: {exc}")
+        return None
+    console.print(f"Local region agent on the container engine at {engine.describe()}",
+                  highlight=False, soft_wrap=True)
     command = [sys.executable, "-m", "moorage", "agent", "--url", url,
                "--token-file", str(token), "--key-file", str(key),
                "--data-dir", str(directory / "data")]

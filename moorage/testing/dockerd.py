@@ -36,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import docker
@@ -83,16 +84,19 @@ class Dockerd:
     ``network_mode="host"`` (there is no bridge).
     """
 
-    def __init__(self, *, own_containerd: bool | None = None) -> None:
+    def __init__(self, *, own_containerd: bool | None = None,
+                 extra_flags: Sequence[str] = ()) -> None:
         """Prepare (not start) an engine.
 
         ``own_containerd``: start a separate containerd and pass ``--containerd`` (True), let
         dockerd supervise its own (False), or decide by whether a system containerd socket
-        exists (None, the default; see the module docstring).
+        exists (None, the default; see the module docstring). ``extra_flags`` are added to
+        dockerd's command line (e.g. a TLS-verified ``--host=tcp://…`` besides the socket).
         """
         if own_containerd is None:
             own_containerd = os.path.lexists(SYSTEM_CONTAINERD_SOCKET)
         self.own_containerd = own_containerd
+        self.extra_flags = tuple(extra_flags)
         self._dir: Path | None = None
         self._containerd: subprocess.Popen[bytes] | None = None
         self._dockerd: subprocess.Popen[bytes] | None = None
@@ -218,6 +222,7 @@ class Dockerd:
             f"--exec-root={d / 'exec'}",
             f"--pidfile={d / 'dockerd.pid'}",
             f"--host=unix://{self.socket_path}",
+            *self.extra_flags,
         ]
         if self.own_containerd:
             command.append(f"--containerd={d / 'containerd.sock'}")

@@ -49,6 +49,7 @@ import docker
 import docker.errors
 import requests
 from docker.auth import AuthConfig
+from docker.tls import TLSConfig
 from docker.utils.proxy import ProxyConfig
 
 from moorage.agent.errors import DeployError
@@ -90,7 +91,20 @@ LOG_TAIL = 20
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-class _BuildClient(docker.APIClient):
+class _EngineClient(docker.APIClient):
+    """An ``APIClient`` that ignores requests' environment, from its first request on.
+
+    ``REQUESTS_CA_BUNDLE`` would replace the engine's TLS CA (requests lets it win over the
+    session's ``verify``), and ``~/.netrc`` could send a login to a ``tcp://`` engine. The
+    first request is the version negotiation inside ``APIClient.__init__``, hence this hook.
+    """
+
+    def _retrieve_server_version(self) -> str:
+        self.trust_env = False
+        return str(super()._retrieve_server_version())
+
+
+class _BuildClient(_EngineClient):
     """An ``APIClient`` whose builds send exactly the ``X-Registry-Config`` it is given.
 
     docker-py's own ``_set_auth_headers`` sends every credential the client holds and, when
@@ -116,6 +130,8 @@ class RunResult:
 class DockerRuntime(Runtime):
     """One Docker Engine (or Podman's compatible API) at ``docker_host``.
 
+    ``tls`` is docker-py's TLS configuration for a ``tcp://`` engine (``False``: none); the
+    caller builds it (``moorage agent`` from ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``).
     Thread-compatible: nothing is shared between operations but the settings.
     ``region`` scopes the labels, so two regions' agents on one engine never touch each
     other's containers. An app runs one container: ``replicas`` above 1 is not honoured on
@@ -134,6 +150,7 @@ class DockerRuntime(Runtime):
         docker_host: str = DEFAULT_DOCKER_HOST,
         *,
         region: str = "",
+        tls: TLSConfig | bool = False,
         pull_timeout: float = PULL_TIMEOUT,
         ready_timeout: float = READY_TIMEOUT,
         stop_timeout: int = STOP_TIMEOUT,
@@ -141,6 +158,7 @@ class DockerRuntime(Runtime):
     ) -> None:
         self.docker_host = docker_host
         self.region = region
+        self.tls = tls
         self.pull_timeout = pull_timeout
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
@@ -148,20 +166,22 @@ class DockerRuntime(Runtime):
 
     # -- clients -----------------------------------------------------------------------------
 
-    def client(self, cls: type[docker.APIClient] = docker.APIClient) -> docker.APIClient:
+    def client(self, cls: type[docker.APIClient] = _EngineClient) -> docker.APIClient:
         """A fresh low-level client with nothing of the machine's docker config loaded.
 
         Raises :class:`DeployError` ``engine_unreachable`` when the engine does not answer.
         The caller closes it.
         """
         try:
-            api = cls(base_url=self.docker_host, version="auto", timeout=self.api_timeout)
+            api = cls(base_url=self.docker_host, version="auto", timeout=self.api_timeout,
+                      tls=self.tls)
         except docker.errors.DockerException as exc:
             raise DeployError("engine_unreachable",
                               f"The container engine at {self.docker_host} did not answer: "
                               f"{_short(exc)}") from None
         # What APIClient loaded from ~/.docker/config.json (or $DOCKER_CONFIG) must not apply
         # to a tenant: auths (I5), proxies (copied into container envs), HttpHeaders.
+        api.trust_env = False  # see _EngineClient
         api._general_configs = {}
         api._proxy_configs = ProxyConfig()
         api._auth_configs = AuthConfig({})

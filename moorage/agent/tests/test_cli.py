@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from moorage.agent.errors import DeployError
 from moorage.agent.replica import Replica
+from moorage.agent.runtime import DockerRuntime
 from moorage.agent.tests.fakes import (
     TOKEN,
     FakeControlPlane,
@@ -28,6 +30,9 @@ from moorage.agent.tests.fakes import (
     serve_http,
 )
 from moorage.sealing import generate_key
+from moorage.testing.dockerd import Dockerd
+from moorage.testing.ports import free_port
+from moorage.testing.tls import docker_tls_files
 
 SECRET = "cli-secret-password-42"
 
@@ -56,8 +61,10 @@ def args(url: str, files: dict[str, Path], *extra: str) -> list[str]:
             "--data-dir", str(files["data"]), *extra]
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+def run(command: list[str], env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False,
+                          env=env)
 
 
 def test_once_syncs_and_exits_0_and_warns_about_readable_files(
@@ -160,4 +167,39 @@ def test_once_runs_deployments_on_the_docker_host_given(
     assert [body["status"] for _, body in fake.reports] == ["pulling", "failed"]
     assert fake.reports[0][1]["log"] == [
         f"Pulling {image} anonymously from {registry_basic.host}"]
+    assert fake.reports[1][1]["error"]["code"] == "registry_unauthorized"
+
+
+@pytest.mark.docker
+def test_the_engine_comes_from_docker_host_and_its_tls_settings(
+    fake: FakeControlPlane, files: dict[str, Path], registry_basic: Any, tmp_path: Path,
+) -> None:
+    """No ``--docker-host``: ``DOCKER_HOST``, ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH``
+    choose the engine as they do for docker, here a real dockerd that only accepts clients
+    holding a certificate of its CA."""
+    tls = docker_tls_files(tmp_path / "tls")
+    port = free_port()
+    engine = Dockerd(extra_flags=[*tls.dockerd_flags(), f"--host=tcp://127.0.0.1:{port}"])
+    image = f"{registry_basic.host}/cli/tls:1"
+    fake.add_account(1, "acme")
+    fake.put_deployment(FakeDeployment(41, 1, 3, "api", 1, image))  # anonymous
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env |= {"DOCKER_HOST": f"tcp://127.0.0.1:{port}", "DOCKER_TLS_VERIFY": "1",
+            "DOCKER_CERT_PATH": str(tls.client_dir)}
+    try:
+        engine.start()
+        # The engine refuses a client without the certificate: TLS is really in force.
+        with pytest.raises(DeployError) as refused:
+            DockerRuntime(f"tcp://127.0.0.1:{port}").client()
+        assert refused.value.code == "engine_unreachable"
+        with serve_http(fake) as base:
+            result = run(args(base, files, "--once"), env=env)
+    finally:
+        engine.stop()
+    assert result.returncode == 0, result.stderr
+    assert f"container engine: tcp://127.0.0.1:{port} (from DOCKER_HOST, TLS verified)" \
+        in result.stderr
+    # The engine was reached and pulled: the registry (not the engine) refused the anonymous
+    # pull of a private image.
+    assert [body["status"] for _, body in fake.reports] == ["pulling", "failed"]
     assert fake.reports[1][1]["error"]["code"] == "registry_unauthorized"

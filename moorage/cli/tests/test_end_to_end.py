@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import docker
 import httpx
 import pytest
 
 from moorage.agent.replica import Replica
 from moorage.sealing import parse_keys
+from moorage.testing.dockerd import Dockerd
+from moorage.testing.fixtures import BusyboxImageFactory
 from moorage.testing.ports import (
     free_port,
     kill_pid,
@@ -23,6 +28,7 @@ from moorage.testing.ports import (
     wait_for_http,
 )
 from moorage.testing.processes import wait_until
+from moorage.testing.registry import RegistryServer
 from moorage.testing.secrets_search import files_containing
 
 PASSWORD = "an end to end password 5"
@@ -169,3 +175,62 @@ def test_up_runs_the_local_agent_and_stops_it_on_sigint(
         stop_process(process)
         for pid in pids_mentioning(str(data_dir / "agent")):  # if `up` died before its agent
             kill_pid(pid)
+
+
+@pytest.mark.docker
+def test_up_runs_the_local_region_on_the_engine_docker_host_names(
+    embedded_env: dict[str, str], tmp_path: Path, dockerd: Dockerd,
+    docker_client: docker.DockerClient, registry_basic: RegistryServer,
+    busybox_image: BusyboxImageFactory,
+) -> None:
+    """``DOCKER_HOST`` chooses the local region's engine, as it does for docker: here a
+    private dockerd on its own socket, while /var/run/docker.sock is not it."""
+    assert dockerd.base_url.startswith("unix://")
+    assert dockerd.base_url != "unix:///var/run/docker.sock"
+    user, secret = "up-" + secrets.token_hex(4), "Up-Registry-Pw-" + secrets.token_hex(6)
+    registry_basic.add_user(user, secret)
+    image = busybox_image(registry_basic, "up/web", "1.0")
+    env = {**embedded_env, "DOCKER_HOST": dockerd.base_url}
+    subprocess.run([*_moorage(), "init", "--password-stdin"], input=PASSWORD + "\n", env=env,
+                   capture_output=True, text=True, timeout=120, check=True)
+    token = subprocess.run([*_moorage(), "tokens", "create", "--name", "e2e"], env=env,
+                           capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    port, app_port = free_port(), free_port()
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*_moorage(), "up", "--port", str(port)], env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    data_dir = Path(env["MOORAGE_DATA_DIR"])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/login/", process=process, log=log, timeout=60)
+        api = httpx.Client(base_url=url + "/api/v1",
+                           headers={"Authorization": f"Bearer {token}"})
+        created = api.post("/credentials", json={"name": "local-reg",
+                                                 "server": registry_basic.host,
+                                                 "username": user, "secret": secret})
+        assert created.status_code == 201, created.text
+        app = api.post("/apps", json={
+            "name": "web", "image": image, "port": app_port,
+            "command": ["/bin/sh", "-c", f"exec httpd -f -p {app_port}"]}).json()
+        [deployment] = api.post(f"/apps/{app['id']}/deploy").json()
+
+        def finished() -> dict[str, Any]:
+            current: dict[str, Any] = api.get(f"/deployments/{deployment['id']}").json()
+            return current if current["status"] in ("running", "failed") else {}
+
+        done = wait_until(finished, timeout=90, what="the deployment to finish")
+        assert done["status"] == "running", (done["error_code"], done["error_message"])
+        assert done["credential_name"] == "local-reg"
+        [container] = docker_client.containers.list(
+            filters={"label": f"moorage.app={app['id']}"})
+        assert container.labels["moorage.region"] == "local"
+        assert httpx.get(f"http://127.0.0.1:{app_port}/").status_code in (200, 404)
+        text = log.read_text()
+        assert f"container engine at {dockerd.base_url} (from DOCKER_HOST)" in text
+        assert f"container engine: {dockerd.base_url} (from DOCKER_HOST)" in text
+    finally:
+        stop_process(process)
+        for pid in pids_mentioning(str(data_dir / "agent")):
+            kill_pid(pid)
+    assert secret not in log.read_text()
