@@ -54,7 +54,12 @@ from moorage.protocol.build import ArchiveSource, BuildSpec, GitSource
 from moorage.registry import RegistryLogin
 from moorage.registry.auth import scrub
 from moorage.registry.dockerfile import InvalidDockerfile, base_images, pulled_base_images
-from moorage.registry.hosts import InvalidRegistryHost, is_loopback, normalize_registry_host
+from moorage.registry.hosts import (
+    InvalidRegistryHost,
+    hosts_match,
+    is_loopback,
+    normalize_registry_host,
+)
 
 GIT_TIMEOUT = 300.0
 #: At most this many build output lines go into the deployment's log (the tail is kept
@@ -435,7 +440,8 @@ def _pull_base_images(found: list[Any], credentials: Credentials, runtime: Docke
     plan = []
     for ref in images:
         host = ref.registry_host
-        use = credentials.pull is not None and credentials.pull_host == host
+        use = credentials.pull is not None and credentials.pull_host is not None \
+            and hosts_match(credentials.pull_host, host)
         plan.append((ref, use))
         if use:
             reporter.line(f"Base image {ref}: pulled with {credentials.pull_label} ({host})")

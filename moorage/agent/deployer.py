@@ -11,10 +11,14 @@ One deployment (``docs/sync.md``, "Deployments"):
    the deployment names (or none), sync once (a changes poll with ``wait=0``); still missing →
    ``failed`` / ``credential_not_synced``. A newer revision is fine: it is a rotation, and the
    revision actually used is reported (I6);
-2. check I4 again, locally: the credential's server must be the image's registry host, else
-   ``failed`` / ``credential_host_mismatch`` with no network call at all;
+2. check I4 again, locally: the credential's server must be the image's registry host
+   (:func:`moorage.registry.hosts_match`), else ``failed`` / ``credential_host_mismatch``
+   with no network call at all;
 3. report ``pulling`` ("Pulling IMAGE with 'CRED' (revision N) from HOST" or "…anonymously
-   from HOST"), open the secret, pull — always, even when the image is cached (I8);
+   from HOST"), open the secret, pull — always, even when the image is cached (I8). An
+   anonymous pull of an app on "Use account default" whose default is for another registry
+   (``pull.default_host``) says so, and if the registry refuses it the error names that
+   registry and asks for a credential for this one;
 4. report ``starting``, open the env secrets, start the container by digest, wait until ready,
    remove the app's old containers;
 5. report ``running`` with the digest, credential id and revision, and container id — or
@@ -88,7 +92,7 @@ from moorage.agent.runtime.base import AppSpec, ImageSource, PullProgress, Runti
 from moorage.protocol.build import MAX_SOURCE_BYTES, BuildSpec
 from moorage.protocol.enums import PullMode
 from moorage.registry import RegistryLogin
-from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
+from moorage.registry.hosts import InvalidRegistryHost, hosts_match, normalize_registry_host
 from moorage.registry.reference import InvalidReference, parse_reference
 from moorage.sealing import SealedDataError
 
@@ -305,6 +309,10 @@ class Deployer:
                        env=dict(env), replicas=d.payload.get("replicas") or 1)
         try:
             result = self.runtime.deploy(spec, image, reporter)
+        except DeployError as exc:
+            if d.build is None and image.login is None:
+                raise _default_elsewhere(exc, d) from None
+            raise
         finally:
             del image
         if d.build is not None:
@@ -319,8 +327,10 @@ class Deployer:
             raise DeployError("invalid_image", exc.message) from None
         host = ref.registry_host
         credential = self._credential(d)
+        default_host = d.pull.get("default_host")
         if credential is None:
-            reporter.line(f"Pulling {d.image} anonymously from {host}")
+            reporter.line(f"Pulling {d.image} anonymously from {host}" + (
+                f" (the account default is for {default_host})" if default_host else ""))
         else:
             _check_credential(credential, d, host)
             label = f"'{credential.name}' (revision {credential.revision})"
@@ -521,16 +531,25 @@ def _check_credential(credential: ReplicaCredential, d: ReplicaDeployment, host:
         raise DeployError("credential_not_usable",
                           f"The credential '{credential.name}' is not a container-registry "
                           "credential of this app's account.")
-    try:
-        server = normalize_registry_host(credential.server)
-    except InvalidRegistryHost:
-        server = credential.server
-    if server != host:
+    if not hosts_match(credential.server, host):
         raise DeployError(
             "credential_host_mismatch",
-            f"The credential '{credential.name}' is for the registry {server}, but the image "
-            f"{d.image} is on {host}: a credential is only ever sent to its own registry. "
-            "Choose a credential for that registry.")
+            f"The credential '{credential.name}' is for the registry {credential.server}, but "
+            f"the image {d.image} is on {host}: a credential is only ever sent to its own "
+            "registry. Choose a credential for that registry.")
+
+
+def _default_elsewhere(error: DeployError, d: ReplicaDeployment) -> DeployError:
+    """A refused anonymous pull of an app on "Use account default" whose default is for
+    another registry: say so, and what to do (the default was rightly not sent here, I4)."""
+    default_host = d.pull.get("default_host")
+    if not isinstance(default_host, str) or not default_host or d.image is None \
+            or error.code not in ("registry_unauthorized", "registry_forbidden"):
+        return error
+    host = parse_reference(d.image).registry_host
+    return DeployError(error.code, f"The app uses the account default, which is for "
+                       f"{default_host}, so the pull from {host} was anonymous: choose a "
+                       f"credential for {host} for this app. {error.message}", logs=error.logs)
 
 
 def _secret_values(d: ReplicaDeployment, env: dict[str, str]) -> list[str]:

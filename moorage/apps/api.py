@@ -96,6 +96,7 @@ def plan_out(plan: PullPlan) -> dict[str, Any]:
         "credential_server": credential.server if credential else None,
         "anonymous": plan.anonymous,
         "host_mismatch": plan.mismatch,
+        "default_host": plan.default_host,
         "message": plan.describe(),
     }
 

@@ -74,6 +74,9 @@ class PullCredentialOut(Schema):
     credential_server: str | None
     anonymous: bool
     host_mismatch: bool
+    default_host: str | None = Field(..., description="On \"Use account default\": the "
+                                     "default's registry when the image is on another one "
+                                     "(the pull is then anonymous).")
     message: str
 
 

@@ -731,8 +731,11 @@ def apps_delete(name: str, yes: bool) -> None:
 
 
 def _pull_words(deployment: dict[str, Any], *, used: bool) -> str:
-    """'with 'ghcr-prod' revision 3' or 'anonymously' (plain text)."""
+    """'with 'ghcr-prod' revision 3', 'anonymously' or 'anonymously (the account default is
+    for ghcr.io)' (plain text)."""
     if not deployment.get("credential_name"):
+        if deployment.get("default_host"):
+            return f"anonymously (the account default is for {deployment['default_host']})"
         return "anonymously"
     revision = deployment["used_revision"] if used and deployment["used_revision"] is not None \
         else deployment["credential_revision"]
@@ -952,6 +955,8 @@ def _credential_label(deployment: dict[str, Any]) -> str:
     """The credential and revision a deployment used: 'ghcr-prod rev 2'; until the agent
     says which it used, the one the deploy asked for, marked '(wanted)'."""
     if not deployment.get("credential_name"):
+        if deployment.get("default_host"):
+            return f"anonymous (the default is for {deployment['default_host']})"
         return "anonymous"
     used = deployment["used_revision"]
     if used is None:

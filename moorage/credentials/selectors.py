@@ -10,6 +10,8 @@ from moorage.apps.models import App
 from moorage.credentials.choices import CredentialType
 from moorage.credentials.models import Credential
 from moorage.errors import NotFound, ValidationFailed
+from moorage.registry.hosts import hosts_match
+from moorage.registry.reference import InvalidReference, parse_reference
 
 
 def credentials_of(*, account: Account, type: str | None = None) -> QuerySet[Credential]:
@@ -79,7 +81,8 @@ def default_credential(*, account: Account) -> Credential | None:
 
 def usage_counts(*, account: Account) -> dict[int, int]:
     """How many apps use each credential: by name (to pull, to pull base images, to clone),
-    or through "Use account default" (image apps only: builds never use the default)."""
+    or through "Use account default" (image apps whose image is on the default's registry:
+    builds never use the default, and an image elsewhere is pulled anonymously)."""
     counts: dict[int, int] = {}
     apps = App.objects.filter(account=account)
     for field in ("runtime_pull_credential", "build_pull_credential", "git_credential"):
@@ -88,8 +91,9 @@ def usage_counts(*, account: Account) -> dict[int, int]:
             counts[row[field]] = counts.get(row[field], 0) + row["n"]
     default = default_credential(account=account)
     if default is not None:
-        by_default = apps.filter(source=SourceMode.IMAGE,
-                                 runtime_pull=RuntimePull.ACCOUNT_DEFAULT).count()
+        images = apps.filter(source=SourceMode.IMAGE, runtime_pull=RuntimePull.ACCOUNT_DEFAULT
+                             ).values_list("image", flat=True)
+        by_default = sum(1 for image in images if _on_registry(image, default.server))
         counts[default.pk] = counts.get(default.pk, 0) + by_default
     return counts
 
@@ -103,3 +107,11 @@ def apps_naming(*, credential: Credential) -> list[str]:
             | Q(git_credential=credential)
         ).values_list("name", flat=True).distinct()
     )
+
+
+def _on_registry(image: str, server: str) -> bool:
+    """Whether ``image`` is on the registry ``server`` (an invalid image is on none)."""
+    try:
+        return hosts_match(server, parse_reference(image).domain)
+    except InvalidReference:
+        return False

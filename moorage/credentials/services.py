@@ -29,6 +29,7 @@ from moorage.regions.choices import ChangeKind
 from moorage.regions.models import Region
 from moorage.registry.access import AccessResult, check_access, check_login
 from moorage.registry.auth import RegistryLogin
+from moorage.registry.hosts import hosts_match
 from moorage.registry.reference import InvalidReference, parse_reference
 from moorage.sealing import generate_key
 from moorage.sealing.keyring import KeyFile
@@ -314,7 +315,7 @@ def credential_test(
                 f"The image reference is not valid: {exc}", code="image_invalid",
                 detail={"fields": {"image": str(exc)}},
             ) from None
-        if reference.domain != credential.server:
+        if not hosts_match(credential.server, reference.domain):
             # I4: a credential is only ever sent to the host it was made for.
             outcome = TestOutcome(
                 TestResult.HOST_MISMATCH,

@@ -35,6 +35,10 @@ class DeploymentOut(Schema):
                                          "builds (docs/sync.md); null for an image deploy.")
     image_digest: str
     pull_mode: str
+    pull_summary: str = Field(..., description="How it pulls: \"'ghcr-prod' (revision 3)\", "
+                              "\"anonymous\" or \"anonymous (the default is for ghcr.io)\".")
+    default_host: str | None = Field(..., description="The account default's registry when "
+                                     "it was not used because the image is on another one.")
     credential_name: str | None
     credential_revision: int | None = Field(..., description="Revision required at deploy.")
     used_revision: int | None = Field(..., description="Revision the agent pulled with.")
@@ -78,6 +82,7 @@ def deployment_out(d: Deployment) -> dict[str, Any]:
         "region": d.region.slug, "status": d.status, "image": d.image,
         "build": d.build,
         "image_digest": d.image_digest, "pull_mode": d.pull_mode,
+        "pull_summary": d.pull_summary, "default_host": d.default_host or None,
         "credential_name": d.credential_name or None,
         "credential_revision": d.credential_revision, "used_revision": d.used_revision,
         "error_code": d.error_code or None, "error_message": d.error_message or None,

@@ -16,6 +16,8 @@ class Deployment(models.Model):
     of an image deploy, the build-pull credential of a build; ``used_revision`` is what it
     reported using (I6). ``build`` freezes a build's source and Dockerfile settings. The
     credential's name is kept as text so the history still reads after it is deleted.
+    ``default_host`` records why an app on "Use account default" pulled anonymously: the
+    default was for that other registry.
     """
 
     app = models.ForeignKey("apps.App", on_delete=models.CASCADE, related_name="deployments")
@@ -28,6 +30,10 @@ class Deployment(models.Model):
                                    null=True, blank=True, related_name="deployments")
     credential_name = models.CharField(max_length=100, blank=True)
     credential_revision = models.PositiveIntegerField(null=True, blank=True)
+    default_host = models.CharField(
+        max_length=255, blank=True,
+        help_text="The account default's registry, when the default was not used because the "
+                  "image is on another registry (the pull is then anonymous).")
     used_revision = models.PositiveIntegerField(null=True, blank=True)
     image_digest = models.CharField(max_length=100, blank=True)
     container_id = models.CharField(max_length=80, blank=True)
@@ -59,6 +65,17 @@ class Deployment(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in DeploymentStatus.finished()
+
+    @property
+    def pull_summary(self) -> str:
+        """How it pulled, in the page's and the API's words: ``'ghcr-prod' (revision 3)``,
+        ``anonymous``, or ``anonymous (the default is for ghcr.io)``."""
+        if self.credential_name:
+            revision = self.used_revision or self.credential_revision
+            return f"'{self.credential_name}' (revision {revision})"
+        if self.default_host:
+            return f"anonymous (the default is for {self.default_host})"
+        return "anonymous"
 
 
 class DeploymentLog(models.Model):

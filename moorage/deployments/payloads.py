@@ -44,6 +44,9 @@ def deployment_payload(region: Region, key: Key, deployment: Deployment) -> dict
             "credential_id": deployment.credential_id if with_credential else None,
             "credential_name": deployment.credential_name if with_credential else None,
             "credential_revision": deployment.credential_revision if with_credential else None,
+            # An anonymous pull because the account default is for this other registry: the
+            # agent names it if the registry refuses the pull.
+            "default_host": deployment.default_host or None,
         },
         "port": app.port,
         "command": app.command,

@@ -13,7 +13,7 @@ from moorage.accounts.models import Membership, User
 from moorage.accounts.permissions import Action, require
 from moorage.apps.choices import SourceMode
 from moorage.apps.models import App
-from moorage.apps.pull import resolve_pull
+from moorage.apps.pull import PullPlan, resolve_pull
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
 from moorage.credentials.models import Credential
@@ -32,8 +32,10 @@ LOG_LINES_PER_REPORT = 200
 def deployment_create(*, actor: User, membership: Membership, app_id: int) -> list[Deployment]:
     """Record the app's wanted deployment in each of its regions; their agents pick it up.
 
-    The pull is resolved now (I5) and checked (I4): a credential for another registry than
-    the image's refuses the deploy with ``credential_host_mismatch``, before any network call.
+    The pull is resolved now (I5) and checked (I4): a credential chosen for another
+    registry than the image's refuses the deploy with ``credential_host_mismatch``, before
+    any network call; an account default for another registry makes the pull anonymous, and
+    the deployment records which registry the default is for.
     """
     require(membership, Action.DEPLOY)
     app = (App.objects.select_for_update(of=("self",)).select_related("runtime_pull_credential")
@@ -47,12 +49,14 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
             code="app_has_no_region",
         )
     build: dict[str, Any] | None = None
+    default_host = ""
     if app.source == SourceMode.BUILD:
         credential, build = _build_spec(app)
         image, describe = "", _describe_build(app, credential)
     else:
-        credential, describe = _image_pull(app)
-        image = app.image
+        plan = _image_pull(app)
+        credential, describe, image = plan.credential, plan.describe(), app.image
+        default_host = plan.default_host or ""
     number = (app.deployments.aggregate(n=Max("number"))["n"] or 0) + 1
     created = []
     for region in regions:
@@ -61,7 +65,7 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
             pull_mode=PullMode.CREDENTIAL if credential else PullMode.ANONYMOUS,
             credential=credential, credential_name=credential.name if credential else "",
             credential_revision=credential.revision if credential else None,
-            created_by=actor,
+            default_host=default_host, created_by=actor,
         )
         DeploymentLog.objects.create(
             deployment=deployment,
@@ -76,12 +80,13 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
                  "source": app.source,
                  "regions": [r.slug for r in regions],
                  "credential_name": credential.name if credential else None,
-                 "credential_revision": credential.revision if credential else None},
+                 "credential_revision": credential.revision if credential else None,
+                 "default_host": default_host or None},
     )
     return created
 
 
-def _image_pull(app: App) -> tuple[Credential | None, str]:
+def _image_pull(app: App) -> PullPlan:
     """The runtime pull of an image deploy, resolved and checked (I5, I4)."""
     plan = resolve_pull(account=app.account, image=app.image, runtime_pull=app.runtime_pull,
                         credential=app.runtime_pull_credential)
@@ -97,7 +102,7 @@ def _image_pull(app: App) -> tuple[Credential | None, str]:
             detail={"credential": plan.credential.name, "credential_host":
                     plan.credential.server, "image_host": plan.reference.domain},
         )
-    return plan.credential, plan.describe()
+    return plan
 
 
 def _build_spec(app: App) -> tuple[Credential | None, dict[str, Any]]:

@@ -157,20 +157,52 @@ def test_deploy_records_the_resolved_credential_and_reaches_the_agent(
     assert change["op"] == "deployment.upsert"
     assert change["deployment"]["pull"] == {"mode": "credential", "credential_id": ghcr.id,
                                             "credential_name": "ghcr-prod",
-                                            "credential_revision": 1}
+                                            "credential_revision": 1, "default_host": None}
     assert change["deployment"]["image"] == "ghcr.io/acme/api:1.4"
     snapshot = eu.snapshot(client)
     assert [x["id"] for x in snapshot["deployments"]] == [d["id"]]
 
 
-def test_a_host_mismatch_refuses_the_deploy(client: Client, owner: Member, eu: AgentView) -> None:
-    make_credential(owner, name="hub", server="docker.io")  # the default, for docker.io
-    app_id = _app(owner)  # an image on ghcr.io
+def test_a_chosen_credential_for_another_registry_refuses_the_deploy(
+    client: Client, owner: Member, eu: AgentView
+) -> None:
+    hub = make_credential(owner, name="hub", server="docker.io")
+    app_id = _app(owner, runtime_pull="credential", runtime_pull_credential_id=hub.id)
     body = assert_api_error(_call(client, "POST", f"/apps/{app_id}/deploy", owner), 422,
-                            "credential_host_mismatch")
+                            "credential_host_mismatch")  # an image on ghcr.io
     assert body["detail"] == {"credential": "hub", "credential_host": "docker.io",
                               "image_host": "ghcr.io"}
     assert not Deployment.objects.exists()
+
+
+def test_a_default_for_another_registry_pulls_anonymously_and_says_so(
+    client: Client, owner: Member, eu: AgentView
+) -> None:
+    """docker's and kubelet's rule: the default is only for its own registry."""
+    make_credential(owner, name="hub", server="docker.io")  # the default, for docker.io
+    app_id = _app(owner)  # "Use account default", an image on ghcr.io
+    plan = _call(client, "GET", f"/apps/{app_id}/pull-credential", owner).json()
+    assert (plan["anonymous"], plan["host_mismatch"], plan["default_host"]) == (
+        True, False, "docker.io")
+    assert plan["message"] == (
+        "Deploys will pull ghcr.io/acme/api:1.4 anonymously: the account default 'hub' is for "
+        "docker.io, and ghcr.io/acme/api:1.4 is on ghcr.io. If the image is private, choose "
+        "a credential for ghcr.io.")
+    start = eu.snapshot(client)["revision"]
+    deployed = _call(client, "POST", f"/apps/{app_id}/deploy", owner)
+    assert deployed.status_code == 201, deployed.content
+    [d] = deployed.json()
+    assert (d["pull_mode"], d["credential_name"], d["default_host"]) == (
+        "anonymous", None, "docker.io")
+    assert d["pull_summary"] == "anonymous (the default is for docker.io)"
+    [change] = eu.changes(client, start)["changes"]
+    assert change["deployment"]["pull"] == {"mode": "anonymous", "credential_id": None,
+                                            "credential_name": None,
+                                            "credential_revision": None,
+                                            "default_host": "docker.io"}
+    assert Deployment.objects.get(id=d["id"]).logs.get().line.endswith(plan["message"])
+    listing = {c["name"]: c for c in _call(client, "GET", "/credentials", owner).json()}
+    assert listing["hub"]["used_by_apps"] == 0  # the app does not pull with it
 
 
 def test_agent_reports_move_the_status_forward(

@@ -63,6 +63,11 @@ def test_the_preview_says_what_deploys_will_do(client: Client, owner: Member) ->
     assert preview("ghcr.io/acme/api:1.4", "account_default") == \
         "Deploys will pull ghcr.io/acme/api:1.4 with 'ghcr-prod' (ghcr.io)."
     assert "will be refused" in preview("docker.io/library/nginx:1", f"credential:{ghcr.id}")
+    # The default is for ghcr.io: a Docker Hub image is pulled anonymously, and said so.
+    assert preview("nginx:1.27", "account_default") == (
+        "Deploys will pull nginx:1.27 anonymously: the account default 'ghcr-prod' is for "
+        "ghcr.io, and nginx:1.27 is on docker.io. If the image is private, choose a "
+        "credential for docker.io.")
     assert "without a credential (public image)" in preview("nginx:1", "none")
     assert "not valid" in preview("UPPER/Case", "none")
 
@@ -91,6 +96,23 @@ def test_saving_an_app_on_the_page(client: Client, owner: Member) -> None:
     deployment = Deployment.objects.get(app=app)
     log = client.get(f"/deployments/{deployment.id}/log/").content.decode()
     assert 'hx-trigger="every 1s"' in log and "Queued" in log
+
+
+def test_a_deploy_records_that_the_default_was_for_another_registry(
+    client: Client, owner: Member
+) -> None:
+    region = make_region("eu-1")
+    region_services.account_regions_set(actor=owner.user, membership=owner.membership,
+                                        slugs=[region.slug])
+    make_credential(owner, name="ghcr-prod", server="ghcr.io")  # the default
+    _login(client, owner)
+    client.post("/apps/new/", {"name": "web", "source": "image", "image": "nginx:1.27",
+                               "pull": "account_default", "regions": ["eu-1"]})
+    app = App.objects.get(name="web")
+    deploy = client.post(f"/apps/{app.id}/deploy/", follow=True).content.decode()
+    assert "Deploy #1 queued for eu-1." in deploy
+    pulls = re.findall(r'data-testid="deployment-pull">([^<]*)<', deploy)
+    assert pulls == ["anonymous (the default is for ghcr.io)"] * 2  # latest, and the table
 
 
 def test_another_accounts_credential_is_refused_by_the_server(

@@ -182,8 +182,10 @@ def test_create_pull_choices_and_list(
     assert box.runtime_pull == "credential" and box.runtime_pull_credential is not None
     assert box.runtime_pull_credential.name == "ghcr-prod"
     back = _ok(run("apps", "update", "box", "--use-account-default"))
-    assert "with 'ghcr-prod' (ghcr.io)" not in back.stdout  # busybox is on docker.io...
-    assert "Warning:" in back.stderr  # ...so the default, for ghcr.io, would be refused
+    # busybox is on docker.io, so the default (for ghcr.io) is not sent: an anonymous pull.
+    assert "with 'ghcr-prod' (ghcr.io)" not in back.stdout and back.stderr == ""
+    assert ("Deploys will pull busybox:1 anonymously: the account default 'ghcr-prod' is for "
+            "ghcr.io, and busybox:1 is on docker.io.") in " ".join(back.stdout.split())
     box.refresh_from_db()
     assert (box.runtime_pull, box.runtime_pull_credential) == ("account_default", None)
     _ok(run("apps", "update", "box", "--no-pull-credential", "--image", "busybox:2"))

@@ -147,3 +147,66 @@ def test_a_rejected_credential_fails_in_the_users_words_and_the_old_version_keep
     assert "wrong-one" not in bad.error_message
     [serving] = docker_client.containers.list(filters={"label": f"moorage.app={app.pk}"})
     assert serving.labels["moorage.deployment"] == str(good.pk)
+
+
+def test_a_public_image_elsewhere_deploys_without_sending_the_default(
+    region: AgentView, run_agent: RunAgent, registry_basic: RegistryServer,
+    registry_token: RegistryServer, busybox_image: Callable[..., str],
+    docker_client: docker.DockerClient,
+) -> None:
+    """"Use account default" with a default for registry 1 and a public image on registry 2:
+    the pull is anonymous (docker's and kubelet's rule), and registry 2's token issuer never
+    receives registry 1's login (I4)."""
+    owner = member_in(region, "Public Co")
+    user, password = "u" + secrets.token_hex(4), "Default-Pw-" + secrets.token_hex(6)
+    registry_basic.add_user(user, password)
+    registry_token.add_user(user, password)  # the same login would even work there
+    make_credential(owner, name="first-reg", server=registry_basic.host, username=user,
+                    secret=password)  # the account default
+    repository = "public/web-" + secrets.token_hex(3)
+    image = busybox_image(registry_token, repository, "1.0")
+    registry_token.make_public(repository)
+    assert registry_token.issuer is not None
+    registry_token.issuer.clear_requests()
+    port = free_port()
+    app = app_create(actor=owner.user, membership=owner.membership, name="web", image=image,
+                     port=port, command=_serve(port))
+    deployment = deploy_one(owner, app.pk)
+    run_agent()
+    deployment.refresh_from_db()
+    assert deployment.status == "running", (deployment.error_code, deployment.error_message)
+    assert deployment.pull_summary == f"anonymous (the default is for {registry_basic.host})"
+    assert (deployment.credential_id, deployment.used_revision) == (None, None)
+    lines = list(deployment.logs.values_list("line", flat=True))
+    assert (f"Pulling {image} anonymously from {registry_token.host} (the account default is "
+            f"for {registry_basic.host})") in lines, lines
+    asked = [r for r in registry_token.issuer.requests
+             if any(repository in scope for scope in r.scopes)]
+    assert asked, "the engine never asked the token issuer"
+    assert [(r.username, r.authenticated) for r in asked] == [(None, False)] * len(asked)
+    assert password not in repr(registry_token.issuer.requests)
+    assert docker_client.containers.list(filters={"label": f"moorage.app={app.pk}"})
+
+
+def test_a_refused_anonymous_pull_names_the_defaults_registry(
+    region: AgentView, run_agent: RunAgent, registry_basic: RegistryServer,
+    registry_token: RegistryServer, busybox_image: Callable[..., str],
+) -> None:
+    owner = member_in(region, "Private Co")
+    user, password = "u" + secrets.token_hex(4), "Default-Pw-" + secrets.token_hex(6)
+    registry_basic.add_user(user, password)
+    make_credential(owner, name="first-reg", server=registry_basic.host, username=user,
+                    secret=password)
+    image = busybox_image(registry_token, "private/api-" + secrets.token_hex(3), "1.0")
+    app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
+                     command=["/bin/sh", "-c", "sleep 60"])
+    deployment = deploy_one(owner, app.pk)
+    run_agent()
+    deployment.refresh_from_db()
+    assert deployment.status == "failed"
+    assert deployment.error_code in ("registry_unauthorized", "registry_forbidden"), \
+        deployment.error_message
+    assert (f"The app uses the account default, which is for {registry_basic.host}, so the "
+            f"pull from {registry_token.host} was anonymous: choose a credential for "
+            f"{registry_token.host} for this app.") in deployment.error_message
+    assert password not in deployment.error_message
