@@ -167,8 +167,9 @@ def app_pull_credential(request: HttpRequest, app_id: int) -> dict[str, Any]:
                                  credential=app.runtime_pull_credential))
 
 
-#: What an upload may be sent as.
-ARCHIVE_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/x-tar+gzip"})
+#: What an upload may be sent as: a gzipped tar, or a zip (kept as a gzipped tar).
+ARCHIVE_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/x-tar+gzip",
+                           "application/zip", "application/x-zip-compressed"})
 UPLOAD_CHUNK = 1024 * 1024
 
 
@@ -178,16 +179,18 @@ def _body_chunks(request: HttpRequest) -> Iterator[bytes]:
 
 
 @router.post("/apps/{app_id}/source", response={201: SourceArchiveOut},
-             summary="Upload the source to build (a gzipped tar as the request body)",
-             description="Content-Type application/gzip, at most 100 MiB. The archive replaces "
-                         "the app's git repository; the next deploy builds it.")
+             summary="Upload the source to build (a gzipped tar or a zip as the request body)",
+             description="Content-Type application/gzip (or application/zip), at most 100 MiB. "
+                         "The archive replaces the app's git repository; the next deploy "
+                         "builds it.")
 def app_source_upload(request: HttpRequest, app_id: int) -> Status[dict[str, Any]]:
     membership = _membership(request)
     selectors.app_get(account=membership.account, app_id=app_id)  # 404 before the body
     content_type = request.content_type.lower() if request.content_type else ""
     if content_type not in ARCHIVE_TYPES:
         raise ApplicationError("Send the source as a gzipped tar with Content-Type "
-                               "application/gzip.", code="source_content_type", status=415)
+                               "application/gzip, or as a zip with application/zip.",
+                               code="source_content_type", status=415)
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:

@@ -67,6 +67,10 @@ class AppForm(forms.Form):
                                  label="Build arguments", help_text="One NAME=value per line.")
     build_pull = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
                                         label="Container registry for build pull")
+    source_upload = forms.BooleanField(
+        required=False, label="Upload the source instead",
+        help_text="Leave the repository empty and upload a .tar.gz or .zip of the directory on "
+                  "the app's page once it is created.")
 
     def __init__(self, *args: Any, pull_options: list[tuple[str, str]],
                  region_options: list[tuple[str, str]],

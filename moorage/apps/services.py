@@ -423,7 +423,7 @@ def app_delete(*, actor: User, membership: Membership, app_id: int) -> None:
 
 def source_archive_upload(*, actor: User, membership: Membership, app_id: int,
                           chunks: Iterable[bytes]) -> SourceArchive:
-    """Store an uploaded gzipped tar as the app's build source (members and up).
+    """Store an uploaded gzipped tar (or zip) as the app's build source (members and up).
 
     The archive replaces the app's git repository (and its git credential) and makes the
     app a build app; the newest :data:`~moorage.apps.sources.KEEP_ARCHIVES` archives are

@@ -1,4 +1,5 @@
-"""The Apps pages: the list, the App page (source, image, runtime pull), deploys and logs."""
+"""The Apps pages: the list, the App page (source, image, runtime pull, source upload),
+deploys and logs."""
 
 from __future__ import annotations
 
@@ -8,21 +9,24 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from moorage.accounts.forms import add_application_error
 from moorage.accounts.middleware import current_membership
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
-from moorage.apps import selectors, services
+from moorage.apps import selectors, services, sources
 from moorage.apps.forms import AppForm, pull_choices, pull_value, split_pull
 from moorage.apps.models import App
 from moorage.apps.pull import resolve_pull
+from moorage.apps.upload_handler import ArchiveUploadHandler
 from moorage.credentials.models import Credential
 from moorage.credentials.selectors import credentials_of, default_credential
 from moorage.deployments import selectors as deployment_selectors
 from moorage.deployments import services as deployment_services
-from moorage.errors import ApplicationError
+from moorage.errors import ApplicationError, ValidationFailed
 from moorage.regions.models import Region
 
 
@@ -75,7 +79,8 @@ def _save(request: HttpRequest, membership: Membership, form: AppForm,
     }
     try:
         if app is None:
-            return services.app_create(actor=membership.user, membership=membership, **fields)
+            return services.app_create(actor=membership.user, membership=membership,
+                                       source_upload=bool(data.get("source_upload")), **fields)
         return services.app_update(actor=membership.user, membership=membership,
                                    app_id=app.pk, **fields)
     except ApplicationError as exc:
@@ -103,12 +108,9 @@ def app_new(request: HttpRequest) -> HttpResponse:
                   status=422 if request.method == "POST" else 200)
 
 
-@login_required
-def app_detail(request: HttpRequest, app_id: int) -> HttpResponse:
-    membership = current_membership(request)
-    require(membership, Action.VIEW)
-    app = selectors.app_get(account=membership.account, app_id=app_id)
-    initial = {
+def _initial(app: App) -> dict[str, Any]:
+    """The App page's fields as the app is now."""
+    return {
         "name": app.name, "source": app.source, "image": app.image,
         "pull": pull_value(app.runtime_pull, app.runtime_pull_credential_id),
         "port": app.port, "command": " ".join(app.command or []),
@@ -121,7 +123,26 @@ def app_detail(request: HttpRequest, app_id: int) -> HttpResponse:
         "build_args": "\n".join(f"{k}={v}" for k, v in (app.build_args or {}).items()),
         "build_pull": app.build_pull_credential_id,
     }
-    form = _form(membership, request.POST or None, initial=initial)
+
+
+def _app_page(request: HttpRequest, membership: Membership, app: App, form: AppForm, *,
+              status: int = 200, upload_error: ApplicationError | None = None) -> HttpResponse:
+    preview = _preview(membership, form["image"].value() or "", form["pull"].value() or "")
+    deployments = deployment_selectors.deployments_of_app(account=membership.account,
+                                                          app_id=app.pk, limit=20)
+    return render(request, "apps/form.html", {
+        "form": form, "app": app, "preview": preview, "deployments": deployments,
+        "latest": deployments[0] if deployments else None, "upload_error": upload_error,
+        "max_upload_mib": sources.MAX_ARCHIVE_BYTES // (1024 * 1024),
+    }, status=status)
+
+
+@login_required
+def app_detail(request: HttpRequest, app_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    require(membership, Action.VIEW)
+    app = selectors.app_get(account=membership.account, app_id=app_id)
+    form = _form(membership, request.POST or None, initial=_initial(app))
     status = 200
     if request.method == "POST":
         require(membership, Action.DEPLOY)
@@ -129,13 +150,46 @@ def app_detail(request: HttpRequest, app_id: int) -> HttpResponse:
         if form.is_valid() and _save(request, membership, form, app) is not None:
             messages.success(request, "Saved. Changes take effect at the next deploy.")
             return redirect("app_detail", app_id=app.pk)
-    preview = _preview(membership, form["image"].value() or "", form["pull"].value() or "")
-    deployments = deployment_selectors.deployments_of_app(account=membership.account,
-                                                          app_id=app.pk, limit=20)
-    return render(request, "apps/form.html", {
-        "form": form, "app": app, "preview": preview, "deployments": deployments,
-        "latest": deployments[0] if deployments else None,
-    }, status=status)
+    return _app_page(request, membership, app, form, status=status)
+
+
+@csrf_exempt  # checked by _app_source_upload, once the upload handler is in place
+@login_required
+@require_POST
+def app_source_upload(request: HttpRequest, app_id: int) -> HttpResponse:
+    """The App page's upload of a build's source: a .tar.gz or .zip of the directory.
+
+    The same service, size limit and errors as ``POST /api/v1/apps/{id}/source``; the limit
+    is applied while the browser sends (:class:`ArchiveUploadHandler`), which is why the CSRF
+    check runs after the handler is set instead of in the middleware.
+    """
+    handler = ArchiveUploadHandler(request)
+    request.upload_handlers = [handler]
+    return _app_source_upload(request, app_id, handler)
+
+
+@csrf_protect
+def _app_source_upload(request: HttpRequest, app_id: int,
+                       handler: ArchiveUploadHandler) -> HttpResponse:
+    membership = current_membership(request)
+    app = selectors.app_get(account=membership.account, app_id=app_id)
+    try:
+        upload = request.FILES.get("archive")
+        if handler.too_large:
+            raise sources.too_large()
+        if upload is None:
+            raise ValidationFailed("Choose the .tar.gz or .zip of the source directory.",
+                                   code="source_missing")
+        archive = services.source_archive_upload(actor=membership.user, membership=membership,
+                                                 app_id=app.pk, chunks=upload.chunks())
+    except ApplicationError as exc:
+        if exc.status in (401, 403, 404):
+            raise
+        return _app_page(request, membership, app, _form(membership, initial=_initial(app)),
+                         status=exc.status, upload_error=exc)
+    messages.success(request, f"Uploaded {upload.name} ({filesizeformat(archive.size)}, "
+                              f"sha256 {archive.sha256[:12]}). The next deploy builds it.")
+    return redirect("app_detail", app_id=app.pk)
 
 
 @login_required
