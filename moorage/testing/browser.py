@@ -8,7 +8,7 @@ as root in a sandbox without a GPU.
 
 from __future__ import annotations
 
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from moorage.testing.programs import require_binary
 
@@ -44,3 +44,12 @@ def launch_chromium(playwright: Playwright, *, slow_mo: float | None = None) -> 
         args=list(CHROMIUM_ARGS),
         slow_mo=slow_mo,
     )
+
+
+def log_in(page: Page, url: str, email: str, password: str) -> None:
+    """Log in through the login page at ``url`` and wait for the home page."""
+    page.goto(url + "/login/")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(url + "/")

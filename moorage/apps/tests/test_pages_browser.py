@@ -12,6 +12,7 @@ from pytest_django.fixtures import Settings
 from moorage.apps.models import App
 from moorage.apps.tests.test_source_upload_page import ZIP
 from moorage.testing import factories
+from moorage.testing.browser import log_in
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import PASSWORD
 
@@ -23,11 +24,7 @@ def test_the_preview_follows_the_select_and_the_image(page: Page, live_server: o
     owner = factories.make_account("Browser Co")
     make_credential(owner, name="ghcr-prod", server="ghcr.io")
     make_credential(owner, name="hub", server="docker.io")
-    page.goto(url + "/login/")
-    page.get_by_label("E-mail").fill(owner.user.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(url + "/")
+    log_in(page, url, owner.user.email, PASSWORD)
     page.goto(url + "/apps/new/")
 
     select = page.get_by_label("Container registry for runtime pull")
@@ -66,11 +63,7 @@ def test_build_mode_offers_no_account_default_and_keeps_an_empty_select_empty(
     owner = factories.make_account("Builder Co")
     make_credential(owner, name="ghcr-prod", server="ghcr.io")  # the account default
     make_credential(owner, name="internal", server="registry.example.com:5000")
-    page.goto(url + "/login/")
-    page.get_by_label("E-mail").fill(owner.user.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(url + "/")
+    log_in(page, url, owner.user.email, PASSWORD)
     page.goto(url + "/apps/new/")
     page.get_by_label("Build from source").check()
     card = page.locator("#build-card")
@@ -98,11 +91,7 @@ def test_a_build_app_waits_for_its_source_and_takes_a_zip_upload(
     settings.DATA_DIR = tmp_path / "data"  # the live server keeps the upload there
     url = str(live_server.url)  # type: ignore[attr-defined]
     owner = factories.make_account("Upload Co")
-    page.goto(url + "/login/")
-    page.get_by_label("E-mail").fill(owner.user.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(url + "/")
+    log_in(page, url, owner.user.email, PASSWORD)
     page.goto(url + "/apps/new/")
     page.get_by_label("Build from source").check()
     page.get_by_label("Name", exact=True).fill("uploaded")

@@ -14,6 +14,7 @@ from moorage.apps.services import app_create
 from moorage.credentials.models import Credential
 from moorage.regions import services as region_services
 from moorage.testing import factories
+from moorage.testing.browser import log_in
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import PASSWORD, Member
 
@@ -21,11 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def _login(page: Page, url: str, member: Member) -> None:
-    page.goto(url + "/login/")
-    page.get_by_label("E-mail").fill(member.user.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(url + "/")
+    log_in(page, url, member.user.email, PASSWORD)
 
 
 def _add(page: Page, url: str, *, name: str, preset: str, server: str | None = None) -> None:
