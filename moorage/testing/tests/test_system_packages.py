@@ -4,7 +4,6 @@ packages (moorage.testing.programs) and the list scripts/install.sh installs agr
 from __future__ import annotations
 
 import ast
-import importlib
 import os
 import re
 import subprocess
@@ -23,20 +22,26 @@ def _listed_packages() -> list[str]:
     return [line for line in lines if line]
 
 
-def _module_name(path: Path) -> str:
-    return ".".join(path.relative_to(REPO).with_suffix("").parts)
+def _constants(tree: ast.Module) -> dict[str, str]:
+    """The module's top-level ``NAME = "text"`` assignments."""
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                and isinstance(node.value.value, str):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = node.value.value
+    return found
 
 
-def _program_argument(node: ast.expr, path: Path) -> str:
+def _program_argument(node: ast.expr, constants: dict[str, str], where: str) -> str:
     """The program a ``require_binary(...)`` call asks for: a literal, or a module constant."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
-    if isinstance(node, ast.Name):
-        value = getattr(importlib.import_module(_module_name(path)), node.id)
-        assert isinstance(value, str), f"{path}: {node.id} is not a string"
-        return value
-    raise AssertionError(f"{path}:{node.lineno}: require_binary's argument must be a string "
-                         "literal or a module constant, so this test can read it")
+    if isinstance(node, ast.Name) and node.id in constants:
+        return constants[node.id]
+    raise AssertionError(f"{where}: require_binary's argument must be a string literal or a "
+                         "module-level string constant, so this test can read it")
 
 
 def required_programs() -> dict[str, list[str]]:
@@ -44,11 +49,13 @@ def required_programs() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in sorted((REPO / "moorage").rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
+        constants = _constants(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require_binary" \
                     and node.args and not node.keywords:
-                program = _program_argument(node.args[0], path)
-                found.setdefault(program, []).append(f"{path.relative_to(REPO)}:{node.lineno}")
+                where = f"{path.relative_to(REPO)}:{node.lineno}"
+                program = _program_argument(node.args[0], constants, where)
+                found.setdefault(program, []).append(where)
     return found
 
 
