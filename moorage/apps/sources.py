@@ -36,6 +36,8 @@ MAX_ARCHIVE_BYTES = MAX_SOURCE_BYTES
 #: The most it may unpack to, and the most members: a small archive can expand enormously.
 MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 MAX_MEMBERS = 100_000
+#: The longest symbolic link target a zip entry may hold (Linux's PATH_MAX).
+MAX_LINK_TARGET = 4096
 #: How many archives of an app are kept (the newest).
 KEEP_ARCHIVES = 3
 
@@ -164,6 +166,8 @@ def _copy_zip_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo,
         info.type, info.mode = tarfile.DIRTYPE, (stat.S_IMODE(mode) or 0o755)
         tar.addfile(info)
     elif stat.S_ISLNK(mode):
+        if entry.file_size > MAX_LINK_TARGET:
+            raise _invalid(f"The symbolic link {entry.filename[:200]!r} is not a link.")
         info.type, info.mode = tarfile.SYMTYPE, 0o777
         info.linkname = archive.read(entry).decode("utf-8")
         tar.addfile(info)

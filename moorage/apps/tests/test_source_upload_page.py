@@ -143,9 +143,10 @@ def _zip_traversal() -> bytes:
     lambda: targz([device("null")]),
     _zip_traversal,
     lambda: zipped([("escape", b"/etc/shadow", stat.S_IFLNK | 0o777)]),
+    lambda: zipped([("long", b"a/" * 4000, stat.S_IFLNK | 0o777)]),
     lambda: ZIP[: len(ZIP) // 2],
 ], ids=["text", "truncated", "absolute", "symlink-out", "device", "zip-traversal",
-        "zip-symlink-out", "zip-truncated"])
+        "zip-symlink-out", "zip-long-link", "zip-truncated"])
 def test_bad_archives_get_the_apis_error_on_the_page(
     client: Client, owner: Member, app: App, data_dir: Path, make_body: Callable[[], bytes],
 ) -> None:
