@@ -3,7 +3,9 @@
 The token and the region key are read from files (never command-line values, which any user
 of the machine can see in the process list). Files readable by group or others are used but
 warned about: refusing them would break common setups (a Kubernetes secret volume is 0644 by
-default) while a warning still points at the problem.
+default) while a warning still points at the problem. The engine is ``--docker-host``, else
+what ``DOCKER_HOST``, ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH`` say (:mod:`.engine`); the
+agent itself reads no environment.
 
 Exit codes: 0 stopped cleanly (SIGTERM/SIGINT, or ``--once`` synced), 1 ``--once`` could not
 sync, 2 bad configuration (the message names the file or option), 3 the control plane refused
