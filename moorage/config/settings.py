@@ -7,6 +7,7 @@ Nothing here reads ``os.environ`` directly: every outside value comes from
 from __future__ import annotations
 
 from moorage.config.env import read_environment
+from moorage.registry.policy import ProbePolicy
 
 ENV = read_environment()
 
@@ -17,6 +18,12 @@ ALLOWED_HOSTS = ENV.allowed_hosts
 # The keyring that seals secrets: MOORAGE_KEYS when set, else the key file in the data dir.
 MOORAGE_KEYS = ENV.keys
 MOORAGE_KEY_FILE = DATA_DIR / "keys"
+# Limits of every conversation with a registry a tenant named ("Test connection"): networks
+# never reached (MOORAGE_PROBE_BLOCKED_NETWORKS), one deadline, a cap on each answer's size.
+REGISTRY_PROBE_POLICY = ProbePolicy(blocked_networks=ENV.probe_blocked_networks)
+# Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (MOORAGE_TRUSTED_PROXIES);
+# `moorage up` hands them to uvicorn. Empty: the socket's peer is the client.
+TRUSTED_PROXIES = ENV.trusted_proxies
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -322,9 +322,13 @@ def credential_test(
                 f"{credential.server}; it was not sent there.",
             )
         else:
-            outcome = _outcome(check_access(login, reference))
+            outcome = _outcome(
+                check_access(login, reference, policy=settings.REGISTRY_PROBE_POLICY)
+            )
     else:
-        outcome = _outcome(check_login(login, credential.server))
+        outcome = _outcome(
+            check_login(login, credential.server, policy=settings.REGISTRY_PROBE_POLICY)
+        )
     _record_test(actor=actor, membership=membership, credential=credential, outcome=outcome,
                  image=image)
     return outcome
