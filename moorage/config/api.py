@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -20,7 +21,7 @@ from moorage.audit.api import router as audit_router
 from moorage.credentials.api import router as credentials_router
 from moorage.deployments.api import agent_router as deployments_agent_router
 from moorage.deployments.api import router as deployments_router
-from moorage.errors import ApplicationError
+from moorage.errors import ApplicationError, RequestTooLarge
 from moorage.regions.api import agent_router
 from moorage.regions.api import router as regions_router
 
@@ -96,6 +97,13 @@ def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     )
 
 
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # A client's mistake (or abuse), not ours: one line in the log, no traceback.
+    logger.warning("request body over the limit: %s %s", request.method, request.path)
+    return _application_error(request, RequestTooLarge.over_the_limit())
+
+
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return _error(api, request, 404, "not_found", "Not found.", {})
@@ -103,7 +111,7 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    code = {400: "bad_request", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+    code = {400: "bad_request", 405: "method_not_allowed", 413: "request_too_large"}.get(
         exc.status_code, "http_error"
     )
     return _error(api, request, exc.status_code, code, str(exc.message), {})

@@ -131,5 +131,8 @@ LOGGING = {
     "loggers": {
         # Request logs of 4xx answers repeat what the API already told the client.
         "django.request": {"level": "ERROR"},
+        # A body over the limit is the sender's doing: the 413 handler logs one line
+        # (moorage.web.errors); Django's own entry would add a traceback.
+        "django.security.RequestDataTooBig": {"level": "CRITICAL"},
     },
 }
