@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from moorage.accounts import selectors, services
+from moorage.accounts.auth import client_address
 from moorage.accounts.choices import Role
 from moorage.accounts.models import ApiToken, Membership
 from moorage.accounts.permissions import MATRIX, Action, require
@@ -151,7 +152,7 @@ def token_for_login(request: HttpRequest, payload: LoginTokenIn) -> Status[Token
     token, plaintext = services.api_token_issue_for_login(
         email=payload.email,
         password=payload.password,
-        address=str(request.META.get("REMOTE_ADDR") or "unknown"),
+        address=client_address(request),
         account_slug=payload.account,
         name=payload.name,
     )

@@ -11,6 +11,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from moorage.accounts import selectors, services
+from moorage.accounts.auth import client_address
 from moorage.accounts.forms import (
     AccountForm,
     LoginForm,
@@ -24,11 +25,6 @@ from moorage.accounts.middleware import SESSION_ACCOUNT_KEY, current_membership
 from moorage.errors import ApplicationError
 
 
-def _client_address(request: HttpRequest) -> str:
-    # Behind a proxy, operators terminate there; we trust only the socket's peer.
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
-
-
 def login_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
@@ -39,7 +35,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
             user = services.login_authenticate(
                 email=form.cleaned_data["email"],
                 password=form.cleaned_data["password"],
-                address=_client_address(request),
+                address=client_address(request),
             )
         except ApplicationError as exc:
             add_application_error(form, exc)
