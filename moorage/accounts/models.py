@@ -139,7 +139,8 @@ class ApiToken(models.Model):
 
 
 class LoginAttempt(models.Model):
-    """One attempt to log in, kept for a day to rate-limit guessing per user and address."""
+    """One attempt to log in: failures are kept for a day to rate-limit guessing, successes
+    for ``LOGIN_KNOWN_ADDRESS_DAYS`` to know the addresses a user logs in from."""
 
     email = models.CharField(max_length=254)
     address = models.CharField(max_length=64)
@@ -150,6 +151,7 @@ class LoginAttempt(models.Model):
         indexes = [
             models.Index(Lower("email"), "at", name="login_attempt_email_at"),
             models.Index(fields=["address", "at"], name="login_attempt_address_at"),
+            models.Index(fields=["email", "address", "at"], name="login_attempt_pair_at"),
         ]
 
     def __str__(self) -> str:

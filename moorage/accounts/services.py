@@ -6,6 +6,7 @@ Services are keyword-only, run in one transaction, check the actor's role throug
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -404,39 +406,83 @@ def password_change(*, user: User, current_password: str, new_password: str) -> 
         )
 
 
-def _login_retry_after(*, email: str, address: str) -> int | None:
+@dataclass(frozen=True)
+class _LoginLimit:
+    """One rule: at most ``limit`` failures among ``failures`` within ``window``."""
+
+    scope: str
+    failures: QuerySet[LoginAttempt]
+    limit: int
+    window: timedelta
+
+
+def _login_limits(*, email: str, address: str) -> list[_LoginLimit]:
+    """The rules that apply to a login of ``email`` from ``address`` right now.
+
+    * ``user_address``: one person (or one guesser) at one address; a success there starts
+      the count again.
+    * ``address``: one address trying many users.
+    * ``user``: every address together, over a longer window: a distributed guesser is slowed
+      too. It spares an address the user logged in from in the last
+      ``LOGIN_KNOWN_ADDRESS_DAYS``, so the owner at their own address still gets in.
+    """
+    now = timezone.now()
     window = timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
-    since = timezone.now() - window
-    failures = LoginAttempt.objects.filter(succeeded=False, at__gte=since)
-    checks = (
-        (failures.filter(email=email), settings.LOGIN_FAILURES_PER_USER),
-        (failures.filter(address=address), settings.LOGIN_FAILURES_PER_ADDRESS),
+    ceiling = timedelta(seconds=settings.LOGIN_USER_CEILING_WINDOW_SECONDS)
+    failures = LoginAttempt.objects.filter(succeeded=False)
+    last_success = (
+        LoginAttempt.objects.filter(email=email, address=address, succeeded=True)
+        .order_by("-at")
+        .values_list("at", flat=True)
+        .first()
     )
-    for attempts, limit in checks:
-        recent = list(attempts.order_by("-at").values_list("at", flat=True)[:limit])
-        if len(recent) >= limit:
-            oldest_counted = recent[-1]
-            return max(1, int((oldest_counted + window - timezone.now()).total_seconds()))
+    pair_since = now - window if last_success is None else max(now - window, last_success)
+    limits = [
+        _LoginLimit("user_address", failures.filter(email=email, address=address,
+                                                    at__gt=pair_since),
+                    settings.LOGIN_FAILURES_PER_USER_ADDRESS, window),
+        _LoginLimit("address", failures.filter(address=address, at__gte=now - window),
+                    settings.LOGIN_FAILURES_PER_ADDRESS, window),
+    ]
+    known = last_success is not None and last_success >= now - timedelta(
+        days=settings.LOGIN_KNOWN_ADDRESS_DAYS
+    )
+    if not known:
+        limits.append(_LoginLimit("user", failures.filter(email=email, at__gte=now - ceiling),
+                                  settings.LOGIN_FAILURES_PER_USER, ceiling))
+    return limits
+
+
+def _login_refusal(*, email: str, address: str) -> RateLimited | None:
+    """The 429 to answer when a rule is full: seconds until its oldest counted failure ages
+    out of the window. Refused attempts are not recorded: waiting is what unlocks."""
+    for rule in _login_limits(email=email, address=address):
+        recent = list(rule.failures.order_by("-at").values_list("at", flat=True)[: rule.limit])
+        if len(recent) >= rule.limit:
+            wait = (recent[-1] + rule.window - timezone.now()).total_seconds()
+            retry_after = max(1, math.ceil(wait))
+            return RateLimited(
+                f"Too many failed logins. Try again in {retry_after} seconds.",
+                code="login_rate_limited",
+                detail={"retry_after": retry_after, "scope": rule.scope},
+            )
     return None
 
 
 def login_authenticate(*, email: str, password: str, address: str) -> User:
-    """Check an e-mail and password, rate-limited per user and per address.
+    """Check an e-mail and password, rate-limited (:func:`_login_limits`).
 
-    Every attempt is recorded (without the password). Errors: ``login_rate_limited`` (429),
+    Every attempt is recorded (without the password). Errors: ``login_rate_limited`` (429,
+    ``detail.retry_after`` and ``detail.scope``),
     ``invalid_credentials`` (401, the same for an unknown user and a wrong password, so the
     answer does not reveal who has an account) and ``user_disabled`` (401, only said to someone
     who knew the password).
     """
     email = normalize_email(email)[:EMAIL_MAX]
     address = address[:64]
-    retry_after = _login_retry_after(email=email, address=address)
-    if retry_after is not None:
-        raise RateLimited(
-            f"Too many failed logins. Try again in {retry_after} seconds.",
-            code="login_rate_limited",
-            detail={"retry_after": retry_after},
-        )
+    refusal = _login_refusal(email=email, address=address)
+    if refusal is not None:
+        raise refusal
     user = User.objects.filter(email=email).first()
     ok = (
         user is not None
@@ -446,7 +492,12 @@ def login_authenticate(*, email: str, password: str, address: str) -> User:
     )
     with transaction.atomic():
         LoginAttempt.objects.create(email=email, address=address, succeeded=ok)
-        LoginAttempt.objects.filter(at__lt=timezone.now() - LOGIN_ATTEMPT_RETENTION).delete()
+        now = timezone.now()
+        LoginAttempt.objects.filter(succeeded=False, at__lt=now - LOGIN_ATTEMPT_RETENTION).delete()
+        # Successes are kept longer: they make an address known to the user's ceiling.
+        LoginAttempt.objects.filter(
+            succeeded=True, at__lt=now - timedelta(days=settings.LOGIN_KNOWN_ADDRESS_DAYS)
+        ).delete()
     if not ok or user is None:
         if user is not None:
             with transaction.atomic():

@@ -30,6 +30,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
         return redirect("home")
     form = LoginForm(request.POST or None)
     status = 200
+    retry_after: object = None
     if request.method == "POST" and form.is_valid():
         try:
             user = services.login_authenticate(
@@ -40,13 +41,17 @@ def login_view(request: HttpRequest) -> HttpResponse:
         except ApplicationError as exc:
             add_application_error(form, exc)
             status = exc.status
+            retry_after = exc.detail.get("retry_after")
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             target = request.GET.get("next", "")
             if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
                 target = ""
             return redirect(target or "home")
-    return render(request, "accounts/login.html", {"form": form}, status=status)
+    response = render(request, "accounts/login.html", {"form": form}, status=status)
+    if status == 429 and retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @require_POST

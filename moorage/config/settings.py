@@ -115,10 +115,16 @@ STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-# Login attempts: a person gets a few tries per window, an address a few more.
-LOGIN_FAILURES_PER_USER = 5
-LOGIN_FAILURES_PER_ADDRESS = 20
+# Login attempts (moorage.accounts.services.login_authenticate). Failures are counted per
+# (user, address) and per address over a short window, and per user, from every address
+# together, over a longer one: that slower ceiling does not apply at an address where the
+# user logged in before, so someone guessing elsewhere cannot lock the owner out.
 LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
+LOGIN_FAILURES_PER_USER_ADDRESS = 5
+LOGIN_FAILURES_PER_ADDRESS = 20
+LOGIN_USER_CEILING_WINDOW_SECONDS = 60 * 60
+LOGIN_FAILURES_PER_USER = 50
+LOGIN_KNOWN_ADDRESS_DAYS = 30
 
 LOGGING = {
     "version": 1,

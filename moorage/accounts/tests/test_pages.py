@@ -45,13 +45,20 @@ def test_wrong_password_shows_an_error_on_the_form(client: Client, owner: Member
     assert "nope-nope-1" not in response.content.decode()
 
 
-@override_settings(LOGIN_FAILURES_PER_USER=2)
-def test_login_page_is_rate_limited(client: Client, owner: Member) -> None:
+@override_settings(LOGIN_FAILURES_PER_USER_ADDRESS=2)
+def test_login_page_is_rate_limited_and_says_when_to_retry(
+    client: Client, owner: Member
+) -> None:
     for _ in range(2):
         client.post("/login/", {"email": owner.user.email, "password": "nope-nope-1"})
     response = client.post("/login/", {"email": owner.user.email, "password": PASSWORD})
     assert response.status_code == 429
     assert "Too many failed logins" in response.content.decode()
+    assert 0 < int(response["Retry-After"]) <= 15 * 60
+    # The owner at another address is not locked out by these failures.
+    other = client.post("/login/", {"email": owner.user.email, "password": PASSWORD},
+                        REMOTE_ADDR="192.0.2.44")
+    assert other.status_code == 302
 
 
 def test_login_ignores_an_offsite_next(client: Client, owner: Member) -> None:

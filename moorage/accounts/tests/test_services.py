@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from moorage.accounts import services
 from moorage.accounts.choices import Role
@@ -205,28 +207,89 @@ def test_disabled_users_are_told_only_with_the_right_password(owner: Member) -> 
     assert _code(exc) == "user_disabled"
 
 
-@override_settings(LOGIN_FAILURES_PER_USER=3, LOGIN_FAILURES_PER_ADDRESS=5)
-def test_login_is_rate_limited_per_user_and_per_address(owner: Member) -> None:
-    for _ in range(3):
-        with pytest.raises(ApplicationError):
-            services.login_authenticate(email=owner.user.email, password="bad-guess-000",
-                                        address="10.0.0.1")
-    # Even the right password waits now: the limit is on the user, from any address.
-    with pytest.raises(ApplicationError) as exc:
-        services.login_authenticate(email=owner.user.email, password=PASSWORD,
-                                    address="10.0.0.2")
-    assert (exc.value.status, _code(exc)) == (429, "login_rate_limited")
-    assert 0 < exc.value.detail["retry_after"] <= 15 * 60
-    # One address guessing many users is stopped by the address limit.
-    for n in range(2):
+def _fail_login(email: str, address: str, times: int = 1) -> None:
+    for _ in range(times):
         with pytest.raises(ApplicationError) as exc:
-            services.login_authenticate(email=f"u{n}@example.com", password="x" * 12,
-                                        address="10.0.0.1")
+            services.login_authenticate(email=email, password="bad-guess-000", address=address)
         assert _code(exc) == "invalid_credentials"
+
+
+def _refused(email: str, password: str, address: str) -> ApplicationError:
     with pytest.raises(ApplicationError) as exc:
-        services.login_authenticate(email="u9@example.com", password="x" * 12,
-                                    address="10.0.0.1")
-    assert _code(exc) == "login_rate_limited"
+        services.login_authenticate(email=email, password=password, address=address)
+    assert (exc.value.status, _code(exc)) == (429, "login_rate_limited")
+    return exc.value
+
+
+@override_settings(LOGIN_FAILURES_PER_USER_ADDRESS=3, LOGIN_FAILURES_PER_ADDRESS=50,
+                   LOGIN_FAILURES_PER_USER=50)
+def test_a_guesser_elsewhere_does_not_lock_the_owner_out(owner: Member) -> None:
+    email = owner.user.email
+    _fail_login(email, "203.0.113.66", times=3)
+    # The guesser's address is stopped, even with the right password...
+    refused = _refused(email, PASSWORD, "203.0.113.66")
+    assert refused.detail["scope"] == "user_address"
+    assert 0 < refused.detail["retry_after"] <= 15 * 60
+    # ...and refused tries are not counted: waiting is what unlocks.
+    LoginAttempt.objects.update(at=timezone.now() - timedelta(minutes=16))
+    services.login_authenticate(email=email, password=PASSWORD, address="203.0.113.66")
+    # The owner at their own address logs in all along.
+    _fail_login(email, "203.0.113.66", times=3)
+    assert services.login_authenticate(email=email, password=PASSWORD, address="192.0.2.10")
+
+
+@override_settings(LOGIN_FAILURES_PER_USER_ADDRESS=3)
+def test_a_success_starts_the_user_address_count_again(owner: Member) -> None:
+    email = owner.user.email
+    _fail_login(email, "192.0.2.10", times=2)
+    services.login_authenticate(email=email, password=PASSWORD, address="192.0.2.10")
+    _fail_login(email, "192.0.2.10", times=2)
+    assert services.login_authenticate(email=email, password=PASSWORD, address="192.0.2.10")
+    _fail_login(email, "192.0.2.10", times=3)  # only failures since the last success count
+    _refused(email, PASSWORD, "192.0.2.10")
+
+
+@override_settings(LOGIN_FAILURES_PER_USER_ADDRESS=3, LOGIN_FAILURES_PER_USER=6)
+def test_the_per_user_ceiling_stops_many_addresses_but_spares_a_known_one(
+    owner: Member,
+) -> None:
+    email = owner.user.email
+    services.login_authenticate(email=email, password=PASSWORD, address="192.0.2.10")
+    for n in range(6):  # a distributed guesser: two tries from each of three addresses
+        _fail_login(email, f"198.51.100.{n // 2}")
+    # A new address is now refused, even with the right password (the slower ceiling)...
+    refused = _refused(email, PASSWORD, "198.51.100.200")
+    assert refused.detail["scope"] == "user"
+    assert 45 * 60 < refused.detail["retry_after"] <= 60 * 60
+    # ...while the owner at the address they logged in from before still gets in.
+    assert services.login_authenticate(email=email, password=PASSWORD, address="192.0.2.10")
+    # The ceiling's window is an hour, not the short one.
+    LoginAttempt.objects.filter(succeeded=False).update(
+        at=timezone.now() - timedelta(minutes=30))
+    _refused(email, PASSWORD, "198.51.100.201")
+    LoginAttempt.objects.filter(succeeded=False).update(
+        at=timezone.now() - timedelta(minutes=61))
+    assert services.login_authenticate(email=email, password=PASSWORD, address="198.51.100.201")
+
+
+@override_settings(LOGIN_FAILURES_PER_ADDRESS=5)
+def test_one_address_guessing_many_users_is_stopped(owner: Member) -> None:
+    for n in range(5):
+        _fail_login(f"u{n}@example.com", "10.0.0.1")
+    refused = _refused("u9@example.com", "x" * 12, "10.0.0.1")
+    assert refused.detail["scope"] == "address"
+    assert services.login_authenticate(email=owner.user.email, password=PASSWORD,
+                                       address="10.0.0.2")
+
+
+def test_old_failures_go_and_known_addresses_stay_a_while(owner: Member) -> None:
+    email = owner.user.email
+    services.login_authenticate(email=email, password=PASSWORD, address="192.0.2.10")
+    _fail_login(email, "192.0.2.11")
+    LoginAttempt.objects.update(at=timezone.now() - timedelta(days=2))
+    services.login_authenticate(email=email, password=PASSWORD, address="192.0.2.12")
+    kept = sorted(LoginAttempt.objects.values_list("address", "succeeded"))
+    assert kept == [("192.0.2.10", True), ("192.0.2.12", True)]
 
 
 def test_password_change_requires_the_current_one_and_a_strong_new_one(owner: Member) -> None:
