@@ -6,7 +6,7 @@ from datetime import datetime
 
 from ninja import Field, Schema
 
-from moorage.accounts.choices import Role
+from moorage.accounts.choices import InvitationStatus, Role
 
 
 class UserOut(Schema):
@@ -40,16 +40,32 @@ class MemberOut(Schema):
     created_at: datetime
 
 
-class MemberIn(Schema):
+class InvitationIn(Schema):
     email: str = Field(..., max_length=254)
     role: Role = Role.MEMBER
 
 
-class MemberCreatedOut(Schema):
-    member: MemberOut
-    one_time_password: str | None = Field(
-        None, description="Set when a user was created; shown only in this answer."
-    )
+class InvitationOut(Schema):
+    id: int
+    email: str
+    role: Role
+    status: InvitationStatus
+    invited_by: str | None = Field(None, description="E-mail of the admin who invited")
+    created_at: datetime
+    expires_at: datetime
+
+
+class MyInvitationOut(Schema):
+    id: int
+    account: AccountOut
+    role: Role
+    invited_by: str | None
+    expires_at: datetime
+
+
+class JoinedOut(Schema):
+    account: AccountOut
+    role: Role
 
 
 class MemberPatch(Schema):

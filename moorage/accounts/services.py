@@ -21,10 +21,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from moorage.accounts import selectors, tokens
-from moorage.accounts.choices import Role
+from moorage.accounts.choices import InvitationStatus, Role
 from moorage.accounts.models import (
     Account,
     ApiToken,
+    Invitation,
     LoginAttempt,
     Membership,
     User,
@@ -264,14 +265,6 @@ def installation_init(*, email: str, account_name: str, password: str | None) ->
 # ---------------------------------------------------------------- members
 
 
-@dataclass(frozen=True)
-class MemberAdded:
-    """A new membership; ``one_time_password`` is set when a user was created for it."""
-
-    membership: Membership
-    one_time_password: str | None
-
-
 def _require_role_change_allowed(membership: Membership, *roles: str) -> None:
     require(membership, Action.MANAGE_MEMBERS)
     if Role.OWNER in roles:
@@ -279,27 +272,122 @@ def _require_role_change_allowed(membership: Membership, *roles: str) -> None:
 
 
 @transaction.atomic
-def member_add(*, actor: User, membership: Membership, email: str, role: str) -> MemberAdded:
-    """Add ``email`` to the actor's account with ``role``, creating the user when needed."""
+def invitation_create(*, actor: User, membership: Membership, email: str, role: str) -> Invitation:
+    """Invite ``email`` into the actor's account with ``role``; they accept after logging in.
+
+    Whether a user with that e-mail exists is neither checked nor told: the answer is the
+    same either way (no enumeration of the installation's users), and no user is created.
+    Inviting an e-mail that already has a pending invitation renews it with the new role.
+    Only someone already in this account (which the actor can see anyway) is refused.
+    """
     new_role = _clean_role(role)
     _require_role_change_allowed(membership, new_role)
     email = _clean_email(email)
     account = membership.account
-    user = User.objects.filter(email=email).first()
-    generated: str | None = None
-    if user is None:
-        user, generated = user_create(actor=actor, email=email, account=account)
-    elif Membership.objects.filter(user=user, account=account).exists():
+    if Membership.objects.filter(account=account, user__email=email).exists():
         raise Conflict(f"{email} is already a member of this account.", code="member_exists")
-    added = Membership.objects.create(user=user, account=account, role=new_role)
+    expires_at = timezone.now() + timedelta(days=settings.INVITATION_DAYS)
+    invitation = (
+        Invitation.objects.select_for_update()
+        .filter(account=account, email=email, status=InvitationStatus.PENDING)
+        .first()
+    )
+    if invitation is None:
+        invitation = Invitation.objects.create(
+            account=account, email=email, role=new_role, invited_by=actor, expires_at=expires_at
+        )
+    else:
+        invitation.role, invitation.invited_by, invitation.expires_at = new_role, actor, expires_at
+        invitation.save(update_fields=["role", "invited_by", "expires_at"])
     audit_record(
         account=account,
         actor=actor,
+        action=AuditAction.INVITATION_CREATED,
+        target=invitation,
+        details={"email": email, "role": new_role.value},
+    )
+    return invitation
+
+
+@transaction.atomic
+def invitation_revoke(*, actor: User, membership: Membership, invitation_id: int) -> Invitation:
+    """Withdraw a pending invitation of the actor's account (admins; owners for owner ones)."""
+    invitation = (
+        Invitation.objects.select_for_update()
+        .filter(account=membership.account, id=invitation_id)
+        .first()
+    )
+    if invitation is None:
+        raise NotFound("No such invitation in this account.", code="invitation_not_found")
+    _require_role_change_allowed(membership, invitation.role)
+    if invitation.status != InvitationStatus.PENDING:
+        return invitation
+    _close(invitation, InvitationStatus.REVOKED)
+    audit_record(
+        account=membership.account,
+        actor=actor,
+        action=AuditAction.INVITATION_REVOKED,
+        target=invitation,
+        details={"email": invitation.email, "role": invitation.role},
+    )
+    return invitation
+
+
+def _close(invitation: Invitation, status: InvitationStatus) -> None:
+    invitation.status, invitation.closed_at = status, timezone.now()
+    invitation.save(update_fields=["status", "closed_at"])
+
+
+def _own_pending_invitation(actor: User, invitation_id: int) -> Invitation:
+    """The actor's pending invitation; anyone else's, or a closed one, is not found."""
+    invitation = (
+        Invitation.objects.select_for_update()
+        .select_related("account")
+        .filter(id=invitation_id, email=normalize_email(actor.email),
+                status=InvitationStatus.PENDING)
+        .first()
+    )
+    if invitation is None:
+        raise NotFound("No such invitation for you.", code="invitation_not_found")
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, actor: User, invitation_id: int) -> Membership:
+    """Join the account of an invitation addressed to the actor's e-mail, with its role."""
+    invitation = _own_pending_invitation(actor, invitation_id)
+    if invitation.expires_at <= timezone.now():
+        raise Conflict(
+            "This invitation has expired; ask an admin of the account to invite you again.",
+            code="invitation_expired",
+        )
+    _close(invitation, InvitationStatus.ACCEPTED)
+    existing = Membership.objects.filter(user=actor, account=invitation.account).first()
+    if existing is not None:
+        return existing  # joined meanwhile (another invitation): keep the role they have
+    added = Membership.objects.create(user=actor, account=invitation.account, role=invitation.role)
+    audit_record(
+        account=invitation.account,
+        actor=actor,
         action=AuditAction.MEMBER_ADDED,
         target=added,
-        details={"email": email, "role": new_role.value, "new_user": generated is not None},
+        details={"email": actor.email, "role": invitation.role, "invitation": invitation.pk},
     )
-    return MemberAdded(added, generated)
+    return added
+
+
+@transaction.atomic
+def invitation_decline(*, actor: User, invitation_id: int) -> None:
+    """Turn down an invitation addressed to the actor's e-mail."""
+    invitation = _own_pending_invitation(actor, invitation_id)
+    _close(invitation, InvitationStatus.DECLINED)
+    audit_record(
+        account=invitation.account,
+        actor=actor,
+        action=AuditAction.INVITATION_DECLINED,
+        target=invitation,
+        details={"email": invitation.email, "role": invitation.role},
+    )
 
 
 def _lock_owners(account: Account) -> int:
@@ -604,7 +692,8 @@ def api_token_issue_for_login(
         first = selectors.memberships_of_user(user=user).select_related("user").first()
         if first is None:
             raise NotFound(
-                "You do not belong to any account yet. Ask an account admin to add you.",
+                "You do not belong to any account yet. Ask an account admin to invite you, "
+                "then accept the invitation on the Invitations page.",
                 code="no_account",
             )
         membership = first

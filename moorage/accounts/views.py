@@ -14,8 +14,8 @@ from moorage.accounts import selectors, services
 from moorage.accounts.auth import client_address
 from moorage.accounts.forms import (
     AccountForm,
+    InvitationForm,
     LoginForm,
-    MemberAddForm,
     PasswordChangeForm,
     RoleForm,
     TokenCreateForm,
@@ -75,7 +75,7 @@ def switch_account(request: HttpRequest) -> HttpResponse:
 def _account_page(
     request: HttpRequest,
     *,
-    member_form: MemberAddForm | None = None,
+    invitation_form: InvitationForm | None = None,
     token_form: TokenCreateForm | None = None,
     account_form: AccountForm | None = None,
     status: int = 200,
@@ -85,7 +85,8 @@ def _account_page(
     context = {
         "members": selectors.account_members(account=membership.account),
         "tokens": selectors.api_tokens_of(user=membership.user, account=membership.account),
-        "member_form": member_form or MemberAddForm(),
+        "invitations": selectors.account_invitations(account=membership.account),
+        "invitation_form": invitation_form or InvitationForm(),
         "token_form": token_form or TokenCreateForm(),
         "account_form": account_form or AccountForm(initial={"name": membership.account.name}),
         "role_choices": RoleForm.base_fields["role"].choices,  # type: ignore[attr-defined]
@@ -110,6 +111,8 @@ def account_rename(request: HttpRequest) -> HttpResponse:
                 actor=membership.user, membership=membership, name=form.cleaned_data["name"]
             )
         except ApplicationError as exc:
+            if exc.status == 403:
+                raise  # a role that may not rename gets the 403 page, not a form error
             add_application_error(form, exc)
         else:
             messages.success(request, "Account renamed.")
@@ -119,12 +122,12 @@ def account_rename(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def member_add(request: HttpRequest) -> HttpResponse:
+def invitation_create(request: HttpRequest) -> HttpResponse:
     membership = current_membership(request)
-    form = MemberAddForm(request.POST)
+    form = InvitationForm(request.POST)
     if form.is_valid():
         try:
-            added = services.member_add(
+            invitation = services.invitation_create(
                 actor=membership.user,
                 membership=membership,
                 email=form.cleaned_data["email"],
@@ -135,9 +138,53 @@ def member_add(request: HttpRequest) -> HttpResponse:
                 raise
             add_application_error(form, exc)
         else:
-            # Rendered, not redirected: the one-time password must not survive a reload.
-            return _account_page(request, added=added)
-    return _account_page(request, member_form=form, status=422)
+            # The same words whether or not someone already uses this e-mail here.
+            messages.success(
+                request,
+                f"{invitation.email} is invited as {invitation.get_role_display()}. They "
+                "accept on their Invitations page after logging in, by "
+                f"{invitation.expires_at:%Y-%m-%d}.",
+            )
+            return redirect("account")
+    return _account_page(request, invitation_form=form, status=422)
+
+
+@login_required
+@require_POST
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    invitation = services.invitation_revoke(
+        actor=membership.user, membership=membership, invitation_id=invitation_id
+    )
+    messages.success(request, f"The invitation of {invitation.email} is revoked.")
+    return redirect("account")
+
+
+@login_required
+def my_invitations(request: HttpRequest) -> HttpResponse:
+    invitations = selectors.invitations_for_user(user=request.user)  # type: ignore[arg-type]
+    return render(request, "accounts/invitations.html", {"invitations": invitations})
+
+
+@login_required
+@require_POST
+def my_invitation_accept(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    joined = services.invitation_accept(
+        actor=request.user, invitation_id=invitation_id  # type: ignore[arg-type]
+    )
+    request.session[SESSION_ACCOUNT_KEY] = joined.account_id
+    messages.success(request, f"You joined {joined.account.name} as {joined.get_role_display()}.")
+    return redirect("home")
+
+
+@login_required
+@require_POST
+def my_invitation_decline(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    services.invitation_decline(
+        actor=request.user, invitation_id=invitation_id  # type: ignore[arg-type]
+    )
+    messages.success(request, "Invitation declined.")
+    return redirect("invitations")
 
 
 @login_required

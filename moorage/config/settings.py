@@ -125,6 +125,8 @@ LOGIN_FAILURES_PER_ADDRESS = 20
 LOGIN_USER_CEILING_WINDOW_SECONDS = 60 * 60
 LOGIN_FAILURES_PER_USER = 50
 LOGIN_KNOWN_ADDRESS_DAYS = 30
+# How long an invitation to an account can be accepted.
+INVITATION_DAYS = 7
 
 LOGGING = {
     "version": 1,

@@ -39,53 +39,10 @@ def test_slugs_stay_unique() -> None:
     assert (first.account.slug, second.account.slug) == ("acme-corp", "acme-corp-2")
 
 
-def test_member_add_creates_a_user_with_a_one_time_password(owner: Member) -> None:
-    added = services.member_add(
-        actor=owner.user, membership=owner.membership, email="New.Person@Example.com", role="admin"
-    )
-    assert added.one_time_password is not None
-    user = User.objects.get(email="new.person@example.com")
-    assert user.must_change_password
-    assert user.check_password(added.one_time_password)
-    assert added.membership.role == Role.ADMIN
-    event = AuditEvent.objects.get(account=owner.account, action=AuditAction.MEMBER_ADDED)
-    assert event.details == {"email": "new.person@example.com", "role": "admin", "new_user": True}
-    assert added.one_time_password not in database_text()
-
-
-def test_member_add_refuses_duplicates_bad_roles_and_bad_emails(owner: Member) -> None:
-    other = factories.make_user("dup@example.com")
-    services.member_add(actor=owner.user, membership=owner.membership, email=other.email,
-                        role="member")
-    cases = [
-        ({"email": "dup@example.com", "role": "member"}, "member_exists"),
-        ({"email": "x@example.com", "role": "superhero"}, "role_invalid"),
-        ({"email": "not-an-email", "role": "member"}, "email_invalid"),
-        ({"email": "a" * 250 + "@example.com", "role": "member"}, "email_invalid"),
-    ]
-    before = Membership.objects.count(), User.objects.count()
-    for kwargs, code in cases:
-        with pytest.raises(ApplicationError) as exc:
-            services.member_add(actor=owner.user, membership=owner.membership, **kwargs)
-        assert _code(exc) == code
-    assert (Membership.objects.count(), User.objects.count()) == before
-
-
-@pytest.mark.parametrize("role", [Role.VIEWER, Role.MEMBER])
-def test_only_admins_and_owners_add_members(owner: Member, role: Role) -> None:
-    limited = factories.add_member(owner, role)
-    with pytest.raises(ApplicationError) as exc:
-        services.member_add(
-            actor=limited.user, membership=limited.membership, email="z@example.com", role="viewer"
-        )
-    assert (exc.value.status, _code(exc)) == (403, "permission_denied")
-    assert not User.objects.filter(email="z@example.com").exists()
-
-
 def test_admins_cannot_make_or_touch_owners(owner: Member) -> None:
     admin = factories.add_member(owner, Role.ADMIN)
     with pytest.raises(ApplicationError) as exc:
-        services.member_add(
+        services.invitation_create(
             actor=admin.user, membership=admin.membership, email="o@example.com", role="owner"
         )
     assert exc.value.status == 403
