@@ -7,6 +7,7 @@ from datetime import datetime
 from ninja import Field, Schema
 
 from moorage.accounts.choices import InvitationStatus, Role
+from moorage.schemas import StrictIn
 
 
 class UserOut(Schema):
@@ -29,7 +30,7 @@ class MeOut(Schema):
     permissions: list[str]
 
 
-class AccountPatch(Schema):
+class AccountPatch(StrictIn):
     name: str = Field(..., max_length=100)
 
 
@@ -40,7 +41,7 @@ class MemberOut(Schema):
     created_at: datetime
 
 
-class InvitationIn(Schema):
+class InvitationIn(StrictIn):
     email: str = Field(..., max_length=254)
     role: Role = Role.MEMBER
 
@@ -68,7 +69,7 @@ class JoinedOut(Schema):
     role: Role
 
 
-class MemberPatch(Schema):
+class MemberPatch(StrictIn):
     role: Role
 
 
@@ -82,7 +83,7 @@ class TokenOut(Schema):
     revoked_at: datetime | None
 
 
-class TokenIn(Schema):
+class TokenIn(StrictIn):
     name: str = Field(..., max_length=100)
 
 
@@ -91,7 +92,7 @@ class TokenCreatedOut(Schema):
     token: str = Field(..., description="The token itself, shown only in this answer.")
 
 
-class LoginTokenIn(Schema):
+class LoginTokenIn(StrictIn):
     email: str = Field(..., max_length=254)
     password: str = Field(..., max_length=512)
     account: str | None = Field(None, max_length=50, description="Account slug; default: first")

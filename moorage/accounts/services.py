@@ -20,6 +20,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
+from moorage import names
 from moorage.accounts import selectors, tokens
 from moorage.accounts.choices import InvitationStatus, Role
 from moorage.accounts.models import (
@@ -82,20 +83,7 @@ def _clean_email(email: str) -> str:
 
 
 def _clean_name(name: str, *, field: str = "name") -> str:
-    name = name.strip()
-    if not name:
-        raise ValidationFailed(
-            f"The {field} must not be empty.",
-            code=f"{field}_required",
-            detail={"fields": {field: "required"}},
-        )
-    if len(name) > NAME_MAX:
-        raise ValidationFailed(
-            f"The {field} is longer than {NAME_MAX} characters.",
-            code=f"{field}_too_long",
-            detail={"fields": {field: "too long"}},
-        )
-    return name
+    return names.clean_name(name, max_length=NAME_MAX, field=field)
 
 
 def _check_password(password: str, *, user: User | None = None) -> None:
