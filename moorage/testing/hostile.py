@@ -18,10 +18,10 @@ import dataclasses
 import threading
 import urllib.parse
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from moorage.testing.ports import LOOPBACK
+from moorage.testing.ports import LOOPBACK, ThreadedHTTPServer
 
 _CHUNK = 64 * 1024
 
@@ -49,8 +49,7 @@ class StubServer:
         self._lock = threading.Lock()
         self._requests: list[SeenRequest] = []
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: ThreadedHTTPServer | None = None
         #: Body bytes a :meth:`flood` got onto the wire before the client stopped reading.
         self.bytes_sent = 0
 
@@ -63,28 +62,15 @@ class StubServer:
         class Handler(_Handler):
             stub = owner
 
-        self._server = ThreadingHTTPServer((self._bind, 0), Handler)
-        self._server.daemon_threads = True
-        self._server.block_on_close = False
-        server = self._server
-        self._thread = threading.Thread(
-            target=lambda: server.serve_forever(poll_interval=0.05),
-            name="moorage-stub-http",
-            daemon=True,
-        )
-        self._thread.start()
+        self._http = ThreadedHTTPServer(Handler, name="moorage-stub-http", host=self._bind)
         return self
 
     def stop(self) -> None:
         """Stop serving (dripping and flooding answers end too) and release the port."""
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> StubServer:
         """Start the server."""
@@ -97,9 +83,9 @@ class StubServer:
     @property
     def port(self) -> int:
         """The port the server listens on."""
-        if self._server is None:
+        if self._http is None:
             raise RuntimeError("stub server is not running")
-        return int(self._server.server_address[1])
+        return self._http.port
 
     @property
     def host(self) -> str:

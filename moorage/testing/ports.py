@@ -13,8 +13,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Collection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -56,6 +58,38 @@ def require_binary(path_or_name: str, package: str) -> str:
         f"{path_or_name!r} is not installed: the real-component test fixtures need the Debian "
         f"package {package!r} (apt-get install -y {package})"
     )
+
+
+class ThreadedHTTPServer:
+    """A ``ThreadingHTTPServer`` on a free port of ``host``, served from a daemon thread.
+
+    The plumbing the tests' small HTTP servers share (token issuer, git server, the hostile
+    stubs): each request in its own daemon thread, :meth:`stop` releases the port within a
+    tenth of a second.
+    """
+
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], *, name: str, host: str = LOOPBACK
+    ) -> None:
+        """Bind and start serving at once."""
+        server = ThreadingHTTPServer((host, 0), handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.1), name=name, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        """The TCP port it listens on."""
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
 
 
 def free_port(host: str = LOOPBACK) -> int:
