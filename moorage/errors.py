@@ -77,3 +77,22 @@ class RateLimited(ApplicationError):
 
     status = 429
     default_code = "rate_limited"
+
+
+class RequestTooLarge(ApplicationError):
+    """A request body over the limit (``DATA_UPLOAD_MAX_MEMORY_SIZE``); nothing was parsed."""
+
+    status = 413
+    default_code = "request_too_large"
+
+    @classmethod
+    def over_the_limit(cls) -> RequestTooLarge:
+        """The error for a body over Django's limit, with the limit in ``detail``."""
+        from django.conf import settings
+
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return cls(
+            f"The request body is larger than {limit} bytes, the most Moorage accepts here. "
+            "Source archives have their own upload endpoint (POST /api/v1/apps/ID/source).",
+            detail={"max_bytes": limit},
+        )

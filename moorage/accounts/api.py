@@ -6,18 +6,21 @@ from django.http import HttpRequest
 from ninja import Router, Status
 
 from moorage.accounts import selectors, services
+from moorage.accounts.auth import client_address
 from moorage.accounts.choices import Role
-from moorage.accounts.models import ApiToken, Membership
+from moorage.accounts.models import ApiToken, Invitation, Membership
 from moorage.accounts.permissions import MATRIX, Action, require
 from moorage.accounts.schemas import (
     AccountOut,
     AccountPatch,
+    InvitationIn,
+    InvitationOut,
+    JoinedOut,
     LoginTokenIn,
-    MemberCreatedOut,
-    MemberIn,
     MemberOut,
     MemberPatch,
     MeOut,
+    MyInvitationOut,
     TokenCreatedOut,
     TokenIn,
     TokenOut,
@@ -90,16 +93,76 @@ def member_get(request: HttpRequest, member_id: int) -> MemberOut:
     return _member_out(selectors.member_get(account=membership.account, membership_id=member_id))
 
 
-@router.post("/members", response={201: MemberCreatedOut}, summary="Add a member (admins)")
-def member_add(request: HttpRequest, payload: MemberIn) -> Status[MemberCreatedOut]:
+def _invitation_out(invitation: Invitation) -> InvitationOut:
+    return InvitationOut(
+        id=invitation.id,
+        email=invitation.email,
+        role=Role(invitation.role),
+        status=invitation.status,  # type: ignore[arg-type]
+        invited_by=invitation.invited_by.email if invitation.invited_by else None,
+        created_at=invitation.created_at,
+        expires_at=invitation.expires_at,
+    )
+
+
+@router.get("/invitations", response=list[InvitationOut],
+            summary="Pending invitations of the account")
+def invitations_list(request: HttpRequest) -> list[InvitationOut]:
     membership = _membership(request)
-    added = services.member_add(
+    require(membership, Action.VIEW)
+    return [_invitation_out(i) for i in selectors.account_invitations(account=membership.account)]
+
+
+@router.post("/invitations", response={201: InvitationOut},
+             summary="Invite someone by e-mail (admins); they accept after logging in",
+             description="The answer is the same whether or not a user with this e-mail "
+                         "exists. Inviting again renews a pending invitation.")
+def invitation_create(request: HttpRequest, payload: InvitationIn) -> Status[InvitationOut]:
+    membership = _membership(request)
+    invitation = services.invitation_create(
         actor=membership.user, membership=membership, email=payload.email, role=payload.role
     )
-    created = MemberCreatedOut(
-        member=_member_out(added.membership), one_time_password=added.one_time_password
-    )
-    return Status(201, created)
+    return Status(201, _invitation_out(invitation))
+
+
+@router.delete("/invitations/{invitation_id}", response={204: None},
+               summary="Revoke a pending invitation (admins)")
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> Status[None]:
+    membership = _membership(request)
+    services.invitation_revoke(actor=membership.user, membership=membership,
+                               invitation_id=invitation_id)
+    return Status(204, None)
+
+
+@router.get("/me/invitations", response=list[MyInvitationOut],
+            summary="Invitations addressed to you, from any account")
+def my_invitations(request: HttpRequest) -> list[MyInvitationOut]:
+    user = _membership(request).user
+    return [
+        MyInvitationOut(
+            id=i.id,
+            account=i.account,  # type: ignore[arg-type]
+            role=Role(i.role),
+            invited_by=i.invited_by.email if i.invited_by else None,
+            expires_at=i.expires_at,
+        )
+        for i in selectors.invitations_for_user(user=user)
+    ]
+
+
+@router.post("/me/invitations/{invitation_id}/accept", response=JoinedOut,
+             summary="Accept an invitation addressed to you: join its account")
+def my_invitation_accept(request: HttpRequest, invitation_id: int) -> JoinedOut:
+    joined = services.invitation_accept(actor=_membership(request).user,
+                                        invitation_id=invitation_id)
+    return JoinedOut(account=joined.account, role=Role(joined.role))  # type: ignore[arg-type]
+
+
+@router.post("/me/invitations/{invitation_id}/decline", response={204: None},
+             summary="Decline an invitation addressed to you")
+def my_invitation_decline(request: HttpRequest, invitation_id: int) -> Status[None]:
+    services.invitation_decline(actor=_membership(request).user, invitation_id=invitation_id)
+    return Status(204, None)
 
 
 @router.patch("/members/{member_id}", response=MemberOut, summary="Change a member's role")
@@ -151,7 +214,7 @@ def token_for_login(request: HttpRequest, payload: LoginTokenIn) -> Status[Token
     token, plaintext = services.api_token_issue_for_login(
         email=payload.email,
         password=payload.password,
-        address=str(request.META.get("REMOTE_ADDR") or "unknown"),
+        address=client_address(request),
         account_slug=payload.account,
         name=payload.name,
     )

@@ -10,3 +10,13 @@ class Role(models.TextChoices):
     ADMIN = "admin", "Admin"
     MEMBER = "member", "Member"
     VIEWER = "viewer", "Viewer"
+
+
+class InvitationStatus(models.TextChoices):
+    """Where an invitation stands. An expired one stays ``pending`` until it is replaced; its
+    ``expires_at`` says it can no longer be accepted."""
+
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    DECLINED = "declined", "Declined"
+    REVOKED = "revoked", "Revoked"

@@ -13,9 +13,15 @@ from moorage.accounts.permissions import MATRIX, Action
 
 def current_account(request: HttpRequest) -> dict[str, Any]:
     membership = getattr(request, "membership", None)
-    if membership is None or not request.user.is_authenticated:
+    if not request.user.is_authenticated:
         return {"current_membership": None, "memberships": [], "allowed": frozenset()}
+    # Shown in the top bar, so an invited person finds the way in from any page.
+    waiting = selectors.invitations_for_user(user=request.user).count()
+    if membership is None:
+        return {"current_membership": None, "memberships": [], "allowed": frozenset(),
+                "invitations_waiting": waiting}
     return {
+        "invitations_waiting": waiting,
         "current_membership": membership,
         "current_account": membership.account,
         "memberships": list(selectors.memberships_of_user(user=request.user)),

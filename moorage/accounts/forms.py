@@ -25,7 +25,7 @@ class PasswordChangeForm(forms.Form):
         return data
 
 
-class MemberAddForm(forms.Form):
+class InvitationForm(forms.Form):
     email = forms.EmailField(max_length=254)
     role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
 

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.db.models.functions import Lower
 
-from moorage.accounts.choices import Role
+from moorage.accounts.choices import InvitationStatus, Role
 
 
 class UserManager(BaseUserManager["User"]):
@@ -104,6 +104,49 @@ class Membership(models.Model):
         return f"{self.user} in {self.account} ({self.role})"
 
 
+class Invitation(models.Model):
+    """An admin's offer of a role in an account to whoever logs in with ``email``.
+
+    It becomes a membership only when that person accepts it after logging in, so nobody is
+    added to an account without consent; and making one looks the same whether or not a user
+    with that e-mail exists, so it reveals nothing about the installation's users.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="invitations")
+    email = models.CharField(max_length=254)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    invited_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(
+        max_length=16, choices=InvitationStatus.choices, default=InvitationStatus.PENDING
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "email"],
+                condition=models.Q(status=InvitationStatus.PENDING),
+                name="invitation_pending_unique",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(role__in=Role.values), name="invitation_role_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=InvitationStatus.values),
+                name="invitation_status_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["email", "status"], name="invitation_email_status")]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.account} as {self.role} ({self.status})"
+
+
 class ApiToken(models.Model):
     """A personal API token, bound to one user acting in one account.
 
@@ -139,7 +182,8 @@ class ApiToken(models.Model):
 
 
 class LoginAttempt(models.Model):
-    """One attempt to log in, kept for a day to rate-limit guessing per user and address."""
+    """One attempt to log in: failures are kept for a day to rate-limit guessing, successes
+    for ``LOGIN_KNOWN_ADDRESS_DAYS`` to know the addresses a user logs in from."""
 
     email = models.CharField(max_length=254)
     address = models.CharField(max_length=64)
@@ -150,6 +194,7 @@ class LoginAttempt(models.Model):
         indexes = [
             models.Index(Lower("email"), "at", name="login_attempt_email_at"),
             models.Index(fields=["address", "at"], name="login_attempt_address_at"),
+            models.Index(fields=["email", "address", "at"], name="login_attempt_pair_at"),
         ]
 
     def __str__(self) -> str:

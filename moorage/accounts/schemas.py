@@ -6,7 +6,8 @@ from datetime import datetime
 
 from ninja import Field, Schema
 
-from moorage.accounts.choices import Role
+from moorage.accounts.choices import InvitationStatus, Role
+from moorage.schemas import StrictIn
 
 
 class UserOut(Schema):
@@ -29,7 +30,7 @@ class MeOut(Schema):
     permissions: list[str]
 
 
-class AccountPatch(Schema):
+class AccountPatch(StrictIn):
     name: str = Field(..., max_length=100)
 
 
@@ -40,19 +41,35 @@ class MemberOut(Schema):
     created_at: datetime
 
 
-class MemberIn(Schema):
+class InvitationIn(StrictIn):
     email: str = Field(..., max_length=254)
     role: Role = Role.MEMBER
 
 
-class MemberCreatedOut(Schema):
-    member: MemberOut
-    one_time_password: str | None = Field(
-        None, description="Set when a user was created; shown only in this answer."
-    )
+class InvitationOut(Schema):
+    id: int
+    email: str
+    role: Role
+    status: InvitationStatus
+    invited_by: str | None = Field(None, description="E-mail of the admin who invited")
+    created_at: datetime
+    expires_at: datetime
 
 
-class MemberPatch(Schema):
+class MyInvitationOut(Schema):
+    id: int
+    account: AccountOut
+    role: Role
+    invited_by: str | None
+    expires_at: datetime
+
+
+class JoinedOut(Schema):
+    account: AccountOut
+    role: Role
+
+
+class MemberPatch(StrictIn):
     role: Role
 
 
@@ -66,7 +83,7 @@ class TokenOut(Schema):
     revoked_at: datetime | None
 
 
-class TokenIn(Schema):
+class TokenIn(StrictIn):
     name: str = Field(..., max_length=100)
 
 
@@ -75,7 +92,7 @@ class TokenCreatedOut(Schema):
     token: str = Field(..., description="The token itself, shown only in this answer.")
 
 
-class LoginTokenIn(Schema):
+class LoginTokenIn(StrictIn):
     email: str = Field(..., max_length=254)
     password: str = Field(..., max_length=512)
     account: str | None = Field(None, max_length=50, description="Account slug; default: first")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.db.models import Case, IntegerField, QuerySet, Value, When
+from django.utils import timezone
 
-from moorage.accounts.choices import Role
-from moorage.accounts.models import Account, ApiToken, Membership, User
+from moorage.accounts.choices import InvitationStatus, Role
+from moorage.accounts.models import Account, ApiToken, Invitation, Membership, User, normalize_email
 from moorage.errors import NotFound
 
 
@@ -61,6 +62,28 @@ def member_get(*, account: Account, membership_id: int) -> Membership:
     if membership is None:
         raise NotFound("No such member in this account.", code="member_not_found")
     return membership
+
+
+def account_invitations(*, account: Account) -> QuerySet[Invitation]:
+    """The account's pending invitations (expired ones too, until renewed), newest first."""
+    return (
+        Invitation.objects.filter(account=account, status=InvitationStatus.PENDING)
+        .select_related("invited_by")
+        .order_by("-created_at", "-id")
+    )
+
+
+def invitations_for_user(*, user: User) -> QuerySet[Invitation]:
+    """Invitations the user can accept now: pending, unexpired, addressed to their e-mail."""
+    return (
+        Invitation.objects.filter(
+            email=normalize_email(user.email),
+            status=InvitationStatus.PENDING,
+            expires_at__gt=timezone.now(),
+        )
+        .select_related("account", "invited_by")
+        .order_by("-created_at", "-id")
+    )
 
 
 def api_tokens_of(*, user: User, account: Account) -> QuerySet[ApiToken]:

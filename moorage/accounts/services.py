@@ -6,6 +6,7 @@ Services are keyword-only, run in one transaction, check the actor's role throug
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,14 +16,17 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
+from moorage import names
 from moorage.accounts import selectors, tokens
-from moorage.accounts.choices import Role
+from moorage.accounts.choices import InvitationStatus, Role
 from moorage.accounts.models import (
     Account,
     ApiToken,
+    Invitation,
     LoginAttempt,
     Membership,
     User,
@@ -79,20 +83,7 @@ def _clean_email(email: str) -> str:
 
 
 def _clean_name(name: str, *, field: str = "name") -> str:
-    name = name.strip()
-    if not name:
-        raise ValidationFailed(
-            f"The {field} must not be empty.",
-            code=f"{field}_required",
-            detail={"fields": {field: "required"}},
-        )
-    if len(name) > NAME_MAX:
-        raise ValidationFailed(
-            f"The {field} is longer than {NAME_MAX} characters.",
-            code=f"{field}_too_long",
-            detail={"fields": {field: "too long"}},
-        )
-    return name
+    return names.clean_name(name, max_length=NAME_MAX, field=field)
 
 
 def _check_password(password: str, *, user: User | None = None) -> None:
@@ -262,14 +253,6 @@ def installation_init(*, email: str, account_name: str, password: str | None) ->
 # ---------------------------------------------------------------- members
 
 
-@dataclass(frozen=True)
-class MemberAdded:
-    """A new membership; ``one_time_password`` is set when a user was created for it."""
-
-    membership: Membership
-    one_time_password: str | None
-
-
 def _require_role_change_allowed(membership: Membership, *roles: str) -> None:
     require(membership, Action.MANAGE_MEMBERS)
     if Role.OWNER in roles:
@@ -277,27 +260,122 @@ def _require_role_change_allowed(membership: Membership, *roles: str) -> None:
 
 
 @transaction.atomic
-def member_add(*, actor: User, membership: Membership, email: str, role: str) -> MemberAdded:
-    """Add ``email`` to the actor's account with ``role``, creating the user when needed."""
+def invitation_create(*, actor: User, membership: Membership, email: str, role: str) -> Invitation:
+    """Invite ``email`` into the actor's account with ``role``; they accept after logging in.
+
+    Whether a user with that e-mail exists is neither checked nor told: the answer is the
+    same either way (no enumeration of the installation's users), and no user is created.
+    Inviting an e-mail that already has a pending invitation renews it with the new role.
+    Only someone already in this account (which the actor can see anyway) is refused.
+    """
     new_role = _clean_role(role)
     _require_role_change_allowed(membership, new_role)
     email = _clean_email(email)
     account = membership.account
-    user = User.objects.filter(email=email).first()
-    generated: str | None = None
-    if user is None:
-        user, generated = user_create(actor=actor, email=email, account=account)
-    elif Membership.objects.filter(user=user, account=account).exists():
+    if Membership.objects.filter(account=account, user__email=email).exists():
         raise Conflict(f"{email} is already a member of this account.", code="member_exists")
-    added = Membership.objects.create(user=user, account=account, role=new_role)
+    expires_at = timezone.now() + timedelta(days=settings.INVITATION_DAYS)
+    invitation = (
+        Invitation.objects.select_for_update()
+        .filter(account=account, email=email, status=InvitationStatus.PENDING)
+        .first()
+    )
+    if invitation is None:
+        invitation = Invitation.objects.create(
+            account=account, email=email, role=new_role, invited_by=actor, expires_at=expires_at
+        )
+    else:
+        invitation.role, invitation.invited_by, invitation.expires_at = new_role, actor, expires_at
+        invitation.save(update_fields=["role", "invited_by", "expires_at"])
     audit_record(
         account=account,
         actor=actor,
+        action=AuditAction.INVITATION_CREATED,
+        target=invitation,
+        details={"email": email, "role": new_role.value},
+    )
+    return invitation
+
+
+@transaction.atomic
+def invitation_revoke(*, actor: User, membership: Membership, invitation_id: int) -> Invitation:
+    """Withdraw a pending invitation of the actor's account (admins; owners for owner ones)."""
+    invitation = (
+        Invitation.objects.select_for_update()
+        .filter(account=membership.account, id=invitation_id)
+        .first()
+    )
+    if invitation is None:
+        raise NotFound("No such invitation in this account.", code="invitation_not_found")
+    _require_role_change_allowed(membership, invitation.role)
+    if invitation.status != InvitationStatus.PENDING:
+        return invitation
+    _close(invitation, InvitationStatus.REVOKED)
+    audit_record(
+        account=membership.account,
+        actor=actor,
+        action=AuditAction.INVITATION_REVOKED,
+        target=invitation,
+        details={"email": invitation.email, "role": invitation.role},
+    )
+    return invitation
+
+
+def _close(invitation: Invitation, status: InvitationStatus) -> None:
+    invitation.status, invitation.closed_at = status, timezone.now()
+    invitation.save(update_fields=["status", "closed_at"])
+
+
+def _own_pending_invitation(actor: User, invitation_id: int) -> Invitation:
+    """The actor's pending invitation; anyone else's, or a closed one, is not found."""
+    invitation = (
+        Invitation.objects.select_for_update()
+        .select_related("account")
+        .filter(id=invitation_id, email=normalize_email(actor.email),
+                status=InvitationStatus.PENDING)
+        .first()
+    )
+    if invitation is None:
+        raise NotFound("No such invitation for you.", code="invitation_not_found")
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, actor: User, invitation_id: int) -> Membership:
+    """Join the account of an invitation addressed to the actor's e-mail, with its role."""
+    invitation = _own_pending_invitation(actor, invitation_id)
+    if invitation.expires_at <= timezone.now():
+        raise Conflict(
+            "This invitation has expired; ask an admin of the account to invite you again.",
+            code="invitation_expired",
+        )
+    _close(invitation, InvitationStatus.ACCEPTED)
+    existing = Membership.objects.filter(user=actor, account=invitation.account).first()
+    if existing is not None:
+        return existing  # joined meanwhile (another invitation): keep the role they have
+    added = Membership.objects.create(user=actor, account=invitation.account, role=invitation.role)
+    audit_record(
+        account=invitation.account,
+        actor=actor,
         action=AuditAction.MEMBER_ADDED,
         target=added,
-        details={"email": email, "role": new_role.value, "new_user": generated is not None},
+        details={"email": actor.email, "role": invitation.role, "invitation": invitation.pk},
     )
-    return MemberAdded(added, generated)
+    return added
+
+
+@transaction.atomic
+def invitation_decline(*, actor: User, invitation_id: int) -> None:
+    """Turn down an invitation addressed to the actor's e-mail."""
+    invitation = _own_pending_invitation(actor, invitation_id)
+    _close(invitation, InvitationStatus.DECLINED)
+    audit_record(
+        account=invitation.account,
+        actor=actor,
+        action=AuditAction.INVITATION_DECLINED,
+        target=invitation,
+        details={"email": invitation.email, "role": invitation.role},
+    )
 
 
 def _lock_owners(account: Account) -> int:
@@ -404,39 +482,83 @@ def password_change(*, user: User, current_password: str, new_password: str) -> 
         )
 
 
-def _login_retry_after(*, email: str, address: str) -> int | None:
+@dataclass(frozen=True)
+class _LoginLimit:
+    """One rule: at most ``limit`` failures among ``failures`` within ``window``."""
+
+    scope: str
+    failures: QuerySet[LoginAttempt]
+    limit: int
+    window: timedelta
+
+
+def _login_limits(*, email: str, address: str) -> list[_LoginLimit]:
+    """The rules that apply to a login of ``email`` from ``address`` right now.
+
+    * ``user_address``: one person (or one guesser) at one address; a success there starts
+      the count again.
+    * ``address``: one address trying many users.
+    * ``user``: every address together, over a longer window: a distributed guesser is slowed
+      too. It spares an address the user logged in from in the last
+      ``LOGIN_KNOWN_ADDRESS_DAYS``, so the owner at their own address still gets in.
+    """
+    now = timezone.now()
     window = timedelta(seconds=settings.LOGIN_FAILURE_WINDOW_SECONDS)
-    since = timezone.now() - window
-    failures = LoginAttempt.objects.filter(succeeded=False, at__gte=since)
-    checks = (
-        (failures.filter(email=email), settings.LOGIN_FAILURES_PER_USER),
-        (failures.filter(address=address), settings.LOGIN_FAILURES_PER_ADDRESS),
+    ceiling = timedelta(seconds=settings.LOGIN_USER_CEILING_WINDOW_SECONDS)
+    failures = LoginAttempt.objects.filter(succeeded=False)
+    last_success = (
+        LoginAttempt.objects.filter(email=email, address=address, succeeded=True)
+        .order_by("-at")
+        .values_list("at", flat=True)
+        .first()
     )
-    for attempts, limit in checks:
-        recent = list(attempts.order_by("-at").values_list("at", flat=True)[:limit])
-        if len(recent) >= limit:
-            oldest_counted = recent[-1]
-            return max(1, int((oldest_counted + window - timezone.now()).total_seconds()))
+    pair_since = now - window if last_success is None else max(now - window, last_success)
+    limits = [
+        _LoginLimit("user_address", failures.filter(email=email, address=address,
+                                                    at__gt=pair_since),
+                    settings.LOGIN_FAILURES_PER_USER_ADDRESS, window),
+        _LoginLimit("address", failures.filter(address=address, at__gte=now - window),
+                    settings.LOGIN_FAILURES_PER_ADDRESS, window),
+    ]
+    known = last_success is not None and last_success >= now - timedelta(
+        days=settings.LOGIN_KNOWN_ADDRESS_DAYS
+    )
+    if not known:
+        limits.append(_LoginLimit("user", failures.filter(email=email, at__gte=now - ceiling),
+                                  settings.LOGIN_FAILURES_PER_USER, ceiling))
+    return limits
+
+
+def _login_refusal(*, email: str, address: str) -> RateLimited | None:
+    """The 429 to answer when a rule is full: seconds until its oldest counted failure ages
+    out of the window. Refused attempts are not recorded: waiting is what unlocks."""
+    for rule in _login_limits(email=email, address=address):
+        recent = list(rule.failures.order_by("-at").values_list("at", flat=True)[: rule.limit])
+        if len(recent) >= rule.limit:
+            wait = (recent[-1] + rule.window - timezone.now()).total_seconds()
+            retry_after = max(1, math.ceil(wait))
+            return RateLimited(
+                f"Too many failed logins. Try again in {retry_after} seconds.",
+                code="login_rate_limited",
+                detail={"retry_after": retry_after, "scope": rule.scope},
+            )
     return None
 
 
 def login_authenticate(*, email: str, password: str, address: str) -> User:
-    """Check an e-mail and password, rate-limited per user and per address.
+    """Check an e-mail and password, rate-limited (:func:`_login_limits`).
 
-    Every attempt is recorded (without the password). Errors: ``login_rate_limited`` (429),
+    Every attempt is recorded (without the password). Errors: ``login_rate_limited`` (429,
+    ``detail.retry_after`` and ``detail.scope``),
     ``invalid_credentials`` (401, the same for an unknown user and a wrong password, so the
     answer does not reveal who has an account) and ``user_disabled`` (401, only said to someone
     who knew the password).
     """
     email = normalize_email(email)[:EMAIL_MAX]
     address = address[:64]
-    retry_after = _login_retry_after(email=email, address=address)
-    if retry_after is not None:
-        raise RateLimited(
-            f"Too many failed logins. Try again in {retry_after} seconds.",
-            code="login_rate_limited",
-            detail={"retry_after": retry_after},
-        )
+    refusal = _login_refusal(email=email, address=address)
+    if refusal is not None:
+        raise refusal
     user = User.objects.filter(email=email).first()
     ok = (
         user is not None
@@ -446,7 +568,12 @@ def login_authenticate(*, email: str, password: str, address: str) -> User:
     )
     with transaction.atomic():
         LoginAttempt.objects.create(email=email, address=address, succeeded=ok)
-        LoginAttempt.objects.filter(at__lt=timezone.now() - LOGIN_ATTEMPT_RETENTION).delete()
+        now = timezone.now()
+        LoginAttempt.objects.filter(succeeded=False, at__lt=now - LOGIN_ATTEMPT_RETENTION).delete()
+        # Successes are kept longer: they make an address known to the user's ceiling.
+        LoginAttempt.objects.filter(
+            succeeded=True, at__lt=now - timedelta(days=settings.LOGIN_KNOWN_ADDRESS_DAYS)
+        ).delete()
     if not ok or user is None:
         if user is not None:
             with transaction.atomic():
@@ -553,7 +680,8 @@ def api_token_issue_for_login(
         first = selectors.memberships_of_user(user=user).select_related("user").first()
         if first is None:
             raise NotFound(
-                "You do not belong to any account yet. Ask an account admin to add you.",
+                "You do not belong to any account yet. Ask an account admin to invite you, "
+                "then accept the invitation on the Invitations page.",
                 code="no_account",
             )
         membership = first

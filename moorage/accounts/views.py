@@ -11,10 +11,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from moorage.accounts import selectors, services
+from moorage.accounts.auth import client_address
 from moorage.accounts.forms import (
     AccountForm,
+    InvitationForm,
     LoginForm,
-    MemberAddForm,
     PasswordChangeForm,
     RoleForm,
     TokenCreateForm,
@@ -24,33 +25,33 @@ from moorage.accounts.middleware import SESSION_ACCOUNT_KEY, current_membership
 from moorage.errors import ApplicationError
 
 
-def _client_address(request: HttpRequest) -> str:
-    # Behind a proxy, operators terminate there; we trust only the socket's peer.
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
-
-
 def login_view(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
     form = LoginForm(request.POST or None)
     status = 200
+    retry_after: object = None
     if request.method == "POST" and form.is_valid():
         try:
             user = services.login_authenticate(
                 email=form.cleaned_data["email"],
                 password=form.cleaned_data["password"],
-                address=_client_address(request),
+                address=client_address(request),
             )
         except ApplicationError as exc:
             add_application_error(form, exc)
             status = exc.status
+            retry_after = exc.detail.get("retry_after")
         else:
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             target = request.GET.get("next", "")
             if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
                 target = ""
             return redirect(target or "home")
-    return render(request, "accounts/login.html", {"form": form}, status=status)
+    response = render(request, "accounts/login.html", {"form": form}, status=status)
+    if status == 429 and retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @require_POST
@@ -74,7 +75,7 @@ def switch_account(request: HttpRequest) -> HttpResponse:
 def _account_page(
     request: HttpRequest,
     *,
-    member_form: MemberAddForm | None = None,
+    invitation_form: InvitationForm | None = None,
     token_form: TokenCreateForm | None = None,
     account_form: AccountForm | None = None,
     status: int = 200,
@@ -84,7 +85,8 @@ def _account_page(
     context = {
         "members": selectors.account_members(account=membership.account),
         "tokens": selectors.api_tokens_of(user=membership.user, account=membership.account),
-        "member_form": member_form or MemberAddForm(),
+        "invitations": selectors.account_invitations(account=membership.account),
+        "invitation_form": invitation_form or InvitationForm(),
         "token_form": token_form or TokenCreateForm(),
         "account_form": account_form or AccountForm(initial={"name": membership.account.name}),
         "role_choices": RoleForm.base_fields["role"].choices,  # type: ignore[attr-defined]
@@ -109,6 +111,8 @@ def account_rename(request: HttpRequest) -> HttpResponse:
                 actor=membership.user, membership=membership, name=form.cleaned_data["name"]
             )
         except ApplicationError as exc:
+            if exc.status == 403:
+                raise  # a role that may not rename gets the 403 page, not a form error
             add_application_error(form, exc)
         else:
             messages.success(request, "Account renamed.")
@@ -118,12 +122,12 @@ def account_rename(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def member_add(request: HttpRequest) -> HttpResponse:
+def invitation_create(request: HttpRequest) -> HttpResponse:
     membership = current_membership(request)
-    form = MemberAddForm(request.POST)
+    form = InvitationForm(request.POST)
     if form.is_valid():
         try:
-            added = services.member_add(
+            invitation = services.invitation_create(
                 actor=membership.user,
                 membership=membership,
                 email=form.cleaned_data["email"],
@@ -134,9 +138,53 @@ def member_add(request: HttpRequest) -> HttpResponse:
                 raise
             add_application_error(form, exc)
         else:
-            # Rendered, not redirected: the one-time password must not survive a reload.
-            return _account_page(request, added=added)
-    return _account_page(request, member_form=form, status=422)
+            # The same words whether or not someone already uses this e-mail here.
+            messages.success(
+                request,
+                f"{invitation.email} is invited as {invitation.get_role_display()}. They "
+                "accept on their Invitations page after logging in, by "
+                f"{invitation.expires_at:%Y-%m-%d}.",
+            )
+            return redirect("account")
+    return _account_page(request, invitation_form=form, status=422)
+
+
+@login_required
+@require_POST
+def invitation_revoke(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    membership = current_membership(request)
+    invitation = services.invitation_revoke(
+        actor=membership.user, membership=membership, invitation_id=invitation_id
+    )
+    messages.success(request, f"The invitation of {invitation.email} is revoked.")
+    return redirect("account")
+
+
+@login_required
+def my_invitations(request: HttpRequest) -> HttpResponse:
+    invitations = selectors.invitations_for_user(user=request.user)  # type: ignore[arg-type]
+    return render(request, "accounts/invitations.html", {"invitations": invitations})
+
+
+@login_required
+@require_POST
+def my_invitation_accept(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    joined = services.invitation_accept(
+        actor=request.user, invitation_id=invitation_id  # type: ignore[arg-type]
+    )
+    request.session[SESSION_ACCOUNT_KEY] = joined.account_id
+    messages.success(request, f"You joined {joined.account.name} as {joined.get_role_display()}.")
+    return redirect("home")
+
+
+@login_required
+@require_POST
+def my_invitation_decline(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    services.invitation_decline(
+        actor=request.user, invitation_id=invitation_id  # type: ignore[arg-type]
+    )
+    messages.success(request, "Invitation declined.")
+    return redirect("invitations")
 
 
 @login_required

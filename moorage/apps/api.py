@@ -182,7 +182,16 @@ def _body_chunks(request: HttpRequest) -> Iterator[bytes]:
              summary="Upload the source to build (a gzipped tar or a zip as the request body)",
              description="Content-Type application/gzip (or application/zip), at most 100 MiB. "
                          "The archive replaces the app's git repository; the next deploy "
-                         "builds it.")
+                         "builds it.",
+             openapi_extra={
+                 "requestBody": {"required": True, "content": {
+                     "application/gzip": {"schema": {"type": "string", "format": "binary"}},
+                     "application/zip": {"schema": {"type": "string", "format": "binary"}}}},
+                 "responses": {"415": {
+                     "description": "The body is neither application/gzip nor application/zip.",
+                     "content": {"application/json": {
+                         "schema": {"$ref": "#/components/schemas/Error"}}}}},
+             })
 def app_source_upload(request: HttpRequest, app_id: int) -> Status[dict[str, Any]]:
     membership = _membership(request)
     selectors.app_get(account=membership.account, app_id=app_id)  # 404 before the body

@@ -7,9 +7,10 @@ from datetime import datetime
 from ninja import Field, Schema
 
 from moorage.apps.choices import RuntimePull, SourceMode
+from moorage.schemas import StrictIn
 
 
-class EnvIn(Schema):
+class EnvIn(StrictIn):
     name: str = Field(..., max_length=128)
     value: str | None = Field(None, max_length=32 * 1024,
                               description="Leave out for a secret to keep its value.")
@@ -22,7 +23,7 @@ class EnvOut(Schema):
     secret: bool
 
 
-class BuildFieldsIn(Schema):
+class BuildFieldsIn(StrictIn):
     """The build settings, the same on create and on change (unset = left as they are)."""
 
     git_url: str | None = Field(None, max_length=2048)

@@ -48,6 +48,10 @@ _RESULT_LABELS = {
     "unreachable": "registry unreachable",
     "protocol_error": "unexpected registry answer",
     "host_mismatch": "image is on another registry",
+    "realm_refused": "token service refused (plain HTTP to another host)",
+    "network_blocked": "address in a blocked network",
+    "timeout": "registry too slow",
+    "response_too_large": "answer too large",
 }
 DOCKER_CONFIG = "docker-config"
 K8S_SECRET = "k8s-secret"  # noqa: S105 - a format name

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 import click
@@ -141,6 +143,23 @@ def _server_class() -> type[uvicorn.Server]:
     return Server
 
 
+def uvicorn_config(
+    *, host: str, port: int, trusted_proxies: Sequence[IPv4Network | IPv6Network]
+) -> uvicorn.Config:
+    """How ``moorage up`` runs uvicorn.
+
+    Forwarded headers (``X-Forwarded-For``, ``X-Forwarded-Proto``) are believed only from
+    ``trusted_proxies`` (MOORAGE_TRUSTED_PROXIES). uvicorn's own default trusts them from
+    loopback, which let any local client pick its address, and so its login rate limit.
+    """
+    proxies = [str(network) for network in trusted_proxies]
+    return uvicorn.Config(
+        "moorage.config.asgi:application", host=host, port=port, log_level="info",
+        access_log=True, lifespan="off", timeout_graceful_shutdown=3,
+        proxy_headers=bool(proxies), forwarded_allow_ips=proxies,
+    )
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -163,10 +182,7 @@ def up(host: str, port: int, no_agent: bool) -> None:
         settings.DATA_DIR, f"http://{local_host}:{port}"
     )
     console.print(f"Moorage is serving on [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)")
-    config = uvicorn.Config(
-        "moorage.config.asgi:application", host=host, port=port, log_level="info",
-        access_log=True, lifespan="off", timeout_graceful_shutdown=3,
-    )
+    config = uvicorn_config(host=host, port=port, trusted_proxies=settings.TRUSTED_PROXIES)
     try:
         _server_class()(config).run()
     finally:

@@ -6,7 +6,9 @@ Every error leaves as ``{"code": str, "message": str, "detail": object}``; codes
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -20,13 +22,47 @@ from moorage.audit.api import router as audit_router
 from moorage.credentials.api import router as credentials_router
 from moorage.deployments.api import agent_router as deployments_agent_router
 from moorage.deployments.api import router as deployments_router
-from moorage.errors import ApplicationError
+from moorage.errors import ApplicationError, RequestTooLarge
 from moorage.regions.api import agent_router
 from moorage.regions.api import router as regions_router
+from moorage.schemas import ERROR_STATUSES, ErrorOut
 
 logger = logging.getLogger(__name__)
 
-api = NinjaAPI(
+_ERROR_REF = "#/components/schemas/Error"
+_HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+class MoorageAPI(NinjaAPI):
+    """The NinjaAPI whose OpenAPI document says what every operation may answer on error.
+
+    django-ninja documents only the responses a route declares; every route here can also
+    answer the error statuses of :data:`moorage.schemas.ERROR_STATUSES` in one shape, so
+    they are added to every operation, pointing at one ``Error`` schema.
+    """
+
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> Any:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Error"] = ErrorOut.model_json_schema(ref_template=_ERROR_REF)
+        for operations in schema.get("paths", {}).values():
+            for method, operation in operations.items():
+                if method not in _HTTP_METHODS:
+                    continue
+                responses = operation.setdefault("responses", {})
+                for status, description in ERROR_STATUSES.items():
+                    if status in responses or str(status) in responses:
+                        continue
+                    responses[status] = {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": _ERROR_REF}}},
+                    }
+        return schema
+
+
+api = MoorageAPI(
     title="Moorage API",
     version=__version__,
     description=(
@@ -64,8 +100,25 @@ def _application_error(request: HttpRequest, exc: ApplicationError) -> HttpRespo
     return response
 
 
+AGENT_PATH = "/api/v1/agent/"
+
+
 @api.exception_handler(AuthenticationError)
 def _not_authenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    if request.path.startswith(AGENT_PATH):
+        # Region agents authenticate with their region's token, not a person's API token.
+        response = _error(
+            api,
+            request,
+            401,
+            "not_authenticated",
+            "Send the region token: 'Authorization: Bearer mrr_…'. 'moorage regions add' "
+            "prints it, 'moorage regions rotate-token' replaces it; the agent reads it from "
+            "--token-file.",
+            {},
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="moorage-agent"'
+        return response
     response = _error(
         api,
         request,
@@ -82,8 +135,8 @@ def _not_authenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRe
 @api.exception_handler(NinjaValidationError)
 def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     fields = {
-        ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query")):
-        err.get("msg", "invalid")
+        (".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query"))
+         or "body"): err.get("msg", "invalid")
         for err in exc.errors
     }
     return _error(
@@ -96,6 +149,13 @@ def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
     )
 
 
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # A client's mistake (or abuse), not ours: one line in the log, no traceback.
+    logger.warning("request body over the limit: %s %s", request.method, request.path)
+    return _application_error(request, RequestTooLarge.over_the_limit())
+
+
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return _error(api, request, 404, "not_found", "Not found.", {})
@@ -103,7 +163,7 @@ def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    code = {400: "bad_request", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+    code = {400: "bad_request", 405: "method_not_allowed", 413: "request_too_large"}.get(
         exc.status_code, "http_error"
     )
     return _error(api, request, exc.status_code, code, str(exc.message), {})

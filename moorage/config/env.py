@@ -17,6 +17,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from moorage.registry.policy import DEFAULT_BLOCKED_NETWORKS, IPNetwork, parse_networks
 from moorage.sealing.keyring import Key, KeyringError, parse_keys
 
 DEFAULT_ALLOWED_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -46,6 +47,8 @@ class Environment:
     allowed_hosts: list[str]
     debug: bool
     keys: list[Key] | None  # from MOORAGE_KEYS; None means the key file in the data dir
+    probe_blocked_networks: tuple[IPNetwork, ...]
+    trusted_proxies: tuple[IPNetwork, ...]
 
 
 def default_data_dir() -> Path:
@@ -71,6 +74,10 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
         allowed_hosts=_allowed_hosts(env),
         debug=_boolean(env, "MOORAGE_DEBUG", default=False),
         keys=_keys(env),
+        probe_blocked_networks=_networks(
+            env, "MOORAGE_PROBE_BLOCKED_NETWORKS", default=",".join(DEFAULT_BLOCKED_NETWORKS)
+        ),
+        trusted_proxies=_networks(env, "MOORAGE_TRUSTED_PROXIES", default=""),
     )
 
 
@@ -174,6 +181,17 @@ def _allowed_hosts(env: Mapping[str, str]) -> list[str]:
                 f"MOORAGE_ALLOWED_HOSTS holds {host!r}, which is not a host name."
             )
     return hosts
+
+
+def _networks(env: Mapping[str, str], name: str, *, default: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated IP addresses and CIDR networks; an empty value is an empty list."""
+    raw = env.get(name)
+    try:
+        return parse_networks(default if raw is None else raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"{name} must be comma-separated IP addresses or networks: {exc}."
+        ) from None
 
 
 def _boolean(env: Mapping[str, str], name: str, *, default: bool) -> bool:

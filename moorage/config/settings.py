@@ -7,6 +7,7 @@ Nothing here reads ``os.environ`` directly: every outside value comes from
 from __future__ import annotations
 
 from moorage.config.env import read_environment
+from moorage.registry.policy import ProbePolicy
 
 ENV = read_environment()
 
@@ -17,6 +18,12 @@ ALLOWED_HOSTS = ENV.allowed_hosts
 # The keyring that seals secrets: MOORAGE_KEYS when set, else the key file in the data dir.
 MOORAGE_KEYS = ENV.keys
 MOORAGE_KEY_FILE = DATA_DIR / "keys"
+# Limits of every conversation with a registry a tenant named ("Test connection"): networks
+# never reached (MOORAGE_PROBE_BLOCKED_NETWORKS), one deadline, a cap on each answer's size.
+REGISTRY_PROBE_POLICY = ProbePolicy(blocked_networks=ENV.probe_blocked_networks)
+# Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (MOORAGE_TRUSTED_PROXIES);
+# `moorage up` hands them to uvicorn. Empty: the socket's peer is the client.
+TRUSTED_PROXIES = ENV.trusted_proxies
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -108,10 +115,18 @@ STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-# Login attempts: a person gets a few tries per window, an address a few more.
-LOGIN_FAILURES_PER_USER = 5
-LOGIN_FAILURES_PER_ADDRESS = 20
+# Login attempts (moorage.accounts.services.login_authenticate). Failures are counted per
+# (user, address) and per address over a short window, and per user, from every address
+# together, over a longer one: that slower ceiling does not apply at an address where the
+# user logged in before, so someone guessing elsewhere cannot lock the owner out.
 LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
+LOGIN_FAILURES_PER_USER_ADDRESS = 5
+LOGIN_FAILURES_PER_ADDRESS = 20
+LOGIN_USER_CEILING_WINDOW_SECONDS = 60 * 60
+LOGIN_FAILURES_PER_USER = 50
+LOGIN_KNOWN_ADDRESS_DAYS = 30
+# How long an invitation to an account can be accepted.
+INVITATION_DAYS = 7
 
 LOGGING = {
     "version": 1,
@@ -124,5 +139,8 @@ LOGGING = {
     "loggers": {
         # Request logs of 4xx answers repeat what the API already told the client.
         "django.request": {"level": "ERROR"},
+        # A body over the limit is the sender's doing: the 413 handler logs one line
+        # (moorage.web.errors); Django's own entry would add a traceback.
+        "django.security.RequestDataTooBig": {"level": "CRITICAL"},
     },
 }

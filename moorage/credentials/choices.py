@@ -23,3 +23,7 @@ class TestResult(models.TextChoices):
     UNREACHABLE = "unreachable", "Registry unreachable"
     PROTOCOL_ERROR = "protocol_error", "Unexpected registry answer"
     HOST_MISMATCH = "host_mismatch", "Image is on another registry"
+    REALM_REFUSED = "realm_refused", "Token service refused (plain HTTP to another host)"
+    NETWORK_BLOCKED = "network_blocked", "Address in a blocked network"
+    TIMEOUT = "timeout", "Registry too slow"
+    RESPONSE_TOO_LARGE = "response_too_large", "Answer too large"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 
 from moorage.credentials.choices import CredentialType, TestResult
 
@@ -47,8 +48,9 @@ class Credential(models.Model):
     class Meta:
         ordering = ("name", "id")
         constraints = [
+            # Case-insensitive: "Prod" and "prod" in one select would be one trap.
             models.UniqueConstraint(
-                fields=["account", "type", "name"], name="credential_name_unique"
+                "account", "type", Lower("name"), name="credential_name_unique_ci"
             ),
             models.UniqueConstraint(
                 fields=["account"],

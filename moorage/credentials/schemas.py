@@ -8,6 +8,7 @@ from ninja import Field, Schema
 
 from moorage.credentials import validation
 from moorage.credentials.choices import CredentialType, TestResult
+from moorage.schemas import StrictIn
 
 
 class CredentialOut(Schema):
@@ -28,7 +29,7 @@ class CredentialOut(Schema):
     used_by_apps: int
 
 
-class CredentialIn(Schema):
+class CredentialIn(StrictIn):
     type: CredentialType = CredentialType.CONTAINER_REGISTRY
     name: str = Field(..., max_length=validation.NAME_MAX)
     server: str = Field(..., max_length=validation.SERVER_MAX)
@@ -40,7 +41,7 @@ class CredentialIn(Schema):
     email: str = Field("", max_length=validation.EMAIL_MAX)
 
 
-class CredentialPatch(Schema):
+class CredentialPatch(StrictIn):
     name: str | None = Field(None, max_length=validation.NAME_MAX)
     server: str | None = Field(None, max_length=validation.SERVER_MAX)
     username: str | None = Field(None, max_length=validation.USERNAME_MAX)
@@ -51,7 +52,7 @@ class CredentialPatch(Schema):
     )
 
 
-class CredentialTestIn(Schema):
+class CredentialTestIn(StrictIn):
     image: str | None = Field(
         None, max_length=512, description="Also check pull access to this image."
     )

@@ -61,15 +61,23 @@ def _changed(credential: Credential) -> None:
 
 
 def _name_taken(account: Account, kind: str, name: str, exclude: int | None = None) -> bool:
-    others = Credential.objects.filter(account=account, type=kind, name=name)
+    """Whether another credential of this type has the name, whatever its case.
+
+    Compared with Python's ``casefold()``: SQLite's ``lower()`` (behind the database's
+    ``credential_name_unique_ci`` constraint) folds only ASCII, so "CAFÉ" and "café" would
+    pass it there. An account holds few credentials; the caller holds the account lock.
+    """
+    others = Credential.objects.filter(account=account, type=kind)
     if exclude is not None:
         others = others.exclude(id=exclude)
-    return others.exists()
+    key = name.casefold()
+    return any(other.casefold() == key for other in others.values_list("name", flat=True))
 
 
 def _duplicate(name: str) -> Conflict:
     return Conflict(
-        f"A credential named {name!r} of this type already exists in this account.",
+        f"A credential named {name!r} (in any case) of this type already exists in this "
+        "account.",
         code="credential_name_taken",
         detail={"fields": {"name": "taken"}},
     )
@@ -149,6 +157,7 @@ def credential_update(
     if name is not None:
         name = validation.clean_name(name)
         if name != credential.name:
+            _lock_account(membership.account)  # two renames to one name queue here
             if _name_taken(credential.account, kind, name, exclude=credential.pk):
                 raise _duplicate(name)
             credential.name = name
@@ -323,9 +332,13 @@ def credential_test(
                 f"{credential.server}; it was not sent there.",
             )
         else:
-            outcome = _outcome(check_access(login, reference))
+            outcome = _outcome(
+                check_access(login, reference, policy=settings.REGISTRY_PROBE_POLICY)
+            )
     else:
-        outcome = _outcome(check_login(login, credential.server))
+        outcome = _outcome(
+            check_login(login, credential.server, policy=settings.REGISTRY_PROBE_POLICY)
+        )
     _record_test(actor=actor, membership=membership, credential=credential, outcome=outcome,
                  image=image)
     return outcome

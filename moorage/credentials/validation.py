@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 
+from moorage import names
 from moorage.credentials.choices import CredentialType
 from moorage.errors import ValidationFailed
 from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
@@ -21,7 +22,7 @@ NAME_MAX = 100
 SERVER_MAX = 255
 USERNAME_MAX = 255
 EMAIL_MAX = 254
-SECRET_MAX = 16 * 1024  # a Google service-account JSON key is ~2.4 KB
+SECRET_MAX = 16 * 1024  # bytes of UTF-8; a Google service-account JSON key is ~2.4 KB
 GCP_JSON_KEY_USER = "_json_key"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GIT_HOST = re.compile(
@@ -56,7 +57,7 @@ def _single_line(field: str, label: str, value: str, limit: int) -> str:
 
 
 def clean_name(value: str) -> str:
-    return _single_line("name", "name", value, NAME_MAX)
+    return names.clean_name(value, max_length=NAME_MAX)
 
 
 def clean_username(value: str) -> str:
@@ -123,9 +124,11 @@ def clean_secret(kind: CredentialType, username: str, value: str) -> str:
     label = "token" if kind is CredentialType.GIT else "password"
     if not value or not value.strip():
         raise _fail("secret", "secret_required", f"The {label} must not be empty.")
-    if len(value) > SECRET_MAX:
+    if len(value.encode("utf-8", "surrogatepass")) > SECRET_MAX:
+        # Bytes, not characters: what is sealed, stored and sent is UTF-8.
         raise _fail("secret", "secret_too_long",
-                    f"The {label} is longer than {SECRET_MAX} characters.")
+                    f"The {label} is longer than {SECRET_MAX // 1024} KiB ({SECRET_MAX} bytes "
+                    "of UTF-8).")
     if "\x00" in value:
         raise _fail("secret", "secret_invalid", f"The {label} holds a NUL character.")
     if kind is CredentialType.CONTAINER_REGISTRY and username == GCP_JSON_KEY_USER:

@@ -14,6 +14,7 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from moorage import names
 from moorage.accounts.models import Account, Membership, User
 from moorage.accounts.permissions import Action, require, require_platform_staff
 from moorage.audit.choices import AuditAction
@@ -67,7 +68,7 @@ def region_create(
             f"Unknown runtime {runtime!r}; use docker or swarm.", code="region_runtime_invalid",
             detail={"fields": {"runtime": "invalid"}},
         ) from None
-    name = (name or slug).strip()[:100]
+    name = names.clean_name(name or slug, max_length=100)
     if Region.objects.filter(slug=slug).exists():
         raise Conflict(f"A region {slug!r} already exists.", code="region_exists")
     key = region_secrets.new_region_key(slug)

@@ -5,6 +5,8 @@ access to one image the way a pull would meet it, without downloading anything: 
 ``repository:PATH:pull`` (a token alone proves nothing: issuers hand out empty grants), then
 ``HEAD /v2/PATH/manifests/REF``. Both return an :class:`AccessResult` rather than raising for
 anything the registry or the network may do, so callers map one status to one user message.
+Each check is one flow of its client (:meth:`RegistryClient.flow`): the policy's deadline
+covers the whole check, challenge and token request included.
 """
 
 from __future__ import annotations
@@ -20,15 +22,20 @@ from moorage.registry.auth import (
     DEFAULT_TIMEOUT,
     Authorization,
     LoginRejected,
+    NetworkBlocked,
+    RealmRefused,
     RegistryClient,
     RegistryError,
     RegistryLogin,
     RegistryRateLimited,
+    RegistryTimeout,
     RegistryUnreachable,
+    ResponseTooLarge,
     pull_scope,
     scrub,
 )
 from moorage.registry.hosts import normalize_registry_host
+from moorage.registry.policy import ProbePolicy
 from moorage.registry.reference import ImageReference, parse_reference
 
 __all__ = ["AccessResult", "AccessStatus", "check_access", "check_login"]
@@ -45,10 +52,20 @@ class AccessStatus(enum.StrEnum):
     #: Repository or tag/digest not found, or hidden from this credential.
     NOT_FOUND = "not_found"
     RATE_LIMITED = "rate_limited"
-    #: Connection refused, DNS, TLS, timeout.
+    #: Connection refused, DNS, TLS.
     UNREACHABLE = "unreachable"
     #: The registry answered something the protocol does not allow.
     PROTOCOL_ERROR = "protocol_error"
+    #: The registry named a token service the credential may not go to (plain HTTP to
+    #: another host): nothing was sent there (I4).
+    REALM_REFUSED = "realm_refused"
+    #: The registry or its token service is in a network probes never reach (by default
+    #: link-local, where cloud metadata services live): nothing was sent there.
+    NETWORK_BLOCKED = "network_blocked"
+    #: The whole check did not finish within the policy's deadline.
+    TIMEOUT = "timeout"
+    #: An answer was larger than the policy's cap; reading stopped there.
+    RESPONSE_TOO_LARGE = "response_too_large"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,18 +89,22 @@ class AccessResult:
 
 
 @contextlib.contextmanager
-def _using(client: RegistryClient | None, timeout: float) -> Iterator[RegistryClient]:
-    """The caller's client (left open), or a fresh one closed afterwards."""
+def _using(
+    client: RegistryClient | None, timeout: float, policy: ProbePolicy | None
+) -> Iterator[RegistryClient]:
+    """The caller's client (left open), or a fresh one closed afterwards; one flow either way."""
     if client is not None:
-        yield client
+        with client.flow():
+            yield client
         return
-    with RegistryClient(timeout=timeout) as fresh:
+    with RegistryClient(timeout=timeout, policy=policy) as fresh, fresh.flow():
         yield fresh
 
 
 def _from_error(error: RegistryError, login: RegistryLogin | None) -> AccessResult:
     """Map a registry conversation error to a result (messages are scrubbed once more)."""
     message = scrub(error.message, login)
+    status: AccessStatus
     if isinstance(error, LoginRejected):
         status = AccessStatus.UNAUTHORIZED
     elif isinstance(error, RegistryRateLimited):
@@ -94,8 +115,16 @@ def _from_error(error: RegistryError, login: RegistryLogin | None) -> AccessResu
             host=error.host,
             retry_after=error.retry_after,
         )
+    elif isinstance(error, RealmRefused):
+        status = AccessStatus.REALM_REFUSED
+    elif isinstance(error, NetworkBlocked):
+        status = AccessStatus.NETWORK_BLOCKED
+    elif isinstance(error, RegistryTimeout):
+        status = AccessStatus.TIMEOUT
     elif isinstance(error, RegistryUnreachable):
         status = AccessStatus.UNREACHABLE
+    elif isinstance(error, ResponseTooLarge):
+        status = AccessStatus.RESPONSE_TOO_LARGE
     else:
         status = AccessStatus.PROTOCOL_ERROR
     return AccessResult(status, message, error.http_status, host=error.host)
@@ -111,6 +140,7 @@ def check_login(
     *,
     client: RegistryClient | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    policy: ProbePolicy | None = None,
 ) -> AccessResult:
     """Log in to ``host`` and say whether the registry accepted ``login``.
 
@@ -118,10 +148,11 @@ def check_login(
     (401 = rejected), then ``GET /v2/`` with the token (the registry accepts the issuer).
     A registry answering ``/v2/`` anonymously has nothing to check: ok, and the message says
     so. ``host`` is any spelling :func:`normalize_registry_host` accepts (raises
-    ``InvalidRegistryHost`` otherwise). ``timeout`` applies only to a client made here.
+    ``InvalidRegistryHost`` otherwise). ``timeout`` (per operation) and ``policy`` apply
+    only to a client made here.
     """
     canonical = normalize_registry_host(host)
-    with _using(client, timeout) as registry:
+    with _using(client, timeout, policy) as registry:
         try:
             challenge = registry.challenge(canonical)
             if challenge is None:
@@ -191,20 +222,23 @@ def check_access(
     *,
     client: RegistryClient | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    policy: ProbePolicy | None = None,
 ) -> AccessResult:
     """Prove (or disprove) that ``login`` may pull ``reference``, without pulling it.
 
     200 → ok; 401/403 → ``forbidden`` (the login works, this repository is not granted), or
     ``unauthorized`` when the login itself is rejected or none was given; 404 →
     ``not_found``; 429 → ``rate_limited``; network failures → ``unreachable``; anything else
-    → ``protocol_error``. The login is sent to the reference's registry: the caller must have
-    checked that it was made for that host (:func:`moorage.registry.hosts_match`).
-    ``timeout`` applies only to a client made here.
+    → ``protocol_error``; the policy's refusals are ``realm_refused``, ``network_blocked``,
+    ``timeout`` and ``response_too_large``. The login is sent to the reference's registry: the
+    caller must have checked that it was made for that host
+    (:func:`moorage.registry.hosts_match`). ``timeout`` (per operation) and ``policy`` apply
+    only to a client made here.
     """
     ref = parse_reference(reference) if isinstance(reference, str) else reference
     host = ref.domain
     image = f"{ref.path}{'@' if ref.digest else ':'}{ref.pull_ref}"
-    with _using(client, timeout) as registry:
+    with _using(client, timeout, policy) as registry:
         try:
             authorization = registry.authorize(host, login, [pull_scope(ref.path)])
             response = registry.head_manifest(host, ref.path, ref.pull_ref, authorization)

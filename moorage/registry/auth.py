@@ -7,6 +7,13 @@ of access: issuers hand out tokens for the intersection of what was asked and wh
 granted, possibly nothing. Only the registry's answer to a real request proves access
 (:mod:`moorage.registry.access`).
 
+Where a password may go (I4): to the registry host it was made for, and to the token realm
+that registry names only over HTTPS, or over plain HTTP when the realm is on the registry's own
+host *name* (a loopback registry and its token service: ``127.0.0.1:5000`` naming
+``http://127.0.0.1:5001/token``). Any other realm is refused (:class:`RealmRefused`) before a
+byte is sent to it. Every conversation is also bounded by a :class:`ProbePolicy`: blocked
+networks, one overall deadline, a cap on the size of each answer.
+
 Secrets: the password lives only in :class:`RegistryLogin` (whose repr hides it) and in the
 ``Authorization`` headers httpx sends. Exceptions carry a person-readable message built from
 the host, user name and status, never from request data; :func:`scrub` is a second fence.
@@ -17,19 +24,23 @@ environment redirects tenant traffic or adds credentials of the machine.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
 
-from moorage.registry.hosts import api_base_url, is_loopback, normalize_registry_host
+from moorage.registry.hosts import api_base_url, host_name, normalize_registry_host
+from moorage.registry.policy import AddressBlocked, GuardedTransport, ProbePolicy
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -37,12 +48,16 @@ __all__ = [
     "Authorization",
     "Challenge",
     "LoginRejected",
+    "NetworkBlocked",
+    "RealmRefused",
     "RegistryClient",
     "RegistryError",
     "RegistryLogin",
     "RegistryProtocolError",
     "RegistryRateLimited",
+    "RegistryTimeout",
     "RegistryUnreachable",
+    "ResponseTooLarge",
     "Token",
     "TokenCache",
     "parse_www_authenticate",
@@ -129,11 +144,27 @@ class RegistryError(Exception):
 
 
 class RegistryUnreachable(RegistryError):
-    """Connection refused, name not resolved, TLS failure or timeout."""
+    """Connection refused, name not resolved, TLS failure."""
+
+
+class RegistryTimeout(RegistryUnreachable):
+    """The conversation's deadline passed (or one operation's timeout) before an answer."""
 
 
 class RegistryProtocolError(RegistryError):
     """The registry or its token service answered something the protocol does not allow."""
+
+
+class ResponseTooLarge(RegistryProtocolError):
+    """An answer was larger than the policy's cap; reading stopped there."""
+
+
+class RealmRefused(RegistryError):
+    """The registry named a token service the credential may not be sent to (I4)."""
+
+
+class NetworkBlocked(RegistryError):
+    """The registry or its token service is in a network probes never reach."""
 
 
 class LoginRejected(RegistryError):
@@ -379,6 +410,11 @@ class RegistryClient:
     the ``Authorization`` header's use to a place we did not choose), a :class:`TokenCache`
     and the challenges seen per host (not secret). Use as a context manager or call
     :meth:`close`.
+
+    ``policy`` bounds every conversation (:class:`ProbePolicy`): its blocked networks are
+    enforced where connections are made (:class:`GuardedTransport`), its deadline covers one
+    :meth:`flow` (a single request outside a flow is a flow of its own), and no answer is read
+    past its size cap. ``transport`` replaces the guarded transport (tests' fakes only).
     """
 
     def __init__(
@@ -389,19 +425,23 @@ class RegistryClient:
         clock: Callable[[], float] | None = None,
         transport: httpx.BaseTransport | None = None,
         verify: bool | str = True,
+        policy: ProbePolicy | None = None,
     ) -> None:
         """Make the httpx client; ``clock`` builds the default cache (ignored with a cache)."""
         self.tokens = (
             token_cache if token_cache is not None else TokenCache(clock or time.monotonic)
         )
+        self.policy = policy if policy is not None else ProbePolicy()
         self._challenges: dict[str, Challenge | None] = {}
+        self._flow = threading.local()
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout),
             trust_env=False,
             follow_redirects=False,
-            transport=transport,
-            verify=verify,
-            headers={"User-Agent": _USER_AGENT},
+            transport=transport
+            if transport is not None
+            else GuardedTransport(self.policy, self._remaining, verify=verify),
+            headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
         )
 
     def __repr__(self) -> str:
@@ -420,6 +460,30 @@ class RegistryClient:
         """Close the HTTP connections."""
         self._http.close()
 
+    # ----- deadline
+
+    @contextlib.contextmanager
+    def flow(self, deadline: float | None = None) -> Iterator[None]:
+        """Give everything inside one overall deadline (default: the policy's).
+
+        Flows nest: an inner flow never extends the deadline of the one around it. The
+        deadline is per thread, so a client shared between threads bounds each caller's own
+        conversation.
+        """
+        seconds = self.policy.deadline if deadline is None else deadline
+        outer: float | None = getattr(self._flow, "ends_at", None)
+        ends_at = time.monotonic() + seconds
+        self._flow.ends_at = ends_at if outer is None else min(outer, ends_at)
+        try:
+            yield
+        finally:
+            self._flow.ends_at = outer
+
+    def _remaining(self) -> float | None:
+        """Seconds left in the current thread's flow; None outside any flow."""
+        ends_at: float | None = getattr(self._flow, "ends_at", None)
+        return None if ends_at is None else ends_at - time.monotonic()
+
     # ----- low level
 
     def request(
@@ -433,15 +497,43 @@ class RegistryClient:
         auth: tuple[str, str] | None = None,
         login: RegistryLogin | None = None,
     ) -> httpx.Response:
-        """Send one request; map transport failures to :class:`RegistryUnreachable`.
+        """Send one request within the policy; map failures to :class:`RegistryError` types.
 
-        The body is read (small JSON answers only: this library never downloads blobs).
+        The answer is streamed and read only up to the policy's size cap (small JSON answers:
+        this library never downloads blobs); the returned response holds the whole body.
+        Raises :class:`RegistryTimeout`, :class:`NetworkBlocked`, :class:`ResponseTooLarge`,
+        :class:`RegistryUnreachable`.
         """
+        with self.flow():
+            return self._request(
+                method, url, host=host, headers=headers, params=params, auth=auth, login=login
+            )
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        host: str,
+        headers: Mapping[str, str] | None,
+        params: Any,
+        auth: tuple[str, str] | None,
+        login: RegistryLogin | None,
+    ) -> httpx.Response:
+        target = httpx.URL(url)
+        self._refuse_blocked_literal(target, host)
         try:
-            return self._http.request(method, url, headers=headers, params=params, auth=auth)
+            with self._http.stream(
+                method, url, headers=headers, params=params, auth=auth
+            ) as streamed:
+                body = self._read_capped(streamed, host)
+        except AddressBlocked as exc:
+            raise NetworkBlocked(_blocked_message(host, target, exc), host=host) from None
         except httpx.TimeoutException:
-            raise RegistryUnreachable(
-                f"The registry {host} did not answer in time.", host=host
+            raise RegistryTimeout(
+                f"The registry {host} did not answer within {self.policy.deadline:g} seconds "
+                "(or one step of the conversation took too long).",
+                host=host,
             ) from None
         except httpx.ConnectError as exc:
             raise RegistryUnreachable(
@@ -453,6 +545,84 @@ class RegistryClient:
                 f"The connection to the registry {host} failed: {scrub(_short(exc), login)}.",
                 host=host,
             ) from None
+        kept = [
+            (name, value)
+            for name, value in streamed.headers.multi_items()
+            if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(
+            streamed.status_code, headers=kept, content=body, request=streamed.request
+        )
+
+    def _refuse_blocked_literal(self, url: httpx.URL, host: str) -> None:
+        """An address written in the URL is checked before anything else happens.
+
+        (Names are checked where they are resolved, in :class:`GuardedTransport`.)
+        """
+        try:
+            address = ipaddress.ip_address(url.host)
+        except ValueError:
+            return
+        network = self.policy.blocking(address)
+        if network is not None:
+            blocked = AddressBlocked(url.host, address, network)
+            raise NetworkBlocked(_blocked_message(host, url, blocked), host=host)
+
+    def _read_capped(self, response: httpx.Response, host: str) -> bytes:
+        """The body, read only up to the cap (and decoded within it when compressed)."""
+        cap = self.policy.max_response_bytes
+        too_large = ResponseTooLarge(
+            f"The registry {host} (or its token service) sent an answer larger than "
+            f"{cap} bytes; it was cut off there.",
+            host=host,
+            http_status=response.status_code,
+        )
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise too_large
+        raw = self._raw_body(response, cap, too_large)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return raw
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise RegistryProtocolError(
+                f"The registry {host} answered with a {encoding!r}-compressed body although "
+                "none was asked for.",
+                host=host,
+                http_status=response.status_code,
+            )
+        # A small compressed answer can unpack to gigabytes: decode within the cap too.
+        decoder = zlib.decompressobj(zlib.MAX_WBITS | 32 if "gzip" in encoding else zlib.MAX_WBITS)
+        try:
+            decoded = decoder.decompress(raw, cap + 1)
+        except zlib.error:
+            raise RegistryProtocolError(
+                f"The registry {host} sent a body that does not decompress.",
+                host=host,
+                http_status=response.status_code,
+            ) from None
+        if len(decoded) > cap or decoder.unconsumed_tail:
+            raise too_large
+        return decoded
+
+    @staticmethod
+    def _raw_body(response: httpx.Response, cap: int, too_large: ResponseTooLarge) -> bytes:
+        try:
+            raw = response.content  # already in memory: a fake transport's answer
+        except httpx.ResponseNotRead:
+            pass
+        else:
+            if len(raw) > cap:
+                raise too_large
+            return raw
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_raw():
+            size += len(chunk)
+            if size > cap:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     # ----- challenge
 
@@ -612,7 +782,15 @@ class RegistryClient:
 
 
 def _checked_realm(realm: str, host: str, login: RegistryLogin | None) -> httpx.URL:
-    """Validate the token realm; refuse to send a password there in clear over a network."""
+    """The token realm, if the rule of I4 lets us ask it; :class:`RealmRefused` otherwise.
+
+    HTTPS anywhere (Docker Hub's realm is ``auth.docker.io``, not its registry's host).
+    Plain HTTP only when the registry itself is spoken to over plain HTTP (a loopback
+    registry, :func:`api_base_url`) *and* the realm is on the registry's own host name
+    (``127.0.0.1:P`` may name ``http://127.0.0.1:Q``; ``localhost:P`` may not). The rule
+    holds for anonymous token requests too: a realm is an address the tenant chose, and
+    plain HTTP to other hosts would make "Test connection" a probe of the machine's network.
+    """
     try:
         url = httpx.URL(realm)
     except (httpx.InvalidURL, ValueError):
@@ -624,15 +802,38 @@ def _checked_realm(realm: str, host: str, login: RegistryLogin | None) -> httpx.
             f"The registry {host} named a token service that is not an http(s) address.",
             host=host,
         )
-    if url.scheme == "http" and login is not None:
-        realm_host = f"[{url.host}]" if ":" in url.host else url.host
-        if not is_loopback(realm_host):
-            raise RegistryProtocolError(
-                f"The registry {host} asked to send the credential to {url.host} without TLS "
-                "(http://); refused.",
+    if url.userinfo:
+        raise RealmRefused(
+            f"The registry {host} named a token service address holding a user name; refused.",
+            host=host,
+        )
+    if url.scheme == "http":
+        realm_name = f"[{url.host}]" if ":" in url.host else url.host
+        registry_plain = api_base_url(host).startswith("http://")
+        if not registry_plain or _same_host_name(realm_name, host) is False:
+            what = "the credential" if login is not None else "a token request"
+            raise RealmRefused(
+                f"The registry {host} asked to send {what} to {url.host} over plain HTTP; "
+                "refused: a token service must use HTTPS, or be on the registry's own host "
+                "name.",
                 host=host,
             )
     return url
+
+
+def _same_host_name(realm_name: str, host: str) -> bool:
+    """Whether the realm's host name is the registry's (ports aside), in canonical spelling."""
+    try:
+        return host_name(realm_name) == host_name(host)
+    except ValueError:
+        return False
+
+
+def _blocked_message(host: str, url: httpx.URL, blocked: AddressBlocked) -> str:
+    return (
+        f"{url.host} (asked while talking to the registry {host}) is {blocked.address}, in a "
+        f"network Moorage never connects to ({blocked.network}); nothing was sent to it."
+    )
 
 
 def _parse_token(response: httpx.Response, host: str, started: float) -> Token:

@@ -34,6 +34,7 @@ __all__ = [
     "api_base_url",
     "api_host",
     "docker_config_key",
+    "host_name",
     "hosts_match",
     "is_docker_hub",
     "is_loopback",
@@ -251,12 +252,23 @@ def is_docker_hub(host: str) -> bool:
     return normalize_registry_host(host) == DOCKER_HUB
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is ``localhost``, in ``127.0.0.0/8`` or ``[::1]`` (port ignored)."""
+def host_name(host: str) -> str:
+    """The canonical host name of ``host``, without its port.
+
+    ``127.0.0.1:5000`` → ``127.0.0.1``, ``[0::1]:5000`` → ``[::1]``, ``LOCALHOST`` →
+    ``localhost``. Names are compared as written: ``localhost`` is not ``127.0.0.1``.
+    """
     canonical = normalize_registry_host(host)
     if canonical.startswith("["):
-        return canonical.split("]", 1)[0] == "[::1"
-    name = canonical.rsplit(":", 1)[0] if ":" in canonical else canonical
+        return canonical.split("]", 1)[0] + "]"
+    return canonical.split(":", 1)[0]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is ``localhost``, in ``127.0.0.0/8`` or ``[::1]`` (port ignored)."""
+    name = host_name(host)
+    if name.startswith("["):
+        return name == "[::1]"
     if name == "localhost":
         return True
     try:

@@ -44,9 +44,12 @@ def make_account(name: str | None = None, *, owner: User | None = None) -> Membe
 
 
 def add_member(owner: Member, role: Role, email: str | None = None) -> Member:
-    """Add a new user with ``role`` to ``owner``'s account."""
+    """Add a new user with ``role`` to ``owner``'s account: invited, then accepted."""
     user = make_user(email)
-    services.member_add(actor=owner.user, membership=owner.membership, email=user.email, role=role)
+    invitation = services.invitation_create(
+        actor=owner.user, membership=owner.membership, email=user.email, role=role
+    )
+    services.invitation_accept(actor=user, invitation_id=invitation.id)
     return _member(user, owner.account)
 
 

@@ -21,12 +21,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from moorage.testing.ports import LOOPBACK
+from moorage.testing.ports import LOOPBACK, ThreadedHTTPServer
 from moorage.testing.programs import require_binary
 
 HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
@@ -77,8 +77,7 @@ class GitServer:
         self._public: set[str] = set()
         self._requests: list[GitRequest] = []
         self._dir: Path | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: ThreadedHTTPServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -94,22 +93,14 @@ class GitServer:
         class Handler(_GitHandler):
             server_owner = owner
 
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="moorage-git-server", daemon=True)
-        self._thread.start()
+        self._http = ThreadedHTTPServer(Handler, name="moorage-git-server")
         return self
 
     def stop(self) -> None:
         """Stop serving and remove the repositories."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -125,9 +116,9 @@ class GitServer:
     @property
     def host(self) -> str:
         """``127.0.0.1:PORT``."""
-        if self._server is None:
+        if self._http is None:
             raise RuntimeError("the git server is not running")
-        return f"{LOOPBACK}:{self._server.server_address[1]}"
+        return f"{LOOPBACK}:{self._http.port}"
 
     @property
     def url(self) -> str:

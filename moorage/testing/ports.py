@@ -12,8 +12,10 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Collection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -25,6 +27,38 @@ _PR_SET_PDEATHSIG = 1
 
 class ComponentStartError(RuntimeError):
     """A real component did not come up; the message carries the tail of its log."""
+
+
+class ThreadedHTTPServer:
+    """A ``ThreadingHTTPServer`` on a free port of ``host``, served from a daemon thread.
+
+    The plumbing the tests' small HTTP servers share (token issuer, git server, the hostile
+    stubs): each request in its own daemon thread, :meth:`stop` releases the port within a
+    tenth of a second.
+    """
+
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], *, name: str, host: str = LOOPBACK
+    ) -> None:
+        """Bind and start serving at once."""
+        server = ThreadingHTTPServer((host, 0), handler)
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.1), name=name, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        """The TCP port it listens on."""
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
 
 
 def free_port(host: str = LOOPBACK) -> int:

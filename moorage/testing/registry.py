@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ from cryptography.x509.oid import NameOID
 from moorage.testing.ports import (
     LOOPBACK,
     ComponentStartError,
+    ThreadedHTTPServer,
     die_with_parent,
     free_port,
     log_tail,
@@ -181,8 +182,7 @@ class TokenIssuer:
         self._requests: list[TokenRequest] = []
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._certificate = _self_signed_certificate(self._key, "moorage-test-token-issuer")
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: ThreadedHTTPServer | None = None
 
     # ----- lifecycle
 
@@ -193,30 +193,21 @@ class TokenIssuer:
         class Handler(_TokenHandler):
             owner = issuer
 
-        self._server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="moorage-token-issuer", daemon=True
-        )
-        self._thread.start()
+        self._http = ThreadedHTTPServer(Handler, name="moorage-token-issuer")
         return self
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     @property
     def port(self) -> int:
         """The port the issuer listens on."""
-        if self._server is None:
+        if self._http is None:
             raise RuntimeError("token issuer is not running")
-        return int(self._server.server_address[1])
+        return self._http.port
 
     @property
     def realm(self) -> str:

@@ -6,38 +6,71 @@ shape, everything else a page in the layout.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from moorage.errors import ApplicationError
+from moorage.errors import ApplicationError, RequestTooLarge
+
+logger = logging.getLogger(__name__)
 
 _TITLES = {
     400: "Bad request",
     403: "Not allowed",
     404: "Not found",
+    413: "Too large",
     429: "Too many attempts",
     500: "Something went wrong",
 }
 
 
 def error_response(
-    request: HttpRequest, *, status: int, code: str, message: str
+    request: HttpRequest,
+    *,
+    status: int,
+    code: str,
+    message: str,
+    detail: dict[str, Any] | None = None,
 ) -> HttpResponse:
-    """The error as JSON for API paths, as a page otherwise."""
+    """The error as JSON for API paths, as a page otherwise.
+
+    A 429 whose ``detail`` says ``retry_after`` carries the ``Retry-After`` header, on pages
+    as in the API.
+    """
+    response: HttpResponse
     if request.path.startswith("/api/"):
-        return JsonResponse({"code": code, "message": message, "detail": {}}, status=status)
-    title = _TITLES.get(status, "Error")
-    return render(
-        request,
-        "web/error.html",
-        {"status": status, "title": title, "message": message, "code": code},
-        status=status,
+        response = JsonResponse(
+            {"code": code, "message": message, "detail": detail or {}}, status=status
+        )
+    else:
+        title = _TITLES.get(status, "Error")
+        response = render(
+            request,
+            "web/error.html",
+            {"status": status, "title": title, "message": message, "code": code},
+            status=status,
+        )
+    if status == 429 and detail and "retry_after" in detail:
+        response["Retry-After"] = str(detail["retry_after"])
+    return response
+
+
+def application_error_response(request: HttpRequest, error: ApplicationError) -> HttpResponse:
+    """An :class:`ApplicationError` as JSON or page, with its detail (and Retry-After)."""
+    return error_response(
+        request, status=error.status, code=error.code, message=error.message, detail=error.detail
     )
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if isinstance(exception, RequestDataTooBig):
+        # Django raises it while reading the form; it is the sender's size, not bad syntax.
+        logger.warning("request body over the limit: %s %s", request.method, request.path)
+        return application_error_response(request, RequestTooLarge.over_the_limit())
     return error_response(
         request, status=400, code="bad_request", message="The request could not be understood."
     )
@@ -91,7 +124,5 @@ class ApplicationErrorMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ApplicationError) and not request.path.startswith("/api/"):
-            return error_response(
-                request, status=exception.status, code=exception.code, message=exception.message
-            )
+            return application_error_response(request, exception)
         return None

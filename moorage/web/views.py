@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from moorage.accounts import selectors
 from moorage.accounts.middleware import current_membership
@@ -14,6 +14,9 @@ from moorage.audit.selectors import audit_events_for_account
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    if getattr(request, "membership", None) is None:
+        # Not in any account yet: the way in is an invitation.
+        return redirect("invitations")
     membership = current_membership(request)
     require(membership, Action.VIEW)
     return render(

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from moorage.accounts.choices import Role
-from moorage.accounts.models import ApiToken, Membership, User
+from moorage.accounts.models import ApiToken, Invitation, Membership
 from moorage.accounts.permissions import Action
 from moorage.testing import factories
 from moorage.testing.api_checks import (
@@ -21,7 +21,6 @@ from moorage.testing.api_checks import (
     generic_cases,
 )
 from moorage.testing.factories import PASSWORD, Member
-from moorage.testing.secrets_search import database_text
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +39,15 @@ def _own_token(owner: Member) -> int:
     return ApiToken.objects.filter(user=owner.user, account=owner.account).first().id  # type: ignore[union-attr]
 
 
+def _invitation(owner: Member) -> int:
+    from moorage.accounts import services
+
+    return services.invitation_create(actor=owner.user, membership=owner.membership,
+                                      email="invited@example.com", role="member").id
+
+
 OBJECT_ENDPOINTS = [
+    ObjectEndpoint("DELETE", "/invitations/{id}", _invitation, Action.MANAGE_MEMBERS),
     ObjectEndpoint("GET", "/members/{id}", _another_member, Action.VIEW),
     ObjectEndpoint("PATCH", "/members/{id}", _another_member, Action.MANAGE_MEMBERS,
                    body={"role": "viewer"}),
@@ -103,31 +110,21 @@ def test_members_listing_is_scoped_to_the_token_account(
     assert others == [other_owner.user.email]
 
 
-def test_add_member_returns_the_one_time_password_once(client: Client, owner: Member) -> None:
-    response = _post(client, "/members", {"email": "fresh@example.com", "role": "viewer"}, owner)
-    assert response.status_code == 201  # type: ignore[attr-defined]
-    body = response.json()  # type: ignore[attr-defined]
-    assert body["member"]["role"] == "viewer"
-    password = body["one_time_password"]
-    assert password and password not in database_text()
-    assert User.objects.get(email="fresh@example.com").check_password(password)
-    listed = client.get(API + "/members", headers=owner.auth).content.decode()
-    assert password not in listed
-
-
 def test_viewer_gets_403_for_admin_actions(client: Client, owner: Member) -> None:
     viewer = factories.add_member(owner, Role.VIEWER)
-    response = _post(client, "/members", {"email": "x@example.com", "role": "member"}, viewer)
+    response = _post(client, "/invitations", {"email": "x@example.com", "role": "member"},
+                     viewer)
     body = assert_api_error(response, 403, "permission_denied")
     assert body["detail"] == {"action": "manage_members", "role": "viewer"}
-    assert not User.objects.filter(email="x@example.com").exists()
+    assert not Invitation.objects.filter(email="x@example.com").exists()
     response = client.patch(API + "/account", json.dumps({"name": "Hacked"}),
                             content_type="application/json", headers=viewer.auth)
     assert_api_error(response, 403, "permission_denied")
 
 
 def test_validation_errors_name_the_field(client: Client, owner: Member) -> None:
-    response = _post(client, "/members", {"email": "x@example.com", "role": "emperor"}, owner)
+    response = _post(client, "/invitations", {"email": "x@example.com", "role": "emperor"},
+                     owner)
     body = assert_api_error(response, 422, "validation_error")
     assert "role" in body["detail"]["fields"]
     response = _post(client, "/tokens", {"name": "n" * 101}, owner)

@@ -43,8 +43,8 @@ def test_a_failed_change_leaves_no_audit_row(owner: Member) -> None:
 
     before = AuditEvent.objects.count()
     with pytest.raises(ApplicationError):
-        services.member_add(actor=owner.user, membership=owner.membership,
-                            email="bad", role="member")
+        services.invitation_create(actor=owner.user, membership=owner.membership,
+                                   email="bad", role="member")
     assert AuditEvent.objects.count() == before
 
 

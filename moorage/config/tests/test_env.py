@@ -53,6 +53,10 @@ def test_postgres_url_is_parsed(tmp_path: Path) -> None:
         ({"DATABASE_URL": "mysql://root@localhost/x"}, "DATABASE_URL"),
         ({"DATABASE_URL": "postgres://localhost"}, "DATABASE_URL"),
         ({"MOORAGE_DATA_DIR": "relative/dir"}, "MOORAGE_DATA_DIR"),
+        ({"MOORAGE_PROBE_BLOCKED_NETWORKS": "metadata.internal"},
+         "MOORAGE_PROBE_BLOCKED_NETWORKS"),
+        ({"MOORAGE_TRUSTED_PROXIES": "10.0.0.0/33"}, "MOORAGE_TRUSTED_PROXIES"),
+        ({"MOORAGE_TRUSTED_PROXIES": "proxy.example.com"}, "MOORAGE_TRUSTED_PROXIES"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(
@@ -86,3 +90,19 @@ def test_keys_are_read_primary_first_and_bad_ones_name_the_variable(tmp_path: Pa
     for bad in ("", "a:notbase64!", "a"):
         with pytest.raises(ImproperlyConfigured, match="MOORAGE_KEYS"):
             read_environment({"MOORAGE_DATA_DIR": str(tmp_path), "MOORAGE_KEYS": bad})
+
+
+def test_probe_networks_and_trusted_proxies_are_read(tmp_path: Path) -> None:
+    base = {"MOORAGE_DATA_DIR": str(tmp_path), "MOORAGE_SECRET_KEY": "k" * 40}
+    defaults = read_environment(base)
+    assert [str(n) for n in defaults.probe_blocked_networks] == ["169.254.0.0/16", "fe80::/10"]
+    assert defaults.trusted_proxies == ()
+    env = read_environment(base | {
+        "MOORAGE_PROBE_BLOCKED_NETWORKS": "169.254.0.0/16, fe80::/10, 10.0.0.0/8",
+        "MOORAGE_TRUSTED_PROXIES": "10.1.2.3, 192.168.0.0/24",
+    })
+    assert [str(n) for n in env.probe_blocked_networks][-1] == "10.0.0.0/8"
+    assert [str(n) for n in env.trusted_proxies] == ["10.1.2.3/32", "192.168.0.0/24"]
+    # An operator may unblock everything, on purpose, with an empty value.
+    assert read_environment(base | {"MOORAGE_PROBE_BLOCKED_NETWORKS": ""}
+                            ).probe_blocked_networks == ()

@@ -204,3 +204,40 @@ def test_token_registry_forbids_a_repository_not_granted(
     assert ok.json()["result"] == "ok"
     denied = _json(client, "POST", f"/credentials/{credential.id}/test", owner, {"image": theirs})
     assert denied.json()["result"] == "forbidden"
+
+
+def test_test_connection_never_sends_the_password_to_a_foreign_realm(
+    client: Client, owner: Member
+) -> None:
+    """A registry named ``localhost:P`` naming a plain-HTTP realm on 127.0.0.1 (another host
+    name) gets the answer ``realm_refused``; the realm sees no request, let alone the
+    password."""
+    from moorage.testing.hostile import StubServer
+
+    password = "never-sent-" + secrets.token_hex(8)
+    with StubServer() as registry, StubServer() as realm:
+        realm.answer("/capture", body=b'{"token": "captured"}')
+        registry.challenge(f"http://127.0.0.1:{realm.port}/capture")
+        credential = make_credential(owner, server=f"localhost:{registry.port}",
+                                     secret=password)
+        response = _json(client, "POST", f"/credentials/{credential.id}/test", owner)
+        assert realm.requests == []
+    result = response.json()
+    assert result["result"] == "realm_refused" and result["ok"] is False
+    assert password not in response.content.decode()
+    assert Credential.objects.get(id=credential.id).last_test_result == "realm_refused"
+
+
+def test_test_connection_obeys_the_blocked_networks_setting(
+    client: Client, owner: Member, registry_basic: RegistryServer, settings: Any
+) -> None:
+    from moorage.registry import ProbePolicy, parse_networks
+
+    credential = make_credential(owner, server=registry_basic.host)
+    link_local = make_credential(owner, server="169.254.169.254")
+    assert _json(client, "POST", f"/credentials/{link_local.id}/test",
+                 owner).json()["result"] == "network_blocked"
+    settings.REGISTRY_PROBE_POLICY = ProbePolicy(blocked_networks=parse_networks("127.0.0.0/8"))
+    result = _json(client, "POST", f"/credentials/{credential.id}/test", owner).json()
+    assert result["result"] == "network_blocked"
+    assert "127.0.0.1" in result["message"] and "127.0.0.0/8" in result["message"]

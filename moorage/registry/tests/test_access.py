@@ -260,5 +260,9 @@ def test_access_status_values_are_stable(status: AccessStatus) -> None:
         "rate_limited",
         "unreachable",
         "protocol_error",
+        "realm_refused",
+        "network_blocked",
+        "timeout",
+        "response_too_large",
     }
     assert str(status) == status.value

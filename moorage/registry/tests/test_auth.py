@@ -382,8 +382,8 @@ def test_a_password_is_never_sent_in_clear_to_a_remote_realm() -> None:
     fake = FakeRegistry(lambda request: httpx.Response(401, headers={"WWW-Authenticate": insecure}))
     with fake.client() as client:
         result = check_login(SECRET_LOGIN, HOST, client=client)
-    assert result.status is AccessStatus.PROTOCOL_ERROR
-    assert "without TLS" in result.message
+    assert result.status is AccessStatus.REALM_REFUSED
+    assert "over plain HTTP; refused" in result.message
     assert all(r.url.host != "auth.example.com" for r in fake.requests)
 
 
