@@ -128,6 +128,17 @@ class ControlPlaneClient:
             raise ValueError("a deployment report needs a status")
         self._request("POST", f"deployments/{int(deployment_id)}/events", json=body)
 
+    def log_chunk(self, request_id: int, body: dict[str, Any]) -> None:
+        """Upload one chunk of the answer to a logs request (``POST /agent/logs/{id}``).
+
+        ``body`` is ``{"seq", "lines", "final", …}`` (``docs/sync.md``, "App logs"). One
+        attempt; raises like every call: a 404 (:class:`ProtocolError`) means the request is
+        gone (read, expired, or not this region's), so the answer stops there.
+        """
+        if "seq" not in body:
+            raise ValueError("a log chunk needs its sequence number")
+        self._request("POST", f"logs/{int(request_id)}", json=body)
+
     def source_archive(self, archive_id: int, dest: Path, *, max_bytes: int) -> None:
         """Download an uploaded source (``GET /agent/sources/{id}``) into the file ``dest``.
 

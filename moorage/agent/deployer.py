@@ -79,6 +79,7 @@ from moorage.agent.errors import (
     TamperedPayload,
     TransientError,
 )
+from moorage.agent.masking import mask_secrets, secret_env_values
 from moorage.agent.replica import (
     DEPLOYMENT_DONE,
     DEPLOYMENT_FAILED,
@@ -261,14 +262,14 @@ class Deployer:
         except _Deferred:
             raise
         except DeployError as exc:
-            secrets = _secret_values(d, env)
-            masked = [_mask(line, secrets) for line in exc.logs]
+            secrets = secret_env_values(d.payload, env)
+            masked = [mask_secrets(line, secrets) for line in exc.logs]
             if masked:
                 reporter.line("Last lines of the build output:" if exc.code.startswith("build")
                               else "Last log lines of the container:")
                 for line in masked[-10:]:
                     reporter.line(f"  {line}")
-            message = _mask(exc.message, secrets)
+            message = mask_secrets(exc.message, secrets)
             self._log(logging.WARNING, "deployment %d (%s) failed: %s: %s", d.id, name,
                       exc.code, message)
             self._finish(d, reporter, DEPLOYMENT_FAILED, "failed",
@@ -550,15 +551,3 @@ def _default_elsewhere(error: DeployError, d: ReplicaDeployment) -> DeployError:
     return DeployError(error.code, f"The app uses the account default, which is for "
                        f"{default_host}, so the pull from {host} was anonymous: choose a "
                        f"credential for {host} for this app. {error.message}", logs=error.logs)
-
-
-def _secret_values(d: ReplicaDeployment, env: dict[str, str]) -> list[str]:
-    names = {item["name"] for item in d.payload.get("env") or [] if "secret" in item}
-    return sorted((v for k, v in env.items() if k in names and v), key=len, reverse=True)
-
-
-def _mask(text: str, secrets: list[str]) -> str:
-    """The text with the deployment's secret env values masked (an app may print its env)."""
-    for value in secrets:
-        text = text.replace(value, "***")
-    return text

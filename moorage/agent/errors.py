@@ -17,6 +17,7 @@ __all__ = [
     "ConfigurationError",
     "CredentialNotFound",
     "DeployError",
+    "LogsError",
     "MalformedPayload",
     "ProtocolError",
     "ReplicaError",
@@ -92,3 +93,15 @@ class DeployError(AgentError):
         self.code = code
         self.message = message
         self.logs = logs or []
+
+
+class LogsError(AgentError):
+    """Reading an app's logs failed, with a stable ``code`` and a message for its owner:
+    ``app_not_running`` (nothing of the app on the engine), ``engine_unreachable``,
+    ``logs_failed`` (what the engine said), ``agent_busy`` (too many requests at once).
+    Never holds a line of the logs themselves."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

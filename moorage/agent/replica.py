@@ -17,6 +17,11 @@ goes (``app.delete``, ``account.delete``, a snapshot without the app) the app is
 ``app_removals`` in the same transaction, so its containers are removed even if the agent
 dies right after.
 
+A ``logs.request`` op (``docs/sync.md``, "App logs") is work, not state: nothing of it is
+stored; :meth:`Replica.apply_changes` hands it back (for accounts the replica holds only) and
+the sync loop passes it to the agent's log server. An agent that dies before answering leaves
+the request to expire on the control plane.
+
 Invariant kept after every transaction: each credential belongs to an account the replica
 holds. The protocol only sends credentials of accounts enabled in the region and follows an
 ``account.upsert`` with every credential of that account, so a credential whose account is
@@ -31,14 +36,16 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from moorage import protocol
 from moorage.agent.errors import CredentialNotFound, MalformedPayload, ReplicaError
+from moorage.agent.masking import secret_env_values
 from moorage.protocol.build import BuildSpec
 from moorage.protocol.enums import Op, PullMode
+from moorage.protocol.logs import LogRequestSpec
 from moorage.registry import RegistryLogin
 from moorage.sealing import Key, Keyring, SealedDataError, key_id_of, open_sealed
 
@@ -158,6 +165,9 @@ class AppliedChanges:
     applied: int
     upserted: dict[int, int]
     removed: list[int]
+    #: ``logs.request`` ops of this batch, for accounts the replica holds: work to hand on,
+    #: not state (nothing of them is stored).
+    log_requests: list[LogRequestSpec] = field(default_factory=list)
 
 
 class Replica:
@@ -299,6 +309,22 @@ class Replica:
                 env[name] = item["value"]
         return env
 
+    def app_secret_values(self, account_id: int, app_id: int) -> list[str]:
+        """The secret env values of every deployment of the app held, longest first: what
+        its logs are masked with. A value that does not open is skipped (it cannot be in a
+        container this agent started either)."""
+        values: set[str] = set()
+        for row in self._db.execute(
+                f"SELECT {_DEPLOYMENT_COLUMNS} FROM deployments "  # noqa: S608
+                "WHERE account_id = ? AND app_id = ? ORDER BY id", (account_id, app_id)):
+            deployment = _deployment(row)
+            try:
+                env = self.open_env(deployment)
+            except (SealedDataError, ReplicaError):
+                continue
+            values.update(secret_env_values(deployment.payload, env))
+        return sorted(values, key=len, reverse=True)
+
     # -- deployment bookkeeping (the deployer's writes) --------------------------------------
 
     def finish_deployment(self, deployment_id: int, *, state: str,
@@ -401,6 +427,7 @@ class Replica:
                     "so some would be missed.")
             upserted: set[int] = set()
             removed: set[int] = set()
+            log_requests: list[LogRequestSpec] = []
             apps_before = self._apps()
             applied = 0
             last = since
@@ -414,7 +441,14 @@ class Replica:
                 last = at
                 if at <= held:
                     continue
-                self._apply_change(change, where=where, upserted=upserted, removed=removed)
+                if change.get("op") == Op.LOGS_REQUEST:
+                    request = _log_request(change.get("request"), where=where)
+                    if self._db.execute("SELECT 1 FROM accounts WHERE id = ?",
+                                        (request.account_id,)).fetchone() is not None:
+                        log_requests.append(request)  # else: not an account of this region
+                else:
+                    self._apply_change(change, where=where, upserted=upserted,
+                                       removed=removed)
                 applied += 1
             removed |= self._drop_orphans()
             self._queue_removals(apps_before)
@@ -424,7 +458,7 @@ class Replica:
         return AppliedChanges(
             previous=held, revision=new_revision, changes=len(changes), applied=applied,
             upserted={i: held_now[i] for i in sorted(upserted) if i in held_now},
-            removed=sorted(removed - set(held_now)),
+            removed=sorted(removed - set(held_now)), log_requests=log_requests,
         )
 
     def _apply_change(
@@ -637,6 +671,13 @@ def _deployment_row(value: Any, *, where: str) -> tuple[Any, ...]:
             raise MalformedPayload(f"{here} has neither a value nor a secret")
     payload = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return deployment_id, account_id, app_id, app, number, payload
+
+
+def _log_request(value: Any, *, where: str) -> LogRequestSpec:
+    try:
+        return LogRequestSpec.from_payload(value)
+    except ValueError as exc:
+        raise MalformedPayload(f"{where}: {exc}") from None
 
 
 def _account(value: Any, *, where: str) -> tuple[int, str]:

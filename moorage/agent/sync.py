@@ -9,6 +9,10 @@ One step (:meth:`SyncLoop.run_once`):
 4. acknowledge it — for a batch, the credentials it wrote and removed; for a snapshot, the
    whole replica. The acknowledgement stays pending until the control plane has it.
 
+A batch's ``logs.request`` ops are handed to the log server (:mod:`.applogs`) as soon as the
+batch is applied; it answers them in its own threads, so a log read never waits for a deploy
+of this loop, nor a deploy for a log read.
+
 After a restart the first thing sent is a full acknowledgement of the replica, because an
 agent stopped between applying a batch and acknowledging it lost that acknowledgement; the
 server's ack is idempotent, so re-sending it is harmless.
@@ -42,6 +46,7 @@ from moorage.agent.errors import (
 from moorage.agent.replica import Replica
 
 if TYPE_CHECKING:
+    from moorage.agent.applogs import LogServer
     from moorage.agent.deployer import Deployer
 
 T = TypeVar("T")
@@ -98,6 +103,7 @@ class SyncLoop:
         backoff: Backoff | None = None,
         interruptible: bool = True,
         deployer: Deployer | None = None,
+        log_server: LogServer | None = None,
     ) -> None:
         self.config = config
         self.client = client
@@ -120,6 +126,7 @@ class SyncLoop:
         self.pending_ack: Ack | None = None if held is None else Ack(
             revision=held, credentials=replica.credentials_held(), snapshot=True)
         self.deployer = deployer
+        self.log_server = log_server
         if deployer is not None:
             deployer.refresh = self.sync_now
             deployer.stop_event = stop_event
@@ -194,6 +201,9 @@ class SyncLoop:
             self._snapshot()
             return
         result = self.replica.apply_changes(payload)
+        if self.log_server is not None:
+            for request in result.log_requests:
+                self.log_server.submit(request)  # answered in its own threads
         if result.applied:
             self._log(logging.INFO, "applied revision %d: %d changes", result.revision,
                       result.applied)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from moorage.agent.applogs import LogServer
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig, is_region_token
 from moorage.agent.deployer import Deployer
@@ -149,7 +150,10 @@ def agent(
         runtime = DockerRuntime(engine.docker_host, tls=engine.tls,
                                 region=replica.region() or region or "")
         deployer = Deployer(replica, client, runtime, logger, stop_event=stop)
-        loop = SyncLoop(config, client, replica, logger, stop, deployer=deployer)
+        log_server = LogServer(replica, client, lambda: deployer.runtime, logger,
+                               stop_event=stop)
+        loop = SyncLoop(config, client, replica, logger, stop, deployer=deployer,
+                        log_server=log_server)
         if once:
             outcome = loop.run_once(backoff=False)
             raise click.exceptions.Exit(0 if outcome is not Outcome.RETRY else EXIT_UNSYNCED)

@@ -13,6 +13,7 @@ import click
 
 from moorage import __version__
 from moorage.cli.agent import agent
+from moorage.cli.applogs import apps_logs
 from moorage.cli.apps import apps
 from moorage.cli.credentials import credentials
 from moorage.cli.keys import keys
@@ -37,3 +38,4 @@ cli.add_command(keys)
 cli.add_command(regions)
 cli.add_command(agent)
 cli.add_command(apps)
+apps.add_command(apps_logs)

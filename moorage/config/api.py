@@ -23,6 +23,8 @@ from moorage.credentials.api import router as credentials_router
 from moorage.deployments.api import agent_router as deployments_agent_router
 from moorage.deployments.api import router as deployments_router
 from moorage.errors import ApplicationError, RequestTooLarge
+from moorage.logs.api import agent_router as logs_agent_router
+from moorage.logs.api import router as logs_router
 from moorage.regions.api import agent_router
 from moorage.regions.api import router as regions_router
 from moorage.schemas import ERROR_STATUSES, ErrorOut
@@ -82,6 +84,8 @@ api.add_router("/", agent_router)
 api.add_router("/", apps_router)
 api.add_router("/", deployments_router)
 api.add_router("/", deployments_agent_router)
+api.add_router("/", logs_router)
+api.add_router("/", logs_agent_router)
 
 
 def _error(

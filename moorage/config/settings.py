@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "moorage.regions",
     "moorage.apps",
     "moorage.deployments",
+    "moorage.logs",
 ]
 
 MIDDLEWARE = [

@@ -42,3 +42,4 @@ class Op(enum.StrEnum):
     CREDENTIAL_DELETE = "credential.delete"
     DEPLOYMENT_UPSERT = "deployment.upsert"
     APP_DELETE = "app.delete"
+    LOGS_REQUEST = "logs.request"

@@ -27,3 +27,4 @@ class ChangeKind(models.TextChoices):
     ACCOUNT = "account", "Account enabled in or removed from a region"
     DEPLOYMENT = "deployment", "Deployment of an app in a region"
     APP = "app", "App removed from a region"
+    LOGS = "logs", "Logs requested from a region's agent"

@@ -19,6 +19,8 @@ from moorage.credentials.models import Credential
 from moorage.deployments.models import Deployment
 from moorage.deployments.payloads import deployment_payload, latest_deployments
 from moorage.errors import AuthenticationFailed, ValidationFailed
+from moorage.logs.payloads import log_request_payload
+from moorage.logs.selectors import log_requests_waiting
 from moorage.protocol.constants import MAX_WAIT
 from moorage.protocol.enums import Op
 from moorage.protocol.envelopes import sign
@@ -119,6 +121,8 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
             id__in={c.object_id for c in rows if c.kind == ChangeKind.DEPLOYMENT}, region=region,
         ).select_related("app__account").prefetch_related("app__env")
     }
+    log_requests = log_requests_waiting(
+        region=region, ids=(c.object_id for c in rows if c.kind == ChangeKind.LOGS))
     ops: dict[tuple[str, int], tuple[int, int, dict[str, Any]]] = {}
     sequence = 0
 
@@ -152,6 +156,12 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
             put(("deployment", change.object_id), change.revision,
                 {"op": Op.APP_DELETE, "account_id": change.account_id,
                  "app_id": change.object_id})
+        elif change.kind == ChangeKind.LOGS:
+            # Work, not state: only while the request still waits for its answer.
+            request = log_requests.get(change.object_id)
+            if request is not None and request.app.account_id in enabled:
+                put(("logs", request.pk), change.revision,
+                    {"op": Op.LOGS_REQUEST, "request": log_request_payload(request)})
         elif change.kind == ChangeKind.CREDENTIAL:
             current = credentials.get(change.object_id)
             if current is not None and current.account_id in enabled:

@@ -12,7 +12,8 @@ What every runtime provides:
 * :meth:`Runtime.remove_app` — stop and remove everything of one app in the region;
 * :meth:`Runtime.running` — what runs, read back from the engine's ``moorage.*`` labels, so an
   agent that lost its data directory adopts instead of duplicating;
-* :meth:`Runtime.logs` — the app's own output, bounded;
+* :meth:`Runtime.logs` — the app's own output, bounded: a tail, lines after a cursor, and
+  new lines for a few seconds (a follow window), each with the engine's timestamp;
 * :meth:`Runtime.refresh_auth` — hand a rotated login to what already runs, where the engine
   keeps one (Swarm services do; a plain container does not);
 * :attr:`Runtime.engine` — the Docker Engine builds run on (the region's engine, or a Swarm
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from moorage.protocol.enums import Runtime as RuntimeKind
+from moorage.protocol.logs import DEFAULT_TAIL
 from moorage.registry import RegistryLogin
 from moorage.registry.reference import ImageReference
 
@@ -139,6 +141,15 @@ class DeployResult:
 
 
 @dataclass(frozen=True)
+class LogLine:
+    """One line an app printed: the engine's timestamp (RFC 3339, UTC, nanoseconds: the
+    follow cursor) and the text without its newline."""
+
+    at: str
+    text: str
+
+
+@dataclass(frozen=True)
 class RunningApp:
     """One app as the engine reports it through its labels."""
 
@@ -194,8 +205,22 @@ class Runtime(abc.ABC):
         """Every app of this region the engine runs, from its ``moorage.*`` labels."""
 
     @abc.abstractmethod
-    def logs(self, account_id: int, app_id: int, *, tail: int = 100) -> Iterator[str]:
-        """The app's last ``tail`` output lines (stdout and stderr), oldest first."""
+    def logs(
+        self, account_id: int, app_id: int, *, tail: int | None = DEFAULT_TAIL,
+        since: str | None = None, follow: float = 0.0,
+    ) -> Iterator[LogLine]:
+        """The app's output lines (stdout and stderr), oldest first, as the engine stamped them.
+
+        ``tail``: only the newest ``tail`` lines (``None``: all of them, for a ``since``);
+        ``since``: only lines stamped after this cursor (exclusive,
+        :func:`moorage.protocol.logs.timestamp_ns`); ``follow``: then keep yielding new lines
+        for that many seconds. The iterator ends by itself: a read that does not end within
+        its deadline ends it. :func:`~moorage.agent.runtime.enginelogs.engine_log_lines`
+        parses what the Engine answers (``timestamps=1``) for containers and services alike.
+
+        Raises :class:`~moorage.agent.errors.LogsError` ``app_not_running`` when nothing of
+        the app is on the engine, ``engine_unreachable`` or ``logs_failed``.
+        """
 
     @abc.abstractmethod
     def refresh_auth(self, account_id: int, app_id: int, image: ImageSource) -> bool:

@@ -52,7 +52,7 @@ from docker.auth import AuthConfig
 from docker.tls import TLSConfig
 from docker.utils.proxy import ProxyConfig
 
-from moorage.agent.errors import DeployError
+from moorage.agent.errors import DeployError, LogsError
 from moorage.agent.runtime.base import (
     LABEL_ACCOUNT,
     LABEL_APP,
@@ -64,13 +64,16 @@ from moorage.agent.runtime.base import (
     DeployEvents,
     DeployResult,
     ImageSource,
+    LogLine,
     PullProgress,
     PullResult,
     RunningApp,
     Runtime,
 )
+from moorage.agent.runtime.enginelogs import engine_log_lines, engine_since
 from moorage.agent.streaming import DeadlineExceeded, read_with_deadline
 from moorage.protocol.enums import Runtime as RuntimeKind
+from moorage.protocol.logs import DEFAULT_TAIL
 from moorage.registry import RegistryLogin
 from moorage.registry.auth import scrub
 from moorage.registry.dockerconfig import engine_auth_config, registry_config_header
@@ -86,6 +89,8 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10
 API_TIMEOUT = 60
 LOG_TAIL = 20
+#: The longest a one-off read of an app's logs may take (a follow window may be longer).
+LOGS_TIMEOUT = 10.0
 
 #: The classic builder colours a step's stderr; the log shows plain text.
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -433,16 +438,58 @@ class DockerRuntime(Runtime):
                                        ids=[str(container["Id"])], running=up, desired=1)
         return list(apps.values())
 
-    def logs(self, account_id: int, app_id: int, *, tail: int = 100) -> Iterator[str]:
-        """The last ``tail`` lines of the app's newest container."""
-        with self._client() as api:
+    def logs(
+        self, account_id: int, app_id: int, *, tail: int | None = DEFAULT_TAIL,
+        since: str | None = None, follow: float = 0.0,
+    ) -> Iterator[LogLine]:
+        """The lines of the app's newest container (running or not: a crash's last words are
+        what its owner wants to read).
+
+        A follow window ends after ``follow`` seconds; a one-off read that outlasts
+        :data:`LOGS_TIMEOUT` raises :class:`LogsError` ``logs_timeout``. Iterate the answer to
+        its end or ``close()`` it: that closes the Engine's stream.
+        """
+        try:
+            api = self.client()
+        except DeployError as exc:
+            raise LogsError(exc.code, exc.message) from None
+        try:
             containers = self._app_containers(api, account_id, app_id)
             if not containers:
-                return iter(())
+                raise LogsError("app_not_running",
+                                f"Nothing of this app runs in region {self.region} (no "
+                                "container): deploy it first.")
             newest = max(containers, key=lambda c: int(c.get("Created") or 0))
-            raw = api.logs(newest["Id"], stdout=True, stderr=True, tail=tail)
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        return iter(text.splitlines()[-tail:])
+            stream = api.logs(newest["Id"], stdout=True, stderr=True, stream=True,
+                              timestamps=True, follow=follow > 0,
+                              tail="all" if tail is None else tail, since=engine_since(since))
+        except requests.exceptions.ConnectionError as exc:
+            api.close()
+            raise LogsError("engine_unreachable", f"The container engine at "
+                            f"{self.docker_host} did not answer: {_short(exc)}") from None
+        except docker.errors.APIError as exc:
+            api.close()
+            raise LogsError("logs_failed", "The container engine did not give the logs: "
+                            f"{_short(exc)}") from None
+        except BaseException:
+            api.close()
+            raise
+        return self._read_logs(api, stream, since=since, follow=follow)
+
+    def _read_logs(
+        self, api: docker.APIClient, stream: Any, *, since: str | None, follow: float
+    ) -> Iterator[LogLine]:
+        try:
+            yield from read_with_deadline(lambda: engine_log_lines(stream, since=since),
+                                          timeout=follow if follow > 0 else LOGS_TIMEOUT,
+                                          name="moorage-logs-read")
+        except DeadlineExceeded:
+            if not follow:
+                raise LogsError("logs_timeout", "The container engine did not finish sending "
+                                f"the logs within {LOGS_TIMEOUT:.0f} s.") from None
+        finally:
+            stream.close()  # from this thread: cuts the reader's connection at once
+            api.close()
 
     def refresh_auth(self, account_id: int, app_id: int, image: ImageSource) -> bool:
         """A container keeps no registry login: the next deploy pulls with the new one."""
