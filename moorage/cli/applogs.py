@@ -41,6 +41,11 @@ def _pause() -> None:
     time.sleep(POLL_SECONDS)
 
 
+def _emit(text: str) -> None:
+    """One line of the app's output, as it is (never markup): standard output, flushed."""
+    click.echo(text)
+
+
 @dataclass
 class _Region:
     """One region's answer being read: which request, from which line index, and where the
@@ -97,7 +102,7 @@ def apps_logs(name: str, region: str | None, tail: int, follow: bool, timestamps
     def show(where: str, line: dict[str, Any]) -> None:
         prefix = f"{where} | " if several else ""
         stamp = f"{line['at']} " if timestamps and line["at"] else ""
-        click.echo(f"{prefix}{stamp}{line['text']}")
+        _emit(f"{prefix}{stamp}{line['text']}")
 
     try:
         while reading:
@@ -105,7 +110,7 @@ def apps_logs(name: str, region: str | None, tail: int, follow: bool, timestamps
                 if item.request_id is None:
                     if time.monotonic() < item.ask_at:
                         continue
-                    next_body = {"region": item.region, "follow": WINDOW,
+                    next_body = {"region": item.region, "follow": body["follow"],
                                  **({"since": item.cursor, "tail": None} if item.cursor
                                     else {"tail": tail})}
                     asked = _ask(config, app, next_body)

@@ -1,14 +1,21 @@
-"""Pytest fixtures for Django-side tests: accounts, members with roles, API clients."""
+"""Pytest fixtures for Django-side tests: accounts, members with roles, API clients, and
+region agents running in the test process against the live server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
 
 from moorage.accounts.choices import Role
 from moorage.testing import factories
+from moorage.testing.agents import InProcessAgent
+from moorage.testing.dockerd import Dockerd
 from moorage.testing.factories import Member
+from moorage.testing.regions import AgentView
 
 
 @pytest.fixture
@@ -27,3 +34,24 @@ def other_owner(db: None) -> Member:
 def member_with_role(owner: Member) -> Callable[[Role], Member]:
     """A factory: a new user with the given role in ``owner``'s account."""
     return lambda role: factories.add_member(owner, role)
+
+
+@pytest.fixture
+def start_agent(
+    live_server: Any, dockerd: Dockerd, tmp_path: Path, docker_client: docker.DockerClient,
+) -> Iterator[Callable[[AgentView], InProcessAgent]]:
+    """A factory: start a region's real agent in a thread (long-polling the live server,
+    running on the session's dockerd); every one started is stopped at teardown, and the
+    engine is put back by ``docker_client``."""
+    started: list[InProcessAgent] = []
+
+    def start(region: AgentView) -> InProcessAgent:
+        agent = InProcessAgent(region, url=str(live_server.url), docker_host=dockerd.base_url,
+                               data_dir=tmp_path / f"agent-{region.slug}", background=True)
+        agent.start()
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()

@@ -80,7 +80,7 @@ class FakeControlPlane:
     ``ack_failures`` (statuses for the next acks only), ``report_failures`` (statuses for the
     next deployment reports only), ``sources`` (the uploaded archives it serves).
     ``reports`` records ``(deployment id, body)`` of every
-    report taken.
+    report taken, ``log_chunks`` every chunk of a logs answer.
     """
 
     region: str = "eu-1"
@@ -103,6 +103,9 @@ class FakeControlPlane:
     reports: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     #: Uploaded source archives by id, as ``GET /agent/sources/{id}`` serves them.
     sources: dict[int, bytes] = field(default_factory=dict)
+    #: Chunks of logs answers taken, ``(request id, body)``; ids in ``logs_gone`` answer 404.
+    log_chunks: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    logs_gone: set[int] = field(default_factory=set)
 
     # -- state changes (each is one revision) ------------------------------------------------
 
@@ -160,6 +163,12 @@ class FakeControlPlane:
             del self.deployments[deployment_id]
         self.log.append({"revision": self.revision, "op": "app.delete",
                          "account_id": account_id, "app_id": app_id})
+        return self.revision
+
+    def request_logs(self, request: dict[str, Any]) -> int:
+        """A member asks for an app's logs (``logs.request``)."""
+        self.revision += 1
+        self.log.append({"revision": self.revision, "op": "logs.request", "request": request})
         return self.revision
 
     def deployment_payload(self, d: FakeDeployment) -> dict[str, Any]:
@@ -267,6 +276,12 @@ class FakeControlPlane:
                 return _error(self.report_failures.pop(0), "server_error", "Report failed.")
             deployment_id = int(path.split("/")[1])
             self.reports.append((deployment_id, json.loads(request.content)))
+            return httpx.Response(204)
+        if path.startswith("logs/") and request.method == "POST":
+            request_id = int(path.split("/")[1])
+            if request_id in self.logs_gone:
+                return _error(404, "log_request_not_found", "No such logs request.")
+            self.log_chunks.append((request_id, json.loads(request.content)))
             return httpx.Response(204)
         if path.startswith("sources/") and request.method == "GET":
             archive = self.sources.get(int(path.split("/")[1]))
