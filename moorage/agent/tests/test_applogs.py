@@ -265,7 +265,8 @@ def test_a_follow_window_uploads_in_order_and_ends_at_the_limit(
     assert chunks[0]["lines"] == [{"at": _stamp(1), "text": "one"}]  # sent before "two" came
     assert [c["final"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
     texts = [line["text"] for c in chunks for line in c["lines"]]
-    assert texts[:2] == ["one", "two"] and len(texts) == 2 + 9  # 4 + 4 + 9×101 ≤ 1000 < 4 + 4 + 10×101
+    # 4 + 4 + 9 * 101 bytes fit in 1000, a tenth long line would not.
+    assert texts[:2] == ["one", "two"] and len(texts) == 2 + 9
     assert chunks[-1]["truncated"] and chunks[-1]["cursor"] == _stamp(3 + 8)
     assert runtime.closed.wait(5)  # the engine's stream is closed when the limit stops it
 
