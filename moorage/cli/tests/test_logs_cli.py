@@ -110,7 +110,12 @@ def test_follow_goes_on_from_window_to_window_without_repeats(
     monkeypatch.setattr(applogs, "WINDOW", 2)
     shown: list[str] = []
     emit = applogs._emit
-    monkeypatch.setattr(applogs, "_emit", lambda text: (shown.append(text), emit(text)))
+
+    def recorded(text: str) -> None:
+        shown.append(text)
+        emit(text)
+
+    monkeypatch.setattr(applogs, "_emit", recorded)
     marker = "between-windows-" + secrets.token_hex(4)
     start = time.monotonic()
     printed_at: list[float] = []
