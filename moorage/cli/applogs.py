@@ -26,10 +26,10 @@ from moorage.cli import clientconfig
 from moorage.cli.apps import INTERRUPTED, _resolve_app, _say, _warn
 from moorage.cli.output import fail
 from moorage.cli.remote import ApiError, call, require_login
-from moorage.protocol.logs import DEFAULT_TAIL, MAX_ANSWER_BYTES, MAX_TAIL
+from moorage.protocol.logs import DEFAULT_TAIL, FOLLOW_WINDOW, MAX_ANSWER_BYTES, MAX_TAIL
 
 #: Seconds one request of a follow keeps streaming (the server allows up to 30).
-WINDOW = 20
+WINDOW = FOLLOW_WINDOW
 #: How often an unfinished answer is read again.
 POLL_SECONDS = 0.3
 #: After a follow window that ended in an error (the app is not running, the agent is busy),

@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("moorage.credentials.urls")),
     path("", include("moorage.regions.urls")),
     path("", include("moorage.apps.urls")),
+    path("", include("moorage.logs.urls")),
     path("", include("moorage.web.urls")),
 ]
 

@@ -27,8 +27,10 @@ MAX_LINE_CHARS = 2000
 #: The text of one request's answer (UTF-8 bytes of its lines) stops here: a tail keeps the
 #: newest lines that fit and says it was truncated; a follow ends its window early.
 MAX_ANSWER_BYTES = 256 * 1024
-#: How long one request may keep streaming new lines; a follow is a chain of such windows.
+#: How long one request may keep streaming new lines; a follow is a chain of such windows,
+#: of FOLLOW_WINDOW seconds each when the CLI or the App page follows.
 MAX_FOLLOW_SECONDS = 30
+FOLLOW_WINDOW = 20
 #: The most lines one uploaded chunk may carry.
 MAX_CHUNK_LINES = 500
 #: What a cut line ends with.
