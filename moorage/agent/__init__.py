@@ -13,7 +13,9 @@ Layers, as ``docs/sync.md`` describes the protocol:
   tenant's credential only, containers or services, readiness, labels;
 - :mod:`.builder` — builds from source on the region's engine;
 - :mod:`.deployer` — runs the replica's pending deployments on the runtime and reports them;
-  its errors (:class:`.errors.DeployError`) carry stable codes.
+  its errors (:class:`.errors.DeployError`) carry stable codes;
+- :mod:`.applogs` — answers the control plane's requests for an app's logs in its own
+  threads, masked (:mod:`.masking`) and bounded.
 
 Configuration (:class:`.config.AgentConfig`) is passed in, never read from the environment deep
 inside; :mod:`.logs` formats the agent's log lines.
