@@ -39,11 +39,12 @@ from moorage.agent.client import ControlPlaneClient
 from moorage.agent.errors import AgentAuthError, LogsError, ProtocolError, TransientError
 from moorage.agent.masking import mask_secrets
 from moorage.agent.replica import Replica
-from moorage.agent.runtime.base import LogLine, Runtime
+from moorage.agent.runtime.base import Runtime
 from moorage.agent.streaming import read_ticking
 from moorage.protocol.logs import (
     MAX_ANSWER_BYTES,
     MAX_CHUNK_LINES,
+    LogLine,
     LogRequestSpec,
     cut_line,
     format_timestamp,

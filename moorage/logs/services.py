@@ -34,6 +34,7 @@ from moorage.protocol.logs import (
     MAX_FOLLOW_SECONDS,
     MAX_LINE_CHARS,
     MAX_TAIL,
+    LogLine,
     timestamp_ns,
 )
 from moorage.regions.changelog import record_change
@@ -48,14 +49,6 @@ FINISH_GRACE = timedelta(seconds=15)
 KEEP_UNREAD = timedelta(seconds=60)
 #: Requests of one app still open at once (a follow holds one per region).
 MAX_OPEN_PER_APP = 10
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """One line as the reader gets it: the engine's timestamp and the masked, cut text."""
-
-    at: str
-    text: str
 
 
 @dataclass(frozen=True)
@@ -182,7 +175,7 @@ def log_chunk_receive(*, region: Region, request_id: int, chunk: Chunk) -> None:
     are cut again here and the answer stops at its byte limit, whatever the agent sent.
     """
     log_requests_expire()
-    request = (LogRequest.objects.select_for_update()
+    request = (LogRequest.objects.select_for_update(of=("self",))
                .filter(pk=request_id, region=region,
                        app__account__region_links__region=region).first())
     if request is None:

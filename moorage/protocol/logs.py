@@ -61,6 +61,15 @@ def format_timestamp(ns: int) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
+@dataclass(frozen=True)
+class LogLine:
+    """One line an app printed: the engine's timestamp (RFC 3339, UTC, nanoseconds: the
+    follow cursor) and the text without its newline."""
+
+    at: str
+    text: str
+
+
 def cut_line(text: str) -> str:
     """``text`` no longer than :data:`MAX_LINE_CHARS` (plus the cut mark)."""
     if len(text) <= MAX_LINE_CHARS:

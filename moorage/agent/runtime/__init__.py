@@ -11,13 +11,13 @@ from moorage.agent.runtime.base import (
     DeployEvents,
     DeployResult,
     ImageSource,
-    LogLine,
     PullProgress,
     PullResult,
     RunningApp,
     Runtime,
 )
 from moorage.agent.runtime.docker import DEFAULT_DOCKER_HOST, DockerRuntime
+from moorage.protocol.logs import LogLine
 
 __all__ = [
     "DEFAULT_DOCKER_HOST",

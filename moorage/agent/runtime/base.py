@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from moorage.protocol.enums import Runtime as RuntimeKind
-from moorage.protocol.logs import DEFAULT_TAIL
+from moorage.protocol.logs import DEFAULT_TAIL, LogLine
 from moorage.registry import RegistryLogin
 from moorage.registry.reference import ImageReference
 
@@ -138,15 +138,6 @@ class DeployResult:
     ids: list[str]
     removed: list[str]
     replicas: int = 1
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """One line an app printed: the engine's timestamp (RFC 3339, UTC, nanoseconds: the
-    follow cursor) and the text without its newline."""
-
-    at: str
-    text: str
 
 
 @dataclass(frozen=True)

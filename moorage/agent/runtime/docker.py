@@ -64,7 +64,6 @@ from moorage.agent.runtime.base import (
     DeployEvents,
     DeployResult,
     ImageSource,
-    LogLine,
     PullProgress,
     PullResult,
     RunningApp,
@@ -73,7 +72,7 @@ from moorage.agent.runtime.base import (
 from moorage.agent.runtime.enginelogs import engine_log_lines, engine_since
 from moorage.agent.streaming import DeadlineExceeded, read_with_deadline
 from moorage.protocol.enums import Runtime as RuntimeKind
-from moorage.protocol.logs import DEFAULT_TAIL
+from moorage.protocol.logs import DEFAULT_TAIL, LogLine
 from moorage.registry import RegistryLogin
 from moorage.registry.auth import scrub
 from moorage.registry.dockerconfig import engine_auth_config, registry_config_header

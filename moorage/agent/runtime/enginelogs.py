@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from moorage.agent.runtime.base import LogLine
-from moorage.protocol.logs import MAX_LINE_CHARS, timestamp_ns
+from moorage.protocol.logs import MAX_LINE_CHARS, LogLine, timestamp_ns
 
 #: Bytes of one line kept while waiting for its end: the rest of it is dropped (the line is
 #: cut to MAX_LINE_CHARS characters later anyway; UTF-8 takes at most 4 bytes a character).

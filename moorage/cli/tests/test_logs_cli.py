@@ -24,9 +24,8 @@ from moorage.cli.tests.conftest import Cli
 from moorage.deployments.models import Deployment
 from moorage.regions import services as region_services
 from moorage.testing.agents import InProcessAgent
-from moorage.testing.apps import script_app
+from moorage.testing.apps import running_container, script_app
 from moorage.testing.factories import Member
-from moorage.testing.processes import wait_until
 from moorage.testing.regions import AgentView, make_region
 from moorage.testing.registry import RegistryServer
 
@@ -54,17 +53,9 @@ def container(
 ) -> docker.models.containers.Container:
     """The app ``api`` of the logged-in account, printing SCRIPT's lines, running."""
     image = busybox_image(registry_basic, "cli-logs/api", "1.0")
-    app, deployment = script_app(logged_in, registry=registry_basic, image=image,
-                                 script=SCRIPT, secrets={"APP_TOKEN": SECRET})
-
-    def finished() -> bool:
-        deployment.refresh_from_db()
-        return deployment.status in ("running", "failed")
-    wait_until(finished, timeout=90, what="the deployment to run")
-    assert deployment.status == "running", deployment.error_message
-    [found] = docker_client.containers.list(filters={"label": f"moorage.app={app.pk}"})
-    wait_until(lambda: b"line 20" in found.logs(), timeout=10, what="the app's lines")
-    return found
+    _, deployment = script_app(logged_in, registry=registry_basic, image=image,
+                               script=SCRIPT, secrets={"APP_TOKEN": SECRET})
+    return running_container(deployment, docker_client, printed="line 20")
 
 
 def test_tail_shows_the_newest_lines_masked(run: Cli, container: object) -> None:

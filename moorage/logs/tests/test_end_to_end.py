@@ -16,14 +16,12 @@ import pytest
 
 from moorage.accounts.choices import Role
 from moorage.apps.models import App
-from moorage.deployments.models import Deployment
 from moorage.logs.models import LogRequest
 from moorage.protocol.logs import CUT_MARK, MAX_ANSWER_BYTES, MAX_LINE_CHARS
 from moorage.testing import factories
 from moorage.testing.agents import InProcessAgent
-from moorage.testing.apps import script_app
+from moorage.testing.apps import running_container, script_app
 from moorage.testing.factories import Member
-from moorage.testing.processes import wait_until
 from moorage.testing.regions import AgentView, make_region, member_in
 from moorage.testing.registry import RegistryServer
 from moorage.testing.secrets_search import database_text
@@ -44,14 +42,6 @@ class Running:
     container: Any
 
 
-def _wait_running(deployment: Deployment) -> None:
-    def done() -> bool:
-        deployment.refresh_from_db()
-        return deployment.status in ("running", "failed")
-    wait_until(done, timeout=90, what="the deployment to run")
-    assert deployment.status == "running", (deployment.error_code, deployment.error_message)
-
-
 @pytest.fixture
 def running(
     live_server: Any, registry_basic: RegistryServer, busybox_image: Callable[..., str],
@@ -65,9 +55,7 @@ def running(
     app, deployment = script_app(owner, registry=registry_basic, image=image, script=SCRIPT,
                                  secrets={"APP_TOKEN": SECRET})
     start_agent(region)
-    _wait_running(deployment)
-    [container] = docker_client.containers.list(filters={"label": f"moorage.app={app.pk}"})
-    wait_until(lambda: b"line 20" in container.logs(), timeout=10, what="the app's lines")
+    container = running_container(deployment, docker_client, printed="line 20")
     return Running(owner=owner, app=app, url=str(live_server.url), container=container)
 
 
@@ -161,7 +149,7 @@ def test_a_follow_window_brings_a_new_line_and_its_cursor_continues_without_repe
 
 def test_a_flood_is_cut_at_the_limit(
     live_server: Any, registry_basic: RegistryServer, busybox_image: Callable[..., str],
-    start_agent: Callable[[AgentView], InProcessAgent],
+    start_agent: Callable[[AgentView], InProcessAgent], docker_client: docker.DockerClient,
 ) -> None:
     region = make_region("eu-1")
     owner = member_in(region, "Floods")
@@ -175,11 +163,8 @@ def test_a_flood_is_cut_at_the_limit(
     app, deployment = script_app(owner, registry=registry_basic, image=image, script=script,
                                  name="flood")
     start_agent(region)
-    _wait_running(deployment)
+    running_container(deployment, docker_client, printed="last")
     running = Running(owner=owner, app=app, url=str(live_server.url), container=None)
-    wait_until(lambda: _read(running, owner, {"tail": 1})["lines"][-1]["text"] == "last",
-               timeout=30, what="the flood to be printed")
-
     answer = _read(running, owner, {"tail": 1000})
     texts = [line["text"] for line in answer["lines"]]
     assert answer["truncated"] and answer["status"] == "done"

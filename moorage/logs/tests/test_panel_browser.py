@@ -15,9 +15,9 @@ from moorage.accounts.choices import Role
 from moorage.logs import views
 from moorage.testing import factories
 from moorage.testing.agents import InProcessAgent
-from moorage.testing.apps import script_app
-from moorage.testing.factories import PASSWORD, Member
-from moorage.testing.processes import wait_until
+from moorage.testing.apps import running_container, script_app
+from moorage.testing.browser import log_in
+from moorage.testing.factories import PASSWORD
 from moorage.testing.regions import AgentView, make_region, member_in
 from moorage.testing.registry import RegistryServer
 
@@ -26,14 +26,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.django_db(tra
 SECRET = "Petrel-" + secrets.token_hex(8) + "-slate"
 SCRIPT = ('echo "token is $APP_TOKEN"; i=1; while [ $i -le 20 ]; do echo "line $i"; '
           'i=$((i+1)); done; exec sleep 3600')
-
-
-def _log_in(page: Page, url: str, member: Member) -> None:
-    page.goto(url + "/login/")
-    page.get_by_label("E-mail").fill(member.user.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(url + "/")
 
 
 def test_a_viewer_shows_the_tail_then_follows_until_unticking(
@@ -48,17 +40,10 @@ def test_a_viewer_shows_the_tail_then_follows_until_unticking(
     app, deployment = script_app(owner, registry=registry_basic, image=image, script=SCRIPT,
                                  secrets={"APP_TOKEN": SECRET})
     start_agent(region)
-
-    def finished() -> bool:
-        deployment.refresh_from_db()
-        return deployment.status in ("running", "failed")
-    wait_until(finished, timeout=90, what="the deployment to run")
-    assert deployment.status == "running", deployment.error_message
-    [container] = docker_client.containers.list(filters={"label": f"moorage.app={app.pk}"})
-    wait_until(lambda: b"line 20" in container.logs(), timeout=10, what="the app's lines")
+    container = running_container(deployment, docker_client, printed="line 20")
 
     viewer = factories.add_member(owner, Role.VIEWER)
-    _log_in(page, url, viewer)
+    log_in(page, url, viewer.user.email, PASSWORD)
     page.goto(f"{url}/apps/{app.pk}/")
     panel = page.locator("#logs-panel")
     expect(panel.get_by_role("heading", name="Logs")).to_be_visible()
