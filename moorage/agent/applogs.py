@@ -76,9 +76,11 @@ class _Job:
 class _Upload:
     """The chunks of one answer, numbered from 0; the last one is ``final``."""
 
-    def __init__(self, server: LogServer, request_id: int) -> None:
+    def __init__(self, server: LogServer, request_id: int, *,
+                 attempts: int = UPLOAD_ATTEMPTS) -> None:
         self.server = server
         self.request_id = request_id
+        self.attempts = attempts
         self.seq = 0
         self.lines = 0
 
@@ -95,12 +97,12 @@ class _Upload:
             self.lines += len(part)
 
     def _post(self, body: dict[str, Any]) -> None:
-        for attempt in range(UPLOAD_ATTEMPTS):
+        for attempt in range(self.attempts):
             try:
                 self.server.client.log_chunk(self.request_id, body)
                 return
             except TransientError as exc:
-                if attempt + 1 == UPLOAD_ATTEMPTS or self.server.stop_event.is_set():
+                if attempt + 1 == self.attempts or self.server.stop_event.is_set():
                     raise _Gone(f"could not upload: {exc}") from None
                 self.server.stop_event.wait(UPLOAD_PAUSE * 2 ** attempt)
             except ProtocolError as exc:
@@ -276,8 +278,9 @@ class LogServer:
         return batch, cursor, truncated, error
 
     def _finish_with_error(self, request_id: int, exc: LogsError) -> None:
+        """One attempt only: this runs on the sync loop's thread."""
         try:
-            _Upload(self, request_id).send([], final=True, cursor=None, truncated=False,
+            _Upload(self, request_id, attempts=1).send([], final=True, cursor=None, truncated=False,
                                            error={"code": exc.code, "message": exc.message})
         except _Gone:
             pass

@@ -7,7 +7,9 @@ each answer is finished. ``--follow`` then asks again from each answer's cursor,
 :data:`WINDOW` seconds during which the agent streams new lines, until Ctrl-C.
 
 Lines go to standard output as the app printed them (secret env values masked by the agent,
-long lines cut); with several regions each line starts with its region. Notes (an answer cut
+long lines cut; on a terminal, control characters such as colour escapes are shown escaped
+rather than acted upon — pipe the output to get them as they are); with several regions each
+line starts with its region. Notes (an answer cut
 at its size limit, an agent that did not answer, an app that does not run) go to standard
 error. Exit status: 0, 1 when a region could not answer (without ``--follow``), 130 after
 Ctrl-C.
@@ -15,6 +17,8 @@ Ctrl-C.
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -41,9 +45,19 @@ def _pause() -> None:
     time.sleep(POLL_SECONDS)
 
 
+#: C0 and C1 control characters but the tab: a terminal acts on them (moves the cursor,
+#: rewrites the title, "clears" lines), so an app's output could fake what the user sees.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _terminal_safe(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _emit(text: str) -> None:
-    """One line of the app's output, as it is (never markup): standard output, flushed."""
-    click.echo(text)
+    """One line of the app's output (never markup) on standard output, flushed; on a
+    terminal its control characters are shown escaped (``\\x1b``), not acted upon."""
+    click.echo(_terminal_safe(text) if sys.stdout.isatty() else text)
 
 
 @dataclass

@@ -28,13 +28,12 @@ from moorage.errors import Conflict, NotFound, RateLimited, ValidationFailed
 from moorage.logs.choices import LogStatus
 from moorage.logs.models import LogRequest
 from moorage.protocol.logs import (
-    CUT_MARK,
     DEFAULT_TAIL,
     MAX_ANSWER_BYTES,
     MAX_FOLLOW_SECONDS,
-    MAX_LINE_CHARS,
     MAX_TAIL,
     LogLine,
+    cut_line,
     timestamp_ns,
 )
 from moorage.regions.changelog import record_change
@@ -72,6 +71,14 @@ class LogAnswer:
         return self.status in LogStatus.finished()
 
 
+def _is_timestamp(text: str) -> bool:
+    try:
+        timestamp_ns(text)
+    except ValueError:
+        return False
+    return True
+
+
 def log_requests_expire() -> int:
     """Delete every log request past its ``expires_at``; return how many."""
     deleted, _ = LogRequest.objects.filter(expires_at__lt=timezone.now()).delete()
@@ -82,14 +89,11 @@ def _check_bounds(tail: int | None, since: str | None, follow: int) -> None:
     if tail is not None and not 0 <= tail <= MAX_TAIL:
         raise ValidationFailed(f"Ask for between 0 and {MAX_TAIL} lines.",
                                code="logs_tail_invalid", detail={"fields": {"tail": "range"}})
-    if since is not None:
-        try:
-            timestamp_ns(since)
-        except ValueError:
-            raise ValidationFailed(
-                "since is an RFC 3339 timestamp such as 2026-11-29T10:11:12.123456789Z (the "
-                "cursor of a previous answer).", code="logs_since_invalid",
-                detail={"fields": {"since": "timestamp"}}) from None
+    if since is not None and not _is_timestamp(since):
+        raise ValidationFailed(
+            "since is an RFC 3339 timestamp such as 2026-11-29T10:11:12.123456789Z (the "
+            "cursor of a previous answer).", code="logs_since_invalid",
+            detail={"fields": {"since": "timestamp"}})
     if tail is None and since is None:
         raise ValidationFailed("Ask for a tail, or for the lines after a cursor (since).",
                                code="logs_tail_invalid", detail={"fields": {"tail": "missing"}})
@@ -188,17 +192,14 @@ def log_chunk_receive(*, region: Region, request_id: int, chunk: Chunk) -> None:
     if chunk.seq > request.chunks:
         raise Conflict(f"Chunk {chunk.seq} came before chunk {request.chunks}.",
                        code="log_chunk_out_of_order")
-    if chunk.cursor:
-        try:
-            timestamp_ns(chunk.cursor)
-        except ValueError:
-            raise ValidationFailed("The cursor is not an RFC 3339 timestamp.",
-                                   code="logs_cursor_invalid") from None
+    if chunk.cursor and not _is_timestamp(chunk.cursor):
+        raise ValidationFailed("The cursor is not an RFC 3339 timestamp.",
+                               code="logs_cursor_invalid")
     lines: list[Any] = list(request.lines)
     size, truncated = request.size, request.truncated
     for at, text in chunk.lines:
-        if len(text) > MAX_LINE_CHARS + len(CUT_MARK):
-            text = text[:MAX_LINE_CHARS] + CUT_MARK
+        text = cut_line(text)  # as the agent did already: the same text again
+        at = at if _is_timestamp(at) else ""
         cost = len(text.encode("utf-8")) + 1
         if size + cost > MAX_ANSWER_BYTES:
             truncated = True
@@ -212,8 +213,8 @@ def log_chunk_receive(*, region: Region, request_id: int, chunk: Chunk) -> None:
     if chunk.final:
         request.status = LogStatus.FAILED if chunk.error_code else LogStatus.DONE
         request.cursor = chunk.cursor or request.since
-        request.error_code = chunk.error_code[:64]
-        request.error_message = chunk.error_message[:1000]
+        request.error_code = cut_line(chunk.error_code)[:64]
+        request.error_message = cut_line(chunk.error_message)[:1000]
         request.expires_at = min(request.expires_at, timezone.now() + KEEP_UNREAD)
     request.save()
 

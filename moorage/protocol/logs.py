@@ -71,7 +71,12 @@ class LogLine:
 
 
 def cut_line(text: str) -> str:
-    """``text`` no longer than :data:`MAX_LINE_CHARS` (plus the cut mark)."""
+    """``text`` storable anywhere and no longer than :data:`MAX_LINE_CHARS` (plus the cut
+    mark): NUL (which PostgreSQL refuses in text and JSON) becomes U+FFFD, as undecodable
+    bytes already are, and a lone surrogate (which UTF-8 cannot encode) a ``?``."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    text = text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
     if len(text) <= MAX_LINE_CHARS:
         return text
     return text[:MAX_LINE_CHARS] + CUT_MARK

@@ -128,6 +128,11 @@ def test_follow_goes_on_from_window_to_window_without_repeats(
     assert shown == ["line 18", "line 19", "line 20", marker]
 
 
+def test_on_a_terminal_control_characters_are_shown_not_acted_upon() -> None:
+    assert applogs._terminal_safe("\x1b]0;pwned\x07ok\tcolumn\r\x9b2J") == (
+        "\\x1b]0;pwned\\x07ok\tcolumn\\x0d\\x9b2J")
+
+
 def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
     for line in stream:
         into.put(line.rstrip("\n"))

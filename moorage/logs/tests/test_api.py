@@ -180,6 +180,24 @@ def test_the_answer_is_bounded_whatever_the_agent_sends(
     assert cut.status_code == 204
 
 
+def test_what_an_app_may_print_is_stored_whatever_the_database(
+    client: Client, owner: Member, eu: AgentView
+) -> None:
+    """PostgreSQL refuses NUL in text and JSON, and its error would quote the line."""
+    app_id = _app(owner)
+    [started] = _ask(client, owner, app_id)
+    surrogate = _chunk(client, eu, started["id"], 0, ["bad \ud800 surrogate"])
+    body = assert_api_error(surrogate, 422, "validation_error")
+    assert "surrogate" not in body["message"]
+    sent = _call(client, "POST", f"/agent/logs/{started['id']}", eu, {
+        "seq": 0, "final": True, "lines": [{"at": "\u0000", "text": "nul\u0000 here"}],
+        "error": {"code": "logs_failed", "message": "engine said \u0000"}})
+    assert sent.status_code == 204, sent.content
+    read = _call(client, "GET", f"/apps/{app_id}/logs/{started['id']}", owner).json()
+    assert read["lines"] == [{"at": "", "text": "nul\ufffd here"}]
+    assert read["error"]["message"] == "engine said \ufffd"
+
+
 def test_bad_asks_name_what_is_wrong(client: Client, owner: Member, eu: AgentView) -> None:
     app_id = _app(owner)
     for body, status, code in (
