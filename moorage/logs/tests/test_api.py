@@ -116,6 +116,13 @@ def test_chunks_are_taken_once_in_order_and_read_from_an_index(
     app_id = _app(owner)
     [started] = _ask(client, owner, app_id, tail=10, follow=5)
     request_id = started["id"]
+    # Only the request's own region answers it; only the app's own account reads it.
+    other_region = make_region("us-1")
+    assert_api_error(_chunk(client, other_region, request_id, 0, ["forged"]), 404,
+                     "log_request_not_found")
+    stranger = factories.make_account("Globex")
+    assert_api_error(_call(client, "GET", f"/apps/{app_id}/logs/{request_id}", stranger), 404,
+                     "log_request_not_found")
     assert _chunk(client, eu, request_id, 0, ["one", "two"]).status_code == 204
     assert _chunk(client, eu, request_id, 0, ["one", "two"]).status_code == 204  # a retry
     assert_api_error(_chunk(client, eu, request_id, 2, ["four"]), 409,
