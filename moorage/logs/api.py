@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
+from ninja.params import P, PathEx
 
 from moorage.accounts.models import Membership
 from moorage.logs import services
@@ -20,6 +21,10 @@ from moorage.protocol.logs import (
 )
 from moorage.regions.auth import RegionTokenAuth
 from moorage.regions.models import Region
+from moorage.schemas import StrictIn
+
+#: Ids are 64-bit: a larger one is a 422, not a database error.
+ObjectId = PathEx[int, P(ge=0, le=2**63 - 1)]
 
 router = Router(tags=["logs"])
 agent_router = Router(tags=["agent"], auth=RegionTokenAuth())
@@ -28,7 +33,7 @@ TIMESTAMP = Field(None, max_length=40, description="RFC 3339, UTC, up to nanosec
                   "cursor of a previous answer.")
 
 
-class LogsIn(Schema):
+class LogsIn(StrictIn):
     region: str | None = Field(None, max_length=32,
                                description="One region's agent; default every region of the app.")
     tail: int | None = Field(DEFAULT_TAIL, ge=0, le=MAX_TAIL,
@@ -43,7 +48,7 @@ class LogLineOut(Schema):
     text: str
 
 
-class ErrorOut(Schema):
+class LogErrorOut(Schema):
     code: str
     message: str
 
@@ -58,10 +63,10 @@ class LogAnswerOut(Schema):
     next: int = Field(..., description="Ask with ?after= this for the lines that come next.")
     cursor: str | None = Field(..., description="Once finished: since= this continues.")
     truncated: bool = Field(..., description="The answer reached its size limit.")
-    error: ErrorOut | None
+    error: LogErrorOut | None
 
 
-class ErrorIn(Schema):
+class ErrorIn(StrictIn):
     code: str = Field(..., max_length=64)
     message: str = Field("", max_length=2000)
 
@@ -70,12 +75,12 @@ class ReadQuery(Schema):
     after: int = Field(0, ge=0)
 
 
-class ChunkLineIn(Schema):
+class ChunkLineIn(StrictIn):
     at: str = Field("", max_length=40)
     text: str = Field(..., max_length=MAX_LINE_CHARS + len(CUT_MARK))
 
 
-class ChunkIn(Schema):
+class ChunkIn(StrictIn):
     seq: int = Field(..., ge=0)
     lines: list[ChunkLineIn] = Field(default_factory=list, max_length=MAX_CHUNK_LINES)
     final: bool = False
@@ -104,7 +109,7 @@ def _membership(request: HttpRequest) -> Membership:
              summary="Ask the app's regions for its logs",
              description="One request per region; read each with GET "
                          "/apps/{app_id}/logs/{id}?after=N until it is finished.")
-def logs_request(request: HttpRequest, app_id: int, payload: LogsIn
+def logs_request(request: HttpRequest, app_id: ObjectId, payload: LogsIn
                  ) -> Status[list[dict[str, Any]]]:
     membership = _membership(request)
     created = services.log_request_create(
@@ -116,7 +121,7 @@ def logs_request(request: HttpRequest, app_id: int, payload: LogsIn
 
 @router.get("/apps/{app_id}/logs/{request_id}", response=LogAnswerOut,
             summary="The lines of a logs request after an index (the row goes once finished)")
-def logs_read(request: HttpRequest, app_id: int, request_id: int,
+def logs_read(request: HttpRequest, app_id: ObjectId, request_id: ObjectId,
               query: Query[ReadQuery]) -> dict[str, Any]:
     membership = _membership(request)
     return answer_out(services.log_request_collect(
@@ -125,7 +130,8 @@ def logs_read(request: HttpRequest, app_id: int, request_id: int,
 
 @agent_router.post("/agent/logs/{request_id}", response={204: None},
                    summary="An agent uploads a chunk of its answer to a logs request")
-def agent_log_chunk(request: HttpRequest, request_id: int, payload: ChunkIn) -> Status[None]:
+def agent_log_chunk(request: HttpRequest, request_id: ObjectId, payload: ChunkIn
+                    ) -> Status[None]:
     region: Region = request.auth  # type: ignore[attr-defined]
     services.log_chunk_receive(region=region, request_id=request_id, chunk=services.Chunk(
         seq=payload.seq, lines=[(line.at, line.text) for line in payload.lines],
