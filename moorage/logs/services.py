@@ -8,12 +8,14 @@ chunks (:func:`log_chunk_receive`), and the member reads them with
 
 Nothing here is audited: asking for logs changes nothing (it is a read, like viewing a
 deployment's log), and an audit row per follow window would drown the account's activity.
-Nothing here logs a line of the app's output either. Rows never outlive ``expires_at``: every
-create, chunk and read first deletes the expired ones.
+Nothing here logs a line of the app's output either. Rows do not outlive ``expires_at`` for
+long: every create, chunk and read first deletes the expired ones, and so does the regions'
+changes feed once a minute.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -48,6 +50,9 @@ FINISH_GRACE = timedelta(seconds=15)
 KEEP_UNREAD = timedelta(seconds=60)
 #: Requests of one app still open at once (a follow holds one per region).
 MAX_OPEN_PER_APP = 10
+#: How often the changes feed deletes expired requests (per control-plane process).
+SWEEP_INTERVAL = 60.0
+_swept_at = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,19 @@ def _is_timestamp(text: str) -> bool:
 
 def log_requests_expire() -> int:
     """Delete every log request past its ``expires_at``; return how many."""
+    global _swept_at
+    _swept_at = time.monotonic()
     deleted, _ = LogRequest.objects.filter(expires_at__lt=timezone.now()).delete()
     return deleted
+
+
+def log_requests_expire_due() -> int:
+    """:func:`log_requests_expire`, at most every :data:`SWEEP_INTERVAL` seconds in this
+    process: the changes feed calls it, so an answer nobody read (its reader died) is gone
+    within a minute of its expiry even when nobody asks for logs again."""
+    if time.monotonic() - _swept_at < SWEEP_INTERVAL:
+        return 0
+    return log_requests_expire()
 
 
 def _check_bounds(tail: int | None, since: str | None, follow: int) -> None:

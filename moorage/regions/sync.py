@@ -21,6 +21,7 @@ from moorage.deployments.payloads import deployment_payload, latest_deployments
 from moorage.errors import AuthenticationFailed, ValidationFailed
 from moorage.logs.payloads import log_request_payload
 from moorage.logs.selectors import log_requests_waiting
+from moorage.logs.services import log_requests_expire_due
 from moorage.protocol.constants import MAX_WAIT
 from moorage.protocol.enums import Op
 from moorage.protocol.envelopes import sign
@@ -106,6 +107,7 @@ def snapshot(*, region: Region, nonce: str) -> dict[str, str]:
 
 def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, Any]]:
     """Turn log rows into protocol operations with current content, coalesced per object."""
+    log_requests_expire_due()  # an unread answer goes even if nobody asks for logs again
     enabled = _enabled_account_ids(region)
     rows = list(changes)
     credential_ids = {c.object_id for c in rows if c.kind == ChangeKind.CREDENTIAL}

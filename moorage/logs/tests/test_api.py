@@ -5,6 +5,7 @@ real token), reading, bounds, timeouts and expiry."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -15,8 +16,9 @@ from django.utils import timezone
 from moorage.accounts.choices import Role
 from moorage.accounts.permissions import Action
 from moorage.apps.services import app_create
+from moorage.logs import services as log_services
 from moorage.logs.models import LogRequest
-from moorage.logs.services import MAX_OPEN_PER_APP, log_requests_expire
+from moorage.logs.services import MAX_OPEN_PER_APP
 from moorage.protocol.logs import CUT_MARK, MAX_ANSWER_BYTES, MAX_LINE_CHARS
 from moorage.regions import services as region_services
 from moorage.regions.models import Change, Region
@@ -226,13 +228,19 @@ def test_bad_asks_name_what_is_wrong(client: Client, owner: Member, eu: AgentVie
     assert busy["Retry-After"] == "2"
 
 
-def test_rows_never_outlive_their_expiry(client: Client, owner: Member, eu: AgentView) -> None:
+def test_an_unread_answer_goes_at_its_expiry_even_if_nobody_asks_again(
+    client: Client, owner: Member, eu: AgentView, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app_id = _app(owner)
+    since = eu.snapshot(client)["revision"]
     [started] = _ask(client, owner, app_id)
     _chunk(client, eu, started["id"], 0, ["unread"], final=True)
-    assert LogRequest.objects.filter(pk=started["id"]).exists()
+    eu.changes(client, since)
+    assert LogRequest.objects.filter(pk=started["id"]).exists()  # not expired yet
     LogRequest.objects.filter(pk=started["id"]).update(
         expires_at=timezone.now() - timedelta(seconds=1))
-    assert log_requests_expire() == 1
+    monkeypatch.setattr(log_services, "_swept_at", time.monotonic() - 61)
+    eu.changes(client, since)  # the region's next poll
     assert not LogRequest.objects.exists()
+    # The change-log row stays; it names the request, nothing of its lines.
     assert Change.objects.filter(kind="logs", object_id=started["id"]).exists()
