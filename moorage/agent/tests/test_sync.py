@@ -11,6 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from moorage import protocol
 from moorage.agent.backoff import Backoff
 from moorage.agent.errors import AgentAuthError, ConfigurationError
 from moorage.agent.replica import Replica
@@ -34,8 +35,10 @@ def test_the_first_run_takes_a_snapshot_and_acknowledges_all_of_it(
     caplog.set_level(logging.DEBUG, "moorage.agent")
     assert loop.run_once() is Outcome.SYNCED
     assert fake.requests == ["snapshot", "ack"]
+    # A snapshot ack proves which region key the agent holds (it completes key rotations).
     assert fake.acks == [{"revision": 2, "snapshot": True, "credentials": {"17": 1},
-                          "removed": []}]
+                          "removed": [], "key_id": fake.key.id,
+                          "key_proof": protocol.key_proof(fake.key, region="eu-1")}]
     assert replica.revision() == 2
     assert loop.region == loop.client.region == "eu-1"
     assert replica.open_secret(17).password == SECRET
@@ -85,7 +88,8 @@ def test_snapshot_required_takes_a_snapshot(
     assert loop.run_once() is Outcome.SYNCED
     assert fake.requests == ["changes", "snapshot", "ack"]
     assert fake.acks[-1] == {"revision": 4, "snapshot": True, "credentials": {},
-                             "removed": []}
+                             "removed": [], "key_id": fake.key.id,
+                             "key_proof": protocol.key_proof(fake.key, region="eu-1")}
     assert replica.accounts() == {2: "globex"}
     assert replica.credentials_held() == {}
 
@@ -149,7 +153,8 @@ def test_after_a_restart_the_whole_replica_is_acknowledged_first(
     restarted.run_once()
     assert fake.requests == ["ack", "changes"]
     assert fake.acks[-1] == {"revision": 2, "snapshot": True, "credentials": {"17": 1},
-                             "removed": []}
+                             "removed": [], "key_id": fake.key.id,
+                             "key_proof": protocol.key_proof(fake.key, region="eu-1")}
 
 
 def test_a_tampered_payload_is_refused_not_applied_and_retried(

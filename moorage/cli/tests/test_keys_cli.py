@@ -10,7 +10,9 @@ from click.testing import CliRunner, Result
 from django.test import override_settings
 
 from moorage.cli.main import cli
-from moorage.credentials import services, vault
+from moorage.credentials import vault
+from moorage.keys import keyring
+from moorage.keys.services import keyring_usage
 from moorage.credentials.models import Credential
 from moorage.sealing import generate_key, key_id_of, parse_keys
 from moorage.sealing.keyring import KeyFile
@@ -26,7 +28,7 @@ def key_file(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "keys"
     with override_settings(MOORAGE_KEYS=None, MOORAGE_KEY_FILE=path):
         yield path
-    vault.keyring(reload=True)
+    keyring.keyring(reload=True)
 
 
 def _keys(*args: str) -> Result:
@@ -109,7 +111,7 @@ def test_list_rotate_and_retire_with_a_key_file(owner: Member, key_file: Path) -
 
 @pytest.mark.django_db
 def test_rotate_when_moorage_keys_is_in_charge(owner: Member) -> None:
-    old = vault.keyring().primary
+    old = keyring.keyring().primary
     created = [make_credential(owner, name=f"c{n}", secret=s) for n, s in enumerate(SECRETS)]
     fresh = generate_key("fresh")
     try:
@@ -120,7 +122,7 @@ def test_rotate_when_moorage_keys_is_in_charge(owner: Member) -> None:
             assert "put it FIRST in MOORAGE_KEYS" in rotated.stderr
             assert "Primary key fresh (from MOORAGE_KEYS)." in rotated.stdout
             assert "Re-sealed 3 secret(s) with fresh." in rotated.stdout
-            assert services.credentials_sealed_with(old.id) == 0
+            assert keyring_usage().sealed_with(old.id) == 0
             listed = _keys("list")
             assert "Keyring from MOORAGE_KEYS" in listed.stdout
             assert _row(listed.stdout, "fresh")[-1] == "3"
@@ -131,7 +133,7 @@ def test_rotate_when_moorage_keys_is_in_charge(owner: Member) -> None:
             for credential, secret in zip(created, SECRETS, strict=True):
                 assert vault.open_secret(Credential.objects.get(id=credential.id)) == secret
     finally:
-        vault.keyring(reload=True)
+        keyring.keyring(reload=True)
 
 
 @pytest.mark.django_db
@@ -139,7 +141,7 @@ def test_list_warns_about_secrets_no_key_opens(owner: Member, key_file: Path) ->
     make_credential(owner, secret=SECRETS[0])
     # As if the key file had been replaced by one without the key these were sealed with.
     key_file.unlink()
-    vault.keyring(reload=True)
+    keyring.keyring(reload=True)
     listed = _keys("list")
     assert listed.exit_code == 0, listed.output
     assert "1 secret(s) are sealed with a key that is not in this keyring" in listed.stderr
