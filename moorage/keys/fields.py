@@ -7,7 +7,7 @@ from typing import Any
 from django.db import models
 
 
-class SealedTextField(models.TextField):  # type: ignore[type-arg]
+class SealedTextField(models.TextField):
     """Text holding a value sealed under the control plane's keyring (``v1.<key id>.…``).
 
     The type is what marks a sealed column: every field of this type must be listed in

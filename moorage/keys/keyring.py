@@ -38,7 +38,7 @@ def describe_source() -> str:
 def _source() -> object:
     file = key_file()
     if file is None:
-        return ("env", tuple(k.encoded() for k in settings.MOORAGE_KEYS))
+        return ("env", tuple(k.encoded() for k in settings.MOORAGE_KEYS or ()))
     try:
         stat = file.path.stat()
     except FileNotFoundError:
@@ -53,7 +53,7 @@ def keyring(*, reload: bool = False) -> Keyring:
         source = _source()
         if reload or _cached is None or _cached[0] != source:
             file = key_file()
-            ring = Keyring(settings.MOORAGE_KEYS) if file is None else file.load()
+            ring = Keyring(settings.MOORAGE_KEYS or ()) if file is None else file.load()
             # Creating the file on first use changes what it looks like: note it after.
             _cached = (_source(), ring)
         return _cached[1]

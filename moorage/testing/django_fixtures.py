@@ -1,10 +1,13 @@
-"""Pytest fixtures for Django-side tests: accounts, members with roles, API clients."""
+"""Pytest fixtures for Django-side tests: accounts, members with roles, API clients, a key
+file in charge of the keyring."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from django.test import override_settings
 
 from moorage.accounts.choices import Role
 from moorage.testing import factories
@@ -27,3 +30,15 @@ def other_owner(db: None) -> Member:
 def member_with_role(owner: Member) -> Callable[[Role], Member]:
     """A factory: a new user with the given role in ``owner``'s account."""
     return lambda role: factories.add_member(owner, role)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Iterator[Path]:
+    """The embedded default: a key file in the data dir is in charge of the keyring (the test
+    settings' ``MOORAGE_KEYS`` is set aside). Created with one key on first use."""
+    from moorage.keys import keyring
+
+    path = tmp_path / "keys"
+    with override_settings(MOORAGE_KEYS=None, MOORAGE_KEY_FILE=path):
+        yield path
+    keyring.keyring(reload=True)
