@@ -17,11 +17,11 @@ from django.utils import timezone
 from moorage import names
 from moorage.accounts.models import Account, Membership, User
 from moorage.accounts.permissions import Action, require, require_platform_staff
-from moorage.protocol.envelopes import key_proof_valid
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
 from moorage.errors import Conflict, NotFound, ValidationFailed
 from moorage.private_files import write_private
+from moorage.protocol.envelopes import key_proof_valid
 from moorage.regions import changelog
 from moorage.regions import secrets as region_secrets
 from moorage.regions.choices import ChangeKind, Runtime

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 from django.test import Client, override_settings
 
-from moorage.agent import protocol
+from moorage import protocol
 from moorage.apps import services as app_services
 from moorage.apps.models import EnvVar
 from moorage.cli.main import cli

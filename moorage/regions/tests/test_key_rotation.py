@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from moorage.agent import protocol
+from moorage import protocol
 from moorage.audit.models import AuditEvent
 from moorage.errors import NotFound
 from moorage.regions import services
