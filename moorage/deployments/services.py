@@ -219,25 +219,31 @@ def deployment_report(*, region: Region, deployment_id: int, report: Report) -> 
 
 def _check_reported_credential(deployment: Deployment, report: Report) -> None:
     """Refuse a report naming a credential the deployment does not pull with (another
-    account's above all), or a revision the credential never had."""
+    account's above all), or a revision the credential never had. A revision reported
+    without an id is one of the deployment's own credential."""
     if report.credential_id is None:
-        if report.credential_revision is not None:
-            raise ValidationFailed("A credential revision was reported without its credential.",
+        if report.credential_revision is None:
+            return
+        if deployment.pull_mode != PullMode.CREDENTIAL:
+            raise ValidationFailed("This deployment pulls without a credential; there is no "
+                                   "credential revision to report.",
                                    code="report_credential_mismatch")
-        return
-    credential = Credential.objects.filter(id=report.credential_id).first()
-    if credential is not None and credential.account_id != deployment.app.account_id:
-        raise ValidationFailed(
-            f"Credential {report.credential_id} is not a credential of this deployment's "
-            "account.", code="credential_not_in_account",
-            detail={"credential_id": report.credential_id})
-    # The deployment's credential, or one deleted since the deployment started with it.
-    gone = credential is None and deployment.credential_id is None \
-        and deployment.pull_mode == PullMode.CREDENTIAL
-    if report.credential_id != deployment.credential_id and not gone:
-        raise ValidationFailed(
-            f"This deployment does not pull with credential {report.credential_id}.",
-            code="report_credential_mismatch", detail={"credential_id": report.credential_id})
+        credential = deployment.credential
+    else:
+        credential = Credential.objects.filter(id=report.credential_id).first()
+        if credential is not None and credential.account_id != deployment.app.account_id:
+            raise ValidationFailed(
+                f"Credential {report.credential_id} is not a credential of this deployment's "
+                "account.", code="credential_not_in_account",
+                detail={"credential_id": report.credential_id})
+        # The deployment's credential, or one deleted since the deployment started with it.
+        gone = credential is None and deployment.credential_id is None \
+            and deployment.pull_mode == PullMode.CREDENTIAL
+        if report.credential_id != deployment.credential_id and not gone:
+            raise ValidationFailed(
+                f"This deployment does not pull with credential {report.credential_id}.",
+                code="report_credential_mismatch",
+                detail={"credential_id": report.credential_id})
     if credential is not None and report.credential_revision is not None \
             and report.credential_revision > credential.revision:
         raise ValidationFailed(

@@ -169,8 +169,9 @@ def test_a_report_names_only_the_deployments_own_credential(
     assert_api_error(_report(client, eu, deployment.pk,
                              running | {"credential_id": hub, "credential_revision": 9}),
                      422, "credential_revision_unknown")
-    assert_api_error(_report(client, eu, deployment.pk, running | {"credential_revision": 1}),
-                     422, "report_credential_mismatch")
+    # A revision alone is of the deployment's own credential.
+    assert_api_error(_report(client, eu, deployment.pk, running | {"credential_revision": 9}),
+                     422, "credential_revision_unknown")
     for body in ({"status": "failed", "credential_id": HUGE},
                  {"status": "failed", "credential_id": hub, "credential_revision": 2**31}):
         assert_api_error(_report(client, eu, deployment.pk, body), 422, "validation_error")
@@ -186,3 +187,16 @@ def test_a_report_names_only_the_deployments_own_credential(
     assert ok.status_code == 204, ok.content
     deployment.refresh_from_db()
     assert (deployment.status, deployment.used_revision) == ("running", 1)
+
+
+def test_an_anonymous_deployment_reports_no_credential(
+    client: Client, owner: Member, deployed: tuple[AgentView, Deployment, int]
+) -> None:
+    eu, _, hub = deployed
+    public = app_create(actor=owner.user, membership=owner.membership, name="public",
+                        image="ghcr.io/acme/public:1", runtime_pull="none")
+    deployment = deploy_one(owner, public.pk)
+    for extra in ({"credential_revision": 1}, {"credential_id": hub, "credential_revision": 1}):
+        assert_api_error(_report(client, eu, deployment.pk, {"status": "running"} | extra),
+                         422, "report_credential_mismatch")
+    assert _report(client, eu, deployment.pk, {"status": "running"}).status_code == 204
