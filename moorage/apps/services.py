@@ -18,10 +18,10 @@ from moorage.apps.choices import RuntimePull, SourceMode
 from moorage.apps.models import App, EnvVar, SourceArchive
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
-from moorage.credentials import vault
 from moorage.credentials.choices import CredentialType
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict, NotFound, ValidationFailed
+from moorage.keys.errors import unavailable
 from moorage.keys.registry import APP_ENV_SECRET
 from moorage.regions.changelog import record_change
 from moorage.regions.choices import ChangeKind
@@ -53,7 +53,7 @@ def _fail(field: str, code: str, message: str) -> ValidationFailed:
 def open_env(variable: EnvVar) -> str:
     """A variable's value in clear (a secret one is opened at the moment of use).
 
-    Raises :class:`~moorage.credentials.vault.SecretUnavailable` naming the variable when a
+    Raises :class:`~moorage.keys.errors.SecretUnavailable` naming the variable when a
     secret value cannot be opened.
     """
     if not variable.secret:
@@ -61,7 +61,7 @@ def open_env(variable: EnvVar) -> str:
     try:
         return APP_ENV_SECRET.open_text(variable)
     except SealedDataError as exc:
-        raise vault.unavailable(APP_ENV_SECRET.describe(variable), exc,
+        raise unavailable(APP_ENV_SECRET.describe(variable), exc,
                                 app_id=variable.app_id, variable=variable.name) from None
 
 

@@ -19,7 +19,7 @@ from moorage.sealing import Key, seal
 def check_secrets(app: App, credentials: Iterable[Credential | None]) -> None:
     """Open every secret a deployment of ``app`` needs, and forget them again.
 
-    Raises :class:`~moorage.credentials.vault.SecretUnavailable` naming the first one that
+    Raises :class:`~moorage.keys.errors.SecretUnavailable` naming the first one that
     cannot be opened (its key is no longer in the keyring...): the deploy then fails at once,
     saying what to do, instead of waiting for an agent that can never receive it.
     """
@@ -45,7 +45,7 @@ def deployment_payload(
     """A deployment as the agent needs it; secret env values re-sealed for the region.
 
     The env is the app's as it is when the agent receives the deployment. Raises
-    :class:`~moorage.credentials.vault.SecretUnavailable` when a secret the deployment needs
+    :class:`~moorage.keys.errors.SecretUnavailable` when a secret the deployment needs
     cannot be opened (for one still to run, its credentials are checked too). With
     ``secrets=False`` secret env values are left out: for a deployment the agent will not run
     (it failed, or finished), whose secrets no longer open.

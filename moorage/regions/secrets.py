@@ -9,6 +9,7 @@ import secrets as random
 from moorage.credentials import vault
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict
+from moorage.keys.errors import unavailable
 from moorage.keys.registry import REGION_KEY, REGION_NEXT_KEY
 from moorage.protocol.associated_data import region_secret_aad
 from moorage.protocol.constants import REGION_TOKEN_PREFIX
@@ -38,13 +39,13 @@ def seal_next_region_key(region: Region, key: Key) -> str:
 def open_region_key(region: Region) -> Key:
     """The region's key in clear, for signing and sealing one answer.
 
-    Raises :class:`~moorage.credentials.vault.SecretUnavailable` when the control plane's
+    Raises :class:`~moorage.keys.errors.SecretUnavailable` when the control plane's
     keyring cannot open it (its agent is then answered with that error and retries).
     """
     try:
         return Key(region.key_id, REGION_KEY.open(region))
     except SealedDataError as exc:
-        raise vault.unavailable(REGION_KEY.describe(region), exc) from None
+        raise unavailable(REGION_KEY.describe(region), exc) from None
 
 
 def open_next_region_key(region: Region) -> Key | None:
@@ -54,7 +55,7 @@ def open_next_region_key(region: Region) -> Key | None:
     try:
         return Key(region.next_key_id, REGION_NEXT_KEY.open(region))
     except SealedDataError as exc:
-        raise vault.unavailable(REGION_NEXT_KEY.describe(region), exc) from None
+        raise unavailable(REGION_NEXT_KEY.describe(region), exc) from None
 
 
 class RegionKeyUnknown(Conflict):

@@ -17,12 +17,12 @@ from django.utils import timezone
 
 from moorage.accounts.models import Account
 from moorage.credentials.models import Credential
-from moorage.credentials.vault import SecretUnavailable
 from moorage.deployments.choices import DeploymentStatus
 from moorage.deployments.models import Deployment
 from moorage.deployments.payloads import deployment_payload, latest_deployments
 from moorage.deployments.services import Report, deployment_report
 from moorage.errors import AuthenticationFailed, ValidationFailed
+from moorage.keys.errors import SecretUnavailable
 from moorage.protocol.constants import MAX_WAIT
 from moorage.protocol.enums import Op
 from moorage.protocol.envelopes import sign

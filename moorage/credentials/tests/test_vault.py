@@ -11,6 +11,7 @@ from django.db import connection
 
 from moorage.credentials import vault
 from moorage.credentials.models import Credential
+from moorage.keys.errors import SecretUnavailable
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
 from moorage.testing.programs import require_binary
@@ -34,7 +35,7 @@ def test_a_ciphertext_copied_to_another_row_does_not_open(
     victim = make_credential(owner, secret=SECRET)
     mine = make_credential(other_owner, secret="my-own-password")
     Credential.objects.filter(id=mine.id).update(secret=victim.secret)
-    with pytest.raises(vault.SecretUnavailable) as exc:
+    with pytest.raises(SecretUnavailable) as exc:
         vault.open_secret(Credential.objects.get(id=mine.id))
     assert exc.value.code == "secret_unavailable"
     assert exc.value.detail == {"reason": "sealed_tampered", "credential_id": mine.id}
@@ -45,7 +46,7 @@ def test_a_ciphertext_copied_to_another_row_does_not_open(
     # Same account, another credential: still refused (the id is bound too).
     sibling = make_credential(owner, secret="sibling-password")
     Credential.objects.filter(id=sibling.id).update(secret=victim.secret)
-    with pytest.raises(vault.SecretUnavailable):
+    with pytest.raises(SecretUnavailable):
         vault.open_secret(Credential.objects.get(id=sibling.id))
 
 
