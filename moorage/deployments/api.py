@@ -10,7 +10,6 @@ from ninja import Field, Query, Router, Schema, Status
 
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
-from moorage.api_fields import CredentialRevision, ObjectId, PathId
 from moorage.apps.selectors import app_get
 from moorage.apps.sources import archive_path
 from moorage.deployments import selectors, services
@@ -19,6 +18,7 @@ from moorage.deployments.models import Deployment
 from moorage.errors import NotFound
 from moorage.regions.auth import RegionTokenAuth
 from moorage.regions.models import Region
+from moorage.schemas import CredentialRevision, ObjectId, PathId
 
 router = Router(tags=["deployments"])
 agent_router = Router(tags=["agent"], auth=RegionTokenAuth())

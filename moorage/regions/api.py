@@ -10,13 +10,13 @@ from ninja import Field, Query, Router, Schema, Status
 
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
-from moorage.api_fields import MAX_ID, CredentialRevision, LogRevision, ObjectId
 from moorage.credentials.selectors import credential_get
 from moorage.errors import ValidationFailed
 from moorage.protocol.constants import DEFAULT_WAIT, KEY_HEADER, MAX_WAIT
 from moorage.regions import selectors, sync
 from moorage.regions.auth import RegionTokenAuth
 from moorage.regions.models import Region
+from moorage.schemas import MAX_ID, CredentialRevision, LogRevision, ObjectId
 from moorage.sealing.keyring import KEY_ID_PATTERN
 
 agent_router = Router(tags=["agent"], auth=RegionTokenAuth())
