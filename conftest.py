@@ -3,4 +3,5 @@
 pytest_plugins = [
     "moorage.testing.fixtures",
     "moorage.testing.django_fixtures",
+    "moorage.testing.sealed",
 ]

@@ -1,15 +1,19 @@
-"""API shapes every domain shares: the one error shape, and the base of request bodies.
+"""API shapes every domain shares: the one error shape, the base of request bodies, and
+numbers bounded by their columns.
 
 Request bodies refuse fields they do not know (``extra="forbid"``): a client sending
 ``{"type": "git"}`` to change an immutable field, or a misspelt field, gets a 422 naming it
 instead of a silent 200 that changed nothing.
+
+An id or revision beyond what its database column holds (``2**63`` for a bigint id) would
+otherwise reach a query and overflow there: a 500 instead of the 422 it deserves.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from ninja import Field, Schema
+from ninja import Field, P, PathEx, Schema
 from pydantic import ConfigDict
 
 #: The error statuses every operation documents (and may answer) with :class:`ErrorOut`.
@@ -37,3 +41,13 @@ class StrictIn(Schema):
     """The base of every request body: unknown (or immutable) fields are a 422."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+MAX_ID = 2**63 - 1  # BigAutoField ids and change-log revisions (bigint)
+MAX_CREDENTIAL_REVISION = 2**31 - 1  # a PositiveIntegerField
+
+ObjectId = Annotated[int, Field(ge=1, le=MAX_ID)]
+LogRevision = Annotated[int, Field(ge=0, le=MAX_ID)]
+CredentialRevision = Annotated[int, Field(ge=1, le=MAX_CREDENTIAL_REVISION)]
+#: An object id in a URL path (``/deployments/{deployment_id}/...``).
+PathId = PathEx[int, P(ge=1, le=MAX_ID)]

@@ -25,6 +25,8 @@ from moorage.agent.errors import (
 )
 
 AUTH_CODES = frozenset({"not_authenticated", "region_token_invalid", "region_token_revoked"})
+# The agent's region key is not (or no longer) the region's: retrying cannot help.
+KEY_CODES = frozenset({"region_key_unknown"})
 # Rate limiting and request timeouts pass; they are not the agent's fault.
 TRANSIENT_STATUSES = frozenset({408, 429})
 WRITE_TIMEOUT = 10.0
@@ -49,6 +51,9 @@ class ControlPlaneClient:
             base_url=config.api_url,
             headers={
                 "Authorization": f"Bearer {config.token}",
+                # Answers are signed and sealed with the key the agent holds (a region key
+                # can be rotated while the agent runs: docs/sync.md).
+                protocol.KEY_HEADER: config.region_key.id,
                 "Accept": "application/json",
                 "User-Agent": f"moorage-agent/{__version__}",
             },
@@ -106,13 +111,20 @@ class ControlPlaneClient:
     def ack(
         self, revision: int, credentials: dict[int, int], removed: list[int], snapshot: bool
     ) -> None:
-        """Report what the replica holds; safe to repeat (the server's ack is idempotent)."""
-        body = {
+        """Report what the replica holds; safe to repeat (the server's ack is idempotent).
+
+        A snapshot ack also proves which region key the agent holds, which completes a
+        rotation of the region key on the control plane's side.
+        """
+        body: dict[str, Any] = {
             "revision": revision,
             "snapshot": snapshot,
             "credentials": {str(k): v for k, v in sorted(credentials.items())},
             "removed": sorted(removed),
         }
+        if snapshot and self.region is not None:
+            body["key_id"] = self._key.id
+            body["key_proof"] = protocol.key_proof(self._key, region=self.region)
         self._request("POST", "ack", json=body)
 
     def report(self, deployment_id: int, body: dict[str, Any]) -> None:
@@ -219,6 +231,10 @@ def _raise_for_status(response: httpx.Response) -> None:
             hint = "the region token is wrong"
         raise AgentAuthError(f"The control plane refused the agent: {hint} ({message})",
                              code=code)
+    if code in KEY_CODES:
+        raise AgentAuthError(
+            "The control plane refused the agent: its region key is not the region's; give it "
+            f"the key file of 'moorage regions add' or 'rotate-key' ({message})", code=code)
     if status >= 500 or status in TRANSIENT_STATUSES:
         raise TransientError(f"HTTP {status}" + (f" {code}: {message}" if code else ""))
     raise ProtocolError(

@@ -35,10 +35,11 @@ class ConfigurationError(AgentError):
 
 
 class AgentAuthError(AgentError):
-    """The control plane refused the region token: fatal, retrying cannot help.
+    """The control plane refused the region token or key: fatal, retrying cannot help.
 
-    ``code`` is the API's (``region_token_invalid``, ``region_token_revoked`` or
-    ``not_authenticated``) so the CLI can say whether the token is wrong or was rotated.
+    ``code`` is the API's (``region_token_invalid``, ``region_token_revoked``,
+    ``not_authenticated`` or ``region_key_unknown``) so the CLI can say whether the token is
+    wrong or was rotated, or the key file is not the region's.
     """
 
     def __init__(self, message: str, *, code: str) -> None:

@@ -176,6 +176,7 @@ class Replica:
     def __init__(self, path: Path, region_key: Key) -> None:
         self.path = path
         self._keyring = Keyring([region_key])
+        self._key_id = region_key.id
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Create the file ourselves so it is never, even briefly, readable by others.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -199,6 +200,42 @@ class Replica:
     def close(self) -> None:
         """Close the database (checkpointing the WAL)."""
         self._db.close()
+
+    def take_key(self) -> str | None:
+        """Make the replica's region key the one it was opened with; return the key it held
+        before, when that was another (the region key was rotated: ``docs/sync.md``).
+
+        Secrets sealed with the old key no longer open, so the credentials go, and the
+        revision with them: the sync loop then takes a fresh snapshot, sealed with the new
+        key, before it runs anything. Deployments keep their state; the snapshot replaces
+        their payloads. Only the agent calls this, when it starts; a reader beside it does
+        not.
+        """
+        key_id = self._key_id
+        held = self._meta("key")
+        if held is None:  # a replica from before the key was noted: look at what it holds
+            found = self._sealed_key_ids()
+            held = next(iter(found - {key_id}), None) or (key_id if found else None)
+        with self._transaction():
+            if held is not None and held != key_id:
+                self._db.execute("DELETE FROM credentials")
+                self._db.execute("DELETE FROM meta WHERE key = 'revision'")
+            self._set_meta("key", key_id)
+        return held if held != key_id else None
+
+    def _sealed_key_ids(self) -> set[str]:
+        """The ids of the keys that sealed the secrets held (credentials, env values)."""
+        values = [r[0] for r in self._db.execute("SELECT secret FROM credentials")]
+        for (payload,) in self._db.execute("SELECT payload FROM deployments"):
+            values += [item["secret"] for item in json.loads(payload).get("env") or []
+                       if isinstance(item, dict) and isinstance(item.get("secret"), str)]
+        found = set()
+        for value in values:
+            try:
+                found.add(key_id_of(value))
+            except SealedDataError:
+                continue
+        return found
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -121,6 +121,11 @@ class SyncLoop:
                 f"{config.region!r}; give each region's agent its own data dir.")
         self.region = config.region or held_region
         client.region = self.region
+        replaced = replica.take_key()
+        if replaced is not None:
+            self._log(logging.INFO, "the region key changed from %s to %s: dropping what was "
+                      "sealed with the old one and taking a fresh snapshot", replaced,
+                      config.region_key.id)
         held = replica.revision()
         # An ack may have been lost when the agent last stopped: report everything held.
         self.pending_ack: Ack | None = None if held is None else Ack(
@@ -179,7 +184,9 @@ class SyncLoop:
     def _step(self) -> None:
         if self.pending_ack is not None:
             self._send_ack(self.pending_ack)
-        if self.deployer is not None:
+        # Without a revision the replica has nothing trustworthy to run (a first start, or
+        # a region key that changed): take the snapshot first.
+        if self.deployer is not None and self.replica.revision() is not None:
             self.deployer.step()
         self._poll(self.config.wait)
         if self.deployer is not None:
@@ -226,8 +233,17 @@ class SyncLoop:
         self._send_ack(self.pending_ack)
 
     def _send_ack(self, ack: Ack) -> None:
-        self._call(lambda: self.client.ack(ack.revision, ack.credentials, ack.removed,
-                                           ack.snapshot))
+        try:
+            self._call(lambda: self.client.ack(ack.revision, ack.credentials, ack.removed,
+                                               ack.snapshot))
+        except ProtocolError as exc:
+            # Refused (it names something the control plane did not send, a revision it does
+            # not know...): sending it again cannot help, and would hold the sync up forever.
+            # The next full ack, at the next start, reports the replica again.
+            self.pending_ack = None
+            self._log(logging.ERROR, "the control plane refused the acknowledgement of "
+                      "revision %d; dropped: %s", ack.revision, exc)
+            return
         self.pending_ack = None
         self._log(logging.DEBUG, "acknowledged revision %d%s: %d credentials, %d removed",
                   ack.revision, " (snapshot)" if ack.snapshot else "", len(ack.credentials),

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from moorage.apps.choices import RuntimePull, SourceMode
+from moorage.keys.fields import SealedTextField
 
 
 class App(models.Model):
@@ -83,13 +84,14 @@ class App(models.Model):
 
 
 class EnvVar(models.Model):
-    """One environment variable of an app. A secret value is sealed like a credential."""
+    """One environment variable of an app. A secret value is sealed like a credential's
+    (:data:`moorage.keys.registry.APP_ENV_SECRET`), bound to its app and name."""
 
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="env")
     name = models.CharField(max_length=128)
     value = models.TextField(blank=True, help_text="Plain value (empty when secret).")
     secret = models.BooleanField(default=False)
-    sealed = models.TextField(blank=True, help_text="Sealed value of a secret variable.")
+    sealed = SealedTextField(blank=True, help_text="Sealed value of a secret variable.")
 
     class Meta:
         ordering = ("name",)

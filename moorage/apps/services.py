@@ -18,14 +18,16 @@ from moorage.apps.choices import RuntimePull, SourceMode
 from moorage.apps.models import App, EnvVar, SourceArchive
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
-from moorage.credentials import vault
 from moorage.credentials.choices import CredentialType
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict, NotFound, ValidationFailed
+from moorage.keys.errors import unavailable
+from moorage.keys.registry import APP_ENV_SECRET
 from moorage.regions.changelog import record_change
 from moorage.regions.choices import ChangeKind
 from moorage.regions.models import Region
 from moorage.registry.reference import InvalidReference, parse_reference
+from moorage.sealing import SealedDataError
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -48,19 +50,28 @@ def _fail(field: str, code: str, message: str) -> ValidationFailed:
     return ValidationFailed(message, code=code, detail={"fields": {field: message}})
 
 
-def env_aad(*, account_id: int, app_id: int, name: str) -> bytes:
-    """Where a sealed env value belongs: it opens for that app and variable only."""
-    return f"moorage/app-env/v1|account={account_id}|app={app_id}|name={name}".encode()
-
-
 def open_env(variable: EnvVar) -> str:
-    """A variable's value in clear (a secret one is opened at the moment of use)."""
+    """A variable's value in clear (a secret one is opened at the moment of use).
+
+    Raises :class:`~moorage.keys.errors.SecretUnavailable` naming the variable when a
+    secret value cannot be opened.
+    """
     if not variable.secret:
         return variable.value
-    return vault.open_value(
-        variable.sealed,
-        env_aad(account_id=variable.app.account_id, app_id=variable.app_id, name=variable.name),
-    )
+    try:
+        return APP_ENV_SECRET.open_text(variable)
+    except SealedDataError as exc:
+        raise unavailable(APP_ENV_SECRET.describe(variable), exc,
+                                app_id=variable.app_id, variable=variable.name) from None
+
+
+def _holds(variable: EnvVar, value: str) -> bool:
+    """Whether the secret ``variable`` holds is ``value``. One that no longer opens (its key
+    is gone) is simply replaced: setting the value again is how a user repairs it."""
+    try:
+        return APP_ENV_SECRET.open_text(variable) == value
+    except SealedDataError:
+        return False
 
 
 def _clean_name(name: str) -> str:
@@ -246,9 +257,8 @@ def _write_env(app: App, env: list[EnvInput]) -> list[str]:
         before = (row.secret, row.value, row.sealed)
         row.secret = variable.secret
         if variable.secret:
-            if old is None or not old.secret or open_env(old) != variable.value:
-                row.sealed = vault.seal_value(variable.value, env_aad(
-                    account_id=app.account_id, app_id=app.pk, name=variable.name))
+            if old is None or not old.secret or not _holds(old, variable.value):
+                row.sealed = APP_ENV_SECRET.seal(row, variable.value.encode("utf-8"))
             row.value = ""
         else:
             row.value, row.sealed = variable.value, ""

@@ -1,8 +1,9 @@
-"""``moorage keys``: the keyring that seals credential secrets, on the server machine.
+"""``moorage keys``: the keyring that seals every secret at rest, on the server machine.
 
-The keyring is ``MOORAGE_KEYS`` when set, else the key file in the data directory. Rotation
-makes a new primary key and re-seals every secret with it in small batches while the server
-keeps serving; an old key is retired only once nothing is sealed with it any more.
+The keyring is ``MOORAGE_KEYS`` when set, else the key file in the data directory. It seals
+every value listed in :mod:`moorage.keys.registry`: credential secrets, app secret env values,
+region keys. Rotation makes a new primary key and re-seals all of them in small batches while
+the server keeps serving; an old key is retired only once nothing is sealed with it any more.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _say(message: str, *, err: bool = False) -> None:
 
 @click.group()
 def keys() -> None:
-    """Manage the keyring that seals credential secrets (server machine)."""
+    """Manage the keyring that seals every secret at rest (server machine)."""
 
 
 @keys.command("generate")
@@ -48,43 +49,33 @@ def keys_generate(key_id: str | None) -> None:
     click.echo(key.encoded())
 
 
-def _source() -> str:
-    from django.conf import settings
-
-    if settings.MOORAGE_KEYS:
-        return "MOORAGE_KEYS"
-    return f"key file {escape(str(settings.MOORAGE_KEY_FILE))}"
-
-
 @keys.command("list")
 def keys_list() -> None:
-    """Show the keys, which one is primary, and how many secrets each one seals."""
+    """Show the keys, which one is primary, and how many secrets each one seals (credential
+    secrets, app secret env values and region keys alike)."""
     setup_django()
     from rich.table import Table
 
-    from moorage.credentials import services, vault
-    from moorage.credentials.models import Credential
+    from moorage.keys.keyring import describe_source
+    from moorage.keys.services import keyring_usage
 
     try:
-        ring = vault.keyring(reload=True)
+        usage = keyring_usage()
     except KeyringError as exc:
         fail(str(exc), code="keyring_invalid")
     table = Table(show_edge=False, pad_edge=False)
     table.add_column("Key id", style="bold", no_wrap=True)
     table.add_column("Primary", no_wrap=True)
     table.add_column("Secrets sealed", justify="right")
-    counted = 0
-    for key in ring.keys:
-        sealed = services.credentials_sealed_with(key.id)
-        counted += sealed
-        table.add_row(key.id, "[green]primary[/green]" if key.id == ring.primary.id else "",
-                      str(sealed))
-    _say(f"Keyring from {_source()}:")
+    for key in usage.keys:
+        table.add_row(key.id, "[green]primary[/green]" if key.primary else "", str(key.sealed))
+    _say(f"Keyring from {escape(describe_source())}:")
     console.print(table, highlight=False)
-    unknown = Credential.objects.count() - counted
-    if unknown:
-        _say(f"[bold red]{unknown} secret(s) are sealed with a key that is not in this "
-             "keyring and cannot be opened.[/bold red] Put the missing key back.", err=True)
+    if usage.unknown:
+        where = ", ".join(f"{label}: {count}" for label, count in usage.unknown_by_field.items())
+        _say(f"[bold red]{usage.unknown} secret(s) are sealed with a key that is not in this "
+             f"keyring and cannot be opened[/bold red] ({escape(where)}). Put the missing key "
+             "back.", err=True)
 
 
 @keys.command("rotate")
@@ -92,13 +83,14 @@ def keys_rotate() -> None:
     """Make a new primary key (key file) and re-seal every secret with the primary key.
 
     Safe to run again after an interruption: it re-seals only what is not yet sealed with
-    the primary key.
+    the primary key. Exits 1 when a secret could not be opened (it is named, and left as it
+    was).
     """
     setup_django()
     from django.conf import settings
 
-    from moorage.credentials import services
     from moorage.errors import ApplicationError
+    from moorage.keys import services
 
     if settings.MOORAGE_KEYS:
         _say(_ENV_PROCEDURE, err=True)
@@ -129,6 +121,13 @@ def keys_rotate() -> None:
     if rotation.added:
         _say("Older keys stay readable; 'moorage keys retire ID' removes one. Keep a "
              "backup of the key file.")
+    if rotation.unopenable:
+        _say(f"[bold red]{len(rotation.unopenable)} secret(s) could not be opened and were left "
+             "as they are[/bold red]; their keys cannot be retired until they are:", err=True)
+        for what in rotation.unopenable:
+            _say(f"  - {escape(what)}", err=True)
+        fail("Put the missing key back and run 'moorage keys rotate' again, or set those "
+             "values again.", code="secret_unavailable")
 
 
 @keys.command("retire")
@@ -138,8 +137,8 @@ def keys_retire(key_id: str) -> None:
     setup_django()
     from django.conf import settings
 
-    from moorage.credentials import services
     from moorage.errors import ApplicationError
+    from moorage.keys import services
 
     try:
         services.keyring_retire(key_id=key_id)

@@ -69,6 +69,7 @@ def regions_list() -> None:
     from moorage.regions.selectors import region_states
 
     table = Table("Region", "Runtime", "Status", "Last seen", "Applied revision", "Lag")
+    pending = []
     for state in region_states():
         region = state.region
         seen = region.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if region.last_seen_at else "-"
@@ -76,7 +77,12 @@ def regions_list() -> None:
             else "in sync"
         table.add_row(region.slug, region.runtime, state.status.label, seen,
                       str(region.applied_revision), lag)
+        if region.next_key_id:
+            pending.append(f"Key rotation pending in {region.slug}: {region.key_id} → "
+                           f"{region.next_key_id}; restart its agent with the new key file.")
     console.print(table)
+    for line in pending:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @regions.command("remove")
@@ -119,3 +125,41 @@ def regions_rotate_token(slug: str, agent_dir: str | None) -> None:
         console.print(f"New token written to {path} (mode 0600).")
     else:
         click.echo(f"token: {token}")
+
+
+@regions.command("rotate-key")
+@click.argument("slug")
+@click.option("--agent-dir", type=click.Path(file_okay=False),
+              help="Write the new key file here instead of printing it.")
+def regions_rotate_key(slug: str, agent_dir: str | None) -> None:
+    """Make a new region key and print it, once; the agent switches when restarted with it.
+
+    The control plane keeps the current key until the agent proves it holds the new one, so
+    the running agent carries on meanwhile. See docs/sync.md, "Rotating a region key".
+    """
+    setup_django()
+    from moorage.errors import ApplicationError
+    from moorage.regions.services import region_rotate_key, write_key_file
+
+    try:
+        rotation = region_rotate_key(actor=None, slug=slug)
+    except ApplicationError as exc:
+        fail(exc.message, code=exc.code)
+    region = rotation.region
+    err_console.print(f"[green]✓[/green] New key [bold]{rotation.key.id}[/bold] for region "
+                      f"[bold]{region.slug}[/bold]. The control plane keeps the current key "
+                      f"{region.key_id} until the agent proves it holds the new one.",
+                      highlight=False, soft_wrap=True)
+    if rotation.replaced:
+        err_console.print(f"It replaces {rotation.replaced}, which was waiting and which the "
+                          "agent never took.", highlight=False, soft_wrap=True)
+    if agent_dir:
+        path = write_key_file(Path(agent_dir), rotation.key)
+        console.print(f"New key written to {path} (mode 0600).", highlight=False,
+                      soft_wrap=True)
+    else:
+        err_console.print("Give it to the region's agent as its key file; it is shown only now.")
+        click.echo(f"key: {rotation.key.encoded()}")
+    err_console.print("Restart the agent with the new key file: it takes a fresh snapshot "
+                      "sealed with the new key, and the old key is then forgotten. Until then "
+                      "it keeps working with the old key.", highlight=False, soft_wrap=True)

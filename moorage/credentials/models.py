@@ -7,16 +7,18 @@ from django.db import models
 from django.db.models.functions import Lower
 
 from moorage.credentials.choices import CredentialType, TestResult
+from moorage.keys.fields import SealedTextField
 
 
 class Credential(models.Model):
     """A login an account stores once and its apps select: a registry login or a git token.
 
     ``secret`` (the registry password or the git token) is sealed with AES-256-GCM bound to the
-    account, this credential and the field; it is written and read only through
-    :mod:`moorage.credentials.vault`. ``revision`` grows with every change regions must see
-    (server, username, e-mail, secret, being the default), so deployments can record which
-    revision they used and regions can report which one they hold.
+    account, this credential and the field (:data:`moorage.keys.registry.CREDENTIAL_SECRET`);
+    it is written and read only through :mod:`moorage.credentials.vault`. ``revision`` grows
+    with every change regions must see (server, username, e-mail, secret, being the default),
+    so deployments can record which revision they used and regions can report which one they
+    hold.
 
     At most one container-registry credential per account is the default (a partial unique
     index); the services keep it exactly one while any exists.
@@ -32,7 +34,7 @@ class Credential(models.Model):
     )
     email = models.EmailField(max_length=254, blank=True)
     username = models.CharField(max_length=255)
-    secret = models.TextField(help_text="Sealed; never shown.")
+    secret = SealedTextField(help_text="Sealed; never shown.")
     revision = models.PositiveIntegerField(default=1)
     is_default = models.BooleanField(default=False)
     created_by = models.ForeignKey(

@@ -1,4 +1,4 @@
-"""Every change to credentials: create, update (rotate), set default, delete, test, re-seal.
+"""Every change to credentials: create, update (rotate), set default, delete, test, export.
 
 The default rule (invariant I1): an account with at least one container-registry credential
 has exactly one default. The database allows at most one (a partial unique index); these
@@ -7,7 +7,6 @@ services make it at least one, under a lock on the account row so concurrent cha
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -23,18 +22,12 @@ from moorage.credentials import selectors, validation, vault
 from moorage.credentials.choices import CredentialType, TestResult
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict, NotFound, ValidationFailed
-from moorage.regions import secrets as region_secrets
 from moorage.regions.changelog import record_change
 from moorage.regions.choices import ChangeKind
-from moorage.regions.models import Region
 from moorage.registry.access import AccessResult, check_access, check_login
 from moorage.registry.auth import RegistryLogin
 from moorage.registry.hosts import hosts_match
 from moorage.registry.reference import InvalidReference, parse_reference
-from moorage.sealing import generate_key
-from moorage.sealing.keyring import KeyFile
-
-RESEAL_BATCH = 200
 
 
 def _lock_account(account: Account) -> None:
@@ -411,105 +404,3 @@ def credentials_export(
             target=credential, details={"name": name, "server": credential.server},
         )
     return entries
-
-
-def credentials_reseal(
-    *, batch_size: int = RESEAL_BATCH, progress: Callable[[int, int], None] | None = None
-) -> int:
-    """Re-seal every secret not sealed with the primary key; return how many were re-sealed.
-
-    Works in small transactions so the app keeps serving: each batch locks only its rows, and
-    a row changed meanwhile is simply re-sealed from its current value.
-    """
-    primary = vault.keyring(reload=True).primary.id
-    prefix = f"v1.{primary}."
-    total = Credential.objects.exclude(secret__startswith=prefix).count()
-    done = 0
-    while True:
-        with transaction.atomic():
-            batch = list(
-                Credential.objects.select_for_update()
-                .exclude(secret__startswith=prefix)
-                .order_by("id")[:batch_size]
-            )
-            if not batch:
-                break
-            for credential in batch:
-                plaintext = vault.open_secret(credential)
-                credential.secret = vault.seal_secret(credential, plaintext)
-                credential.save(update_fields=["secret"])
-        done += len(batch)
-        if progress is not None:
-            progress(done, total)
-    return done
-
-
-def credentials_sealed_with(key_id: str) -> int:
-    """How many secrets (credential secrets and region keys) are sealed with ``key_id``."""
-    return (
-        Credential.objects.filter(secret__startswith=f"v1.{key_id}.").count()
-        + region_secrets.region_keys_sealed_with(key_id)
-    )
-
-
-@dataclass(frozen=True)
-class Rotation:
-    """What ``moorage keys rotate`` did."""
-
-    primary: str
-    added: bool  # False when MOORAGE_KEYS is in charge and the operator added the key
-    resealed: int
-
-
-def keyring_rotate(*, progress: Callable[[int, int], None] | None = None) -> Rotation:
-    """Make a new primary key (key file) and re-seal every secret with the primary.
-
-    With ``MOORAGE_KEYS`` the operator adds the new key first in the variable and restarts;
-    this then only re-seals. Run again after an interruption, it resumes re-sealing
-    instead of adding another key.
-    """
-    primary = vault.keyring(reload=True).primary.id
-    added = False
-    if not settings.MOORAGE_KEYS and not _sealed_with_others(primary):
-        # A rotation that was interrupted (something still sealed with an older key) is
-        # resumed, not started again with yet another key.
-        KeyFile(settings.MOORAGE_KEY_FILE).add_primary(generate_key())
-        added = True
-        primary = vault.keyring(reload=True).primary.id
-    resealed = credentials_reseal(progress=progress) + region_secrets.region_keys_reseal()
-    return Rotation(primary=primary, added=added, resealed=resealed)
-
-
-def _sealed_with_others(primary: str) -> bool:
-    prefix = f"v1.{primary}."
-    return (
-        Credential.objects.exclude(secret__startswith=prefix).exists()
-        or Region.objects.exclude(key_sealed__startswith=prefix).exists()
-    )
-
-
-def keyring_retire(*, key_id: str) -> None:
-    """Remove a key from the key file; refused while anything is still sealed with it."""
-    ring = vault.keyring(reload=True)
-    if ring.get(key_id) is None:
-        raise NotFound(f"No key {key_id!r} in the keyring.", code="key_not_found")
-    if ring.primary.id == key_id:
-        raise Conflict(
-            f"Key {key_id!r} is the primary key; run 'moorage keys rotate' first.",
-            code="key_is_primary",
-        )
-    still = credentials_sealed_with(key_id)
-    if still:
-        raise Conflict(
-            f"{still} secret(s) are still sealed with key {key_id!r}; run 'moorage keys rotate' "
-            "to re-seal them first.",
-            code="key_in_use", detail={"sealed": still},
-        )
-    if settings.MOORAGE_KEYS:
-        raise Conflict(
-            f"Nothing is sealed with {key_id!r} any more: remove it from MOORAGE_KEYS and "
-            "restart.",
-            code="key_in_environment",
-        )
-    KeyFile(settings.MOORAGE_KEY_FILE).remove(key_id)
-    vault.keyring(reload=True)

@@ -18,6 +18,7 @@ from moorage.deployments.models import Deployment
 from moorage.errors import NotFound
 from moorage.regions.auth import RegionTokenAuth
 from moorage.regions.models import Region
+from moorage.schemas import CredentialRevision, ObjectId, PathId
 
 router = Router(tags=["deployments"])
 agent_router = Router(tags=["agent"], auth=RegionTokenAuth())
@@ -69,8 +70,8 @@ class EventIn(Schema):
     status: DeploymentStatus
     log: list[str] = Field(default_factory=list, max_length=1000)
     image_digest: str = Field("", max_length=200)
-    credential_id: int | None = None
-    credential_revision: int | None = None
+    credential_id: ObjectId | None = None
+    credential_revision: CredentialRevision | None = None
     container_id: str = Field("", max_length=128)
     error: ErrorIn | None = None
     progress: dict[str, Any] | None = None
@@ -137,7 +138,7 @@ def deployment_logs(request: HttpRequest, deployment_id: int,
 
 @agent_router.post("/agent/deployments/{deployment_id}/events", response={204: None},
                    summary="An agent reports a deployment's progress")
-def agent_deployment_event(request: HttpRequest, deployment_id: int,
+def agent_deployment_event(request: HttpRequest, deployment_id: PathId,
                            payload: EventIn) -> Status[None]:
     region: Region = request.auth  # type: ignore[attr-defined]
     services.deployment_report(region=region, deployment_id=deployment_id, report=services.Report(
@@ -153,7 +154,7 @@ def agent_deployment_event(request: HttpRequest, deployment_id: int,
 
 @agent_router.get("/agent/sources/{archive_id}", summary="An agent downloads an uploaded source",
                   response={200: None})
-def agent_source_download(request: HttpRequest, archive_id: int) -> FileResponse:
+def agent_source_download(request: HttpRequest, archive_id: PathId) -> FileResponse:
     region: Region = request.auth  # type: ignore[attr-defined]
     archive = selectors.source_archive_for_region(region=region, archive_id=archive_id)
     path = archive_path(archive.app_id, archive.sha256)

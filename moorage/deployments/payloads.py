@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from moorage.apps.models import App
 from moorage.apps.services import open_env
+from moorage.credentials import vault
+from moorage.credentials.models import Credential
 from moorage.deployments.choices import PullMode
 from moorage.deployments.models import Deployment
 from moorage.protocol.associated_data import region_env_aad
@@ -13,15 +16,48 @@ from moorage.regions.models import Region
 from moorage.sealing import Key, seal
 
 
-def deployment_payload(region: Region, key: Key, deployment: Deployment) -> dict[str, Any]:
+def check_secrets(app: App, credentials: Iterable[Credential | None]) -> None:
+    """Open every secret a deployment of ``app`` needs, and forget them again.
+
+    Raises :class:`~moorage.keys.errors.SecretUnavailable` naming the first one that
+    cannot be opened (its key is no longer in the keyring...): the deploy then fails at once,
+    saying what to do, instead of waiting for an agent that can never receive it.
+    """
+    for credential in credentials:
+        if credential is not None:
+            vault.open_secret(credential)
+    for variable in app.env.all():
+        if variable.secret:
+            open_env(variable)
+
+
+def deployment_credentials(deployment: Deployment) -> list[Credential | None]:
+    """The credentials a deployment uses: its pull credential (runtime or build pull) and,
+    for a build from git, its git credential."""
+    git = ((deployment.build or {}).get("git") or {}).get("credential_id")
+    git_credential = Credential.objects.filter(id=git).first() if git else None
+    return [deployment.credential, git_credential]
+
+
+def deployment_payload(
+    region: Region, key: Key, deployment: Deployment, *, secrets: bool = True
+) -> dict[str, Any]:
     """A deployment as the agent needs it; secret env values re-sealed for the region.
 
-    The env is the app's as it is when the agent receives the deployment.
+    The env is the app's as it is when the agent receives the deployment. Raises
+    :class:`~moorage.keys.errors.SecretUnavailable` when a secret the deployment needs
+    cannot be opened (for one still to run, its credentials are checked too). With
+    ``secrets=False`` secret env values are left out: for a deployment the agent will not run
+    (it failed, or finished), whose secrets no longer open.
     """
     app = deployment.app
+    if secrets and not deployment.finished:
+        check_secrets(app, deployment_credentials(deployment))
     env: list[dict[str, str]] = []
     for variable in app.env.all():
         if variable.secret:
+            if not secrets:
+                continue
             aad = region_env_aad(region=region.slug, account_id=app.account_id, app_id=app.pk,
                                  deployment_id=deployment.pk, name=variable.name)
             env.append({"name": variable.name,
@@ -60,7 +96,8 @@ def latest_deployments(region: Region, account_ids: Iterable[int]) -> list[Deplo
     seen: set[int] = set()
     latest = []
     for deployment in (Deployment.objects.filter(region=region, app__account_id__in=account_ids)
-                       .select_related("app__account").prefetch_related("app__env")
+                       .select_related("app__account", "credential")
+                       .prefetch_related("app__env")
                        .order_by("app_id", "-number")):
         if deployment.app_id not in seen:
             seen.add(deployment.app_id)

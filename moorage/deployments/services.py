@@ -19,6 +19,7 @@ from moorage.audit.services import audit_record
 from moorage.credentials.models import Credential
 from moorage.deployments.choices import ORDER, DeploymentStatus, PullMode
 from moorage.deployments.models import Deployment, DeploymentLog
+from moorage.deployments.payloads import check_secrets
 from moorage.errors import NotFound, ValidationFailed
 from moorage.regions.changelog import record_change
 from moorage.regions.choices import ChangeKind
@@ -35,7 +36,9 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
     The pull is resolved now (I5) and checked (I4): a credential chosen for another
     registry than the image's refuses the deploy with ``credential_host_mismatch``, before
     any network call; an account default for another registry makes the pull anonymous, and
-    the deployment records which registry the default is for.
+    the deployment records which registry the default is for. A secret the deploy needs that
+    cannot be opened (its key was retired or lost) refuses it with ``secret_unavailable``,
+    naming the secret.
     """
     require(membership, Action.DEPLOY)
     app = (App.objects.select_for_update(of=("self",)).select_related("runtime_pull_credential")
@@ -57,6 +60,7 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
         plan = _image_pull(app)
         credential, describe, image = plan.credential, plan.describe(), app.image
         default_host = plan.default_host or ""
+    check_secrets(app, [credential, app.git_credential if build and "git" in build else None])
     number = (app.deployments.aggregate(n=Max("number"))["n"] or 0) + 1
     created = []
     for region in regions:
@@ -159,11 +163,16 @@ class Report:
 
 @transaction.atomic
 def deployment_report(*, region: Region, deployment_id: int, report: Report) -> Deployment:
-    """Record an agent's report. Statuses only move forward; a finished deploy is audited."""
+    """Record an agent's report. Statuses only move forward; a finished deploy is audited.
+
+    Only a deployment of ``region`` can be reported, and a credential it names must be the
+    one the deployment pulls with, at a revision that credential has had.
+    """
     deployment = (Deployment.objects.select_for_update(of=("self",)).select_related("app")
                   .filter(region=region, id=deployment_id).first())
     if deployment is None:
         raise NotFound("No such deployment in this region.", code="deployment_not_found")
+    _check_reported_credential(deployment, report)
     lines = [line[:LOG_LINE_MAX] for line in report.log[:LOG_LINES_PER_REPORT]]
     # A report resent after a lost answer repeats lines already recorded: add them once.
     recent = list(deployment.logs.order_by("-id").values_list("line", flat=True)[:len(lines)])
@@ -206,3 +215,38 @@ def deployment_report(*, region: Region, deployment_id: int, report: Report) -> 
                      "credential_revision": deployment.used_revision},
         )
     return deployment
+
+
+def _check_reported_credential(deployment: Deployment, report: Report) -> None:
+    """Refuse a report naming a credential the deployment does not pull with (another
+    account's above all), or a revision the credential never had. A revision reported
+    without an id is one of the deployment's own credential."""
+    if report.credential_id is None:
+        if report.credential_revision is None:
+            return
+        if deployment.pull_mode != PullMode.CREDENTIAL:
+            raise ValidationFailed("This deployment pulls without a credential; there is no "
+                                   "credential revision to report.",
+                                   code="report_credential_mismatch")
+        credential = deployment.credential
+    else:
+        credential = Credential.objects.filter(id=report.credential_id).first()
+        if credential is not None and credential.account_id != deployment.app.account_id:
+            raise ValidationFailed(
+                f"Credential {report.credential_id} is not a credential of this deployment's "
+                "account.", code="credential_not_in_account",
+                detail={"credential_id": report.credential_id})
+        # The deployment's credential, or one deleted since the deployment started with it.
+        gone = credential is None and deployment.credential_id is None \
+            and deployment.pull_mode == PullMode.CREDENTIAL
+        if report.credential_id != deployment.credential_id and not gone:
+            raise ValidationFailed(
+                f"This deployment does not pull with credential {report.credential_id}.",
+                code="report_credential_mismatch",
+                detail={"credential_id": report.credential_id})
+    if credential is not None and report.credential_revision is not None \
+            and report.credential_revision > credential.revision:
+        raise ValidationFailed(
+            f"Credential {credential.pk} has no revision {report.credential_revision} (its "
+            f"revision is {credential.revision}).", code="credential_revision_unknown",
+            detail={"credential_id": credential.pk})

@@ -4,8 +4,9 @@ Both sides import this package and nothing of each other (a test enforces it): t
 plane builds and signs what the agents verify and apply, so the two cannot drift apart.
 ``docs/sync.md`` describes the protocol in words.
 
-- :mod:`.constants` — the region token's prefix and the long poll's waits;
-- :mod:`.envelopes` — signed envelopes (HMAC-SHA256 with a key derived from the region key);
+- :mod:`.constants` — the region token's prefix, the region-key header, the long poll's waits;
+- :mod:`.envelopes` — signed envelopes (HMAC-SHA256 with a key derived from the region key),
+  and the proof that an agent holds a region key;
 - :mod:`.associated_data` — what a value sealed for a region is bound to;
 - :mod:`.enums` — the names that travel: runtimes, pull modes, report statuses, change ops;
 - :mod:`.build` — a deployment's ``build`` object, parsed and checked;
@@ -13,14 +14,24 @@ plane builds and signs what the agents verify and apply, so the two cannot drift
 """
 
 from moorage.protocol.associated_data import region_env_aad, region_secret_aad
-from moorage.protocol.constants import DEFAULT_WAIT, MAX_WAIT, REGION_TOKEN_PREFIX
-from moorage.protocol.envelopes import TamperedPayload, mac_key, sign, verify
+from moorage.protocol.constants import DEFAULT_WAIT, KEY_HEADER, MAX_WAIT, REGION_TOKEN_PREFIX
+from moorage.protocol.envelopes import (
+    TamperedPayload,
+    key_proof,
+    key_proof_valid,
+    mac_key,
+    sign,
+    verify,
+)
 
 __all__ = [
     "DEFAULT_WAIT",
+    "KEY_HEADER",
     "MAX_WAIT",
     "REGION_TOKEN_PREFIX",
     "TamperedPayload",
+    "key_proof",
+    "key_proof_valid",
     "mac_key",
     "region_env_aad",
     "region_secret_aad",

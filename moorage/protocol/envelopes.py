@@ -63,3 +63,20 @@ def verify(envelope: Any, region_key: Key) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise TamperedPayload("the payload is not an object")
     return payload
+
+
+def key_proof(region_key: Key, *, region: str) -> str:
+    """Proof that an agent holds ``region_key``, sent with its snapshot acks: the control
+    plane replaces a region's old key with a new one only once the agent proved it has it
+    (``docs/sync.md``, "Rotating a region key").
+
+    Only a holder of the key can compute it; replaying it can only complete a rotation to a
+    key its agent already holds.
+    """
+    text = f"moorage/region-key-proof/v1|region={region}|key={region_key.id}".encode()
+    return _b64(hmac.new(mac_key(region_key), text, hashlib.sha256).digest())
+
+
+def key_proof_valid(region_key: Key, *, region: str, proof: str) -> bool:
+    """Whether ``proof`` is :func:`key_proof` of ``region_key`` for ``region``."""
+    return hmac.compare_digest(proof.encode(), key_proof(region_key, region=region).encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from django.http import HttpRequest
@@ -10,10 +11,13 @@ from ninja import Field, Query, Router, Schema, Status
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
 from moorage.credentials.selectors import credential_get
-from moorage.protocol.constants import DEFAULT_WAIT, MAX_WAIT
+from moorage.errors import ValidationFailed
+from moorage.protocol.constants import DEFAULT_WAIT, KEY_HEADER, MAX_WAIT
 from moorage.regions import selectors, sync
 from moorage.regions.auth import RegionTokenAuth
 from moorage.regions.models import Region
+from moorage.schemas import MAX_ID, CredentialRevision, LogRevision, ObjectId
+from moorage.sealing.keyring import KEY_ID_PATTERN
 
 agent_router = Router(tags=["agent"], auth=RegionTokenAuth())
 router = Router(tags=["regions"])
@@ -33,16 +37,21 @@ class SnapshotQuery(Schema):
 
 
 class ChangesQuery(Schema):
-    since: int = Field(..., ge=0)
+    since: int = Field(..., ge=0, le=MAX_ID)
     wait: int = Field(DEFAULT_WAIT, ge=0, le=MAX_WAIT)
     nonce: str = NONCE
 
 
 class AckIn(Schema):
-    revision: int = Field(..., ge=0)
+    revision: LogRevision
     snapshot: bool = False
-    credentials: dict[int, int] = Field(default_factory=dict)
-    removed: list[int] = Field(default_factory=list)
+    credentials: dict[ObjectId, CredentialRevision] = Field(
+        default_factory=dict, description="Credential id → the revision the agent holds.")
+    removed: list[ObjectId] = Field(default_factory=list)
+    key_id: str | None = Field(None, pattern=KEY_ID_PATTERN,
+                               description="The region key the agent holds (snapshot acks).")
+    key_proof: str | None = Field(None, min_length=1, max_length=128,
+                                  description="Proof that it holds that key (docs/sync.md).")
 
 
 def _region(request: HttpRequest) -> Region:
@@ -50,23 +59,32 @@ def _region(request: HttpRequest) -> Region:
     return region
 
 
+def _key_id(request: HttpRequest) -> str | None:
+    """The region key the agent says it holds (``X-Moorage-Region-Key``), if it says."""
+    key_id = request.headers.get(KEY_HEADER)
+    if key_id is not None and not re.match(KEY_ID_PATTERN, key_id):
+        raise ValidationFailed(f"The {KEY_HEADER} header is not a key id.",
+                               code="region_key_id_invalid")
+    return key_id
+
+
 @agent_router.get("/agent/snapshot", response=Envelope, summary="The region's whole state")
 def agent_snapshot(request: HttpRequest, query: Query[SnapshotQuery]) -> dict[str, str]:
-    return sync.snapshot(region=_region(request), nonce=query.nonce)
+    return sync.snapshot(region=_region(request), nonce=query.nonce, key_id=_key_id(request))
 
 
 @agent_router.get("/agent/changes", response=Envelope,
                   summary="Changes after a revision (long poll)")
 def agent_changes(request: HttpRequest, query: Query[ChangesQuery]) -> dict[str, str]:
     return sync.changes(region=_region(request), since=query.since, wait=query.wait,
-                        nonce=query.nonce)
+                        nonce=query.nonce, key_id=_key_id(request))
 
 
 @agent_router.post("/agent/ack", response={204: None}, summary="What the agent holds now")
 def agent_ack(request: HttpRequest, payload: AckIn) -> Status[None]:
     sync.ack(region=_region(request), revision=payload.revision,
              credentials=payload.credentials, removed=payload.removed,
-             snapshot=payload.snapshot)
+             snapshot=payload.snapshot, key_id=payload.key_id, key_proof=payload.key_proof)
     return Status(204, None)
 
 

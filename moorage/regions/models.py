@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.db import models
 from django.utils import timezone
 
+from moorage.keys.fields import SealedTextField
 from moorage.regions.choices import ChangeKind, RegionStatus, Runtime
 
 # An agent long-polls every 25 s by default; three missed polls is offline.
@@ -16,8 +17,12 @@ OFFLINE_AFTER = timedelta(seconds=90)
 class Region(models.Model):
     """A place where apps run, served by one agent process.
 
-    The region key (AES-256) seals the secrets sent to the agent; the control plane keeps it
-    sealed under its own keyring in ``key_sealed``. ``applied_revision`` is the change-log
+    The region key (AES-256) seals the secrets sent to the agent and signs every answer; the
+    control plane keeps it sealed under its own keyring in ``key_sealed``. While a rotation
+    of the region key is pending (``moorage regions rotate-key``), the new key waits in
+    ``next_key_id``/``next_key_sealed``: answers use whichever of the two keys the agent says
+    it holds, and the new key replaces the old once the agent proves it holds it
+    (``docs/sync.md``, "Rotating a region key"). ``applied_revision`` is the change-log
     revision the agent last reported as applied.
     """
 
@@ -25,7 +30,9 @@ class Region(models.Model):
     name = models.CharField(max_length=100)
     runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.DOCKER)
     key_id = models.CharField(max_length=32)
-    key_sealed = models.TextField()
+    key_sealed = SealedTextField()
+    next_key_id = models.CharField(max_length=32, blank=True)
+    next_key_sealed = SealedTextField(blank=True)
     enabled_for_new_accounts = models.BooleanField(default=False)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     applied_revision = models.BigIntegerField(default=0)

@@ -8,10 +8,13 @@ import secrets as random
 
 from moorage.credentials import vault
 from moorage.credentials.models import Credential
+from moorage.errors import Conflict
+from moorage.keys.errors import unavailable
+from moorage.keys.registry import REGION_KEY, REGION_NEXT_KEY
 from moorage.protocol.associated_data import region_secret_aad
 from moorage.protocol.constants import REGION_TOKEN_PREFIX
 from moorage.regions.models import Region
-from moorage.sealing import Key, SealedDataError, generate_key, open_sealed, seal
+from moorage.sealing import Key, SealedDataError, generate_key, seal
 
 _TOKEN_RE = re.compile(r"^mrr_[A-Za-z0-9_-]{43}$")
 
@@ -21,26 +24,70 @@ def new_region_key(region_slug: str) -> Key:
     return generate_key(f"{region_slug[:20]}-{random.token_hex(3)}")
 
 
-def _key_aad(region: Region) -> bytes:
-    return f"moorage/region-key/v1|region={region.pk}|key={region.key_id}".encode()
-
-
 def seal_region_key(region: Region, key: Key) -> str:
     """Seal a region key under the control plane's keyring (the region needs an id)."""
     region.key_id = key.id
-    return seal(vault.keyring().primary, key.material, _key_aad(region))
+    return REGION_KEY.seal(region, key.material)
+
+
+def seal_next_region_key(region: Region, key: Key) -> str:
+    """Seal the key a pending rotation hands the region's agent."""
+    region.next_key_id = key.id
+    return REGION_NEXT_KEY.seal(region, key.material)
 
 
 def open_region_key(region: Region) -> Key:
-    """The region's key in clear, for signing and sealing one answer."""
+    """The region's key in clear, for signing and sealing one answer.
+
+    Raises :class:`~moorage.keys.errors.SecretUnavailable` when the control plane's
+    keyring cannot open it (its agent is then answered with that error and retries).
+    """
     try:
-        material = open_sealed(vault.keyring(), region.key_sealed, _key_aad(region))
+        return Key(region.key_id, REGION_KEY.open(region))
     except SealedDataError as exc:
-        if exc.code != "sealed_key_unknown":
-            raise
-        # Another process rotated the key file: reload once, as the vault does.
-        material = open_sealed(vault.keyring(reload=True), region.key_sealed, _key_aad(region))
-    return Key(region.key_id, material)
+        raise unavailable(REGION_KEY.describe(region), exc) from None
+
+
+def open_next_region_key(region: Region) -> Key | None:
+    """The key of a pending rotation, or ``None`` when none is pending."""
+    if not region.next_key_id:
+        return None
+    try:
+        return Key(region.next_key_id, REGION_NEXT_KEY.open(region))
+    except SealedDataError as exc:
+        raise unavailable(REGION_NEXT_KEY.describe(region), exc) from None
+
+
+class RegionKeyUnknown(Conflict):
+    """The agent says it holds a key that is neither the region's key nor the one waiting to
+    replace it. Its agent stops: it was given the wrong key file, or an old one."""
+
+    default_code = "region_key_unknown"
+
+
+def region_key_for(region: Region, key_id: str | None) -> Key:
+    """The key to sign and seal an answer with: the one the agent says it holds (the
+    region's key when it says nothing, as agents from before key rotation do)."""
+    if key_id is None or key_id == region.key_id:
+        return open_region_key(region)
+    if key_id == region.next_key_id:
+        key = open_next_region_key(region)
+        assert key is not None
+        return key
+    raise unknown_key(region, key_id)
+
+
+def unknown_key(region: Region, key_id: str) -> RegionKeyUnknown:
+    """The error for an agent holding ``key_id`` (a well-formed key id), naming the keys."""
+    pending = (f", and {region.next_key_id!r} is waiting to replace it"
+               if region.next_key_id else "")
+    return RegionKeyUnknown(
+        f"The agent holds region key {key_id!r}, which is not a key of region "
+        f"{region.slug!r}: its key is {region.key_id!r}{pending}. Give the agent the key file "
+        "written by 'moorage regions add' or 'moorage regions rotate-key'.",
+        detail={"region": region.slug, "key_id": region.key_id,
+                "next_key_id": region.next_key_id or None},
+    )
 
 
 def seal_for_region(region: Region, key: Key, credential: Credential) -> str:
@@ -62,18 +109,3 @@ def token_digest(token: str) -> str:
 def is_well_formed(token: str) -> bool:
     return bool(_TOKEN_RE.match(token))
 
-
-def region_keys_reseal() -> int:
-    """Re-seal every region key not sealed with the control plane's primary key."""
-    primary = vault.keyring(reload=True).primary
-    count = 0
-    for region in Region.objects.exclude(key_sealed__startswith=f"v1.{primary.id}."):
-        key = open_region_key(region)
-        Region.objects.filter(pk=region.pk).update(key_sealed=seal_region_key(region, key))
-        count += 1
-    return count
-
-
-def region_keys_sealed_with(key_id: str) -> int:
-    """How many region keys are still sealed with the control plane key ``key_id``."""
-    return Region.objects.filter(key_sealed__startswith=f"v1.{key_id}.").count()

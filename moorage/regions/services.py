@@ -1,4 +1,4 @@
-"""Every change to regions: add, remove, rotate a token, enable for an account.
+"""Every change to regions: add, remove, rotate a token or a key, enable for an account.
 
 Regions are managed by platform staff; which regions an account deploys to is chosen by the
 account's admins and owners. Enabling or disabling writes a region-specific change, so the
@@ -21,6 +21,7 @@ from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
 from moorage.errors import Conflict, NotFound, ValidationFailed
 from moorage.private_files import write_private
+from moorage.protocol.envelopes import key_proof_valid
 from moorage.regions import changelog
 from moorage.regions import secrets as region_secrets
 from moorage.regions.choices import ChangeKind, Runtime
@@ -112,6 +113,74 @@ def region_rotate_token(*, actor: User | None, slug: str) -> str:
     return token
 
 
+@dataclass(frozen=True)
+class KeyRotation:
+    """A started region-key rotation: the new key (shown once) and any pending key it
+    replaced, which the agent had not taken yet."""
+
+    region: Region
+    key: Key
+    replaced: str | None
+
+
+@transaction.atomic
+def region_rotate_key(*, actor: User | None, slug: str) -> KeyRotation:
+    """Start rotating the region key: a new key waits beside the current one.
+
+    Answers keep using the key the agent says it holds, so the running agent carries on
+    undisturbed; restarted with the new key file, it takes a fresh snapshot sealed with the
+    new key and proves it holds it, and only then does the new key replace the old
+    (:func:`region_key_adopt`). Rotating again before that replaces the waiting key.
+    """
+    if actor is not None:
+        require_platform_staff(actor)
+    region = Region.objects.select_for_update().filter(slug=slug).first()
+    if region is None:
+        raise NotFound(f"No region {slug!r}.", code="region_not_found")
+    replaced = region.next_key_id or None
+    key = region_secrets.new_region_key(region.slug)
+    while key.id in (region.key_id, replaced):
+        key = region_secrets.new_region_key(region.slug)
+    region.next_key_sealed = region_secrets.seal_next_region_key(region, key)
+    region.save(update_fields=["next_key_id", "next_key_sealed"])
+    audit_record(account=None, actor=actor, action=AuditAction.REGION_KEY_ROTATED,
+                 target=region, details={"slug": slug, "current_key_id": region.key_id,
+                                         "new_key_id": key.id, "replaced_key_id": replaced})
+    return KeyRotation(region=region, key=key, replaced=replaced)
+
+
+@transaction.atomic
+def region_key_adopt(*, region: Region, key_id: str, proof: str) -> bool:
+    """The agent proved it holds ``key_id``: if that is the waiting key, it replaces the old
+    one, which is forgotten. Returns whether it did.
+
+    Called with an agent's snapshot acknowledgement, so the agent's whole replica is sealed
+    with the new key by then; nothing it holds needs the old one any more.
+    """
+    locked = Region.objects.select_for_update().get(pk=region.pk)
+    if key_id == locked.key_id:
+        return False
+    if not locked.next_key_id or key_id != locked.next_key_id:
+        raise region_secrets.unknown_key(locked, key_id)
+    key = region_secrets.open_next_region_key(locked)
+    assert key is not None
+    if not key_proof_valid(key, region=locked.slug, proof=proof):
+        raise ValidationFailed(
+            f"The proof that the agent holds region key {key_id!r} does not check out.",
+            code="region_key_proof_invalid")
+    previous = locked.key_id
+    # The same associated data (region, key id) binds both fields: the sealed key moves as is.
+    locked.key_id, locked.key_sealed = locked.next_key_id, locked.next_key_sealed
+    locked.next_key_id, locked.next_key_sealed = "", ""
+    locked.save(update_fields=["key_id", "key_sealed", "next_key_id", "next_key_sealed"])
+    region.key_id, region.key_sealed = locked.key_id, locked.key_sealed
+    region.next_key_id, region.next_key_sealed = "", ""
+    audit_record(account=None, actor=None, action=AuditAction.REGION_KEY_ADOPTED, target=locked,
+                 details={"slug": locked.slug, "key_id": locked.key_id,
+                          "retired_key_id": previous})
+    return True
+
+
 @transaction.atomic
 def region_remove(*, actor: User | None, slug: str) -> None:
     """Remove a region: its agent's token stops working and no account deploys there."""
@@ -187,7 +256,13 @@ def local_region_ensure(*, agent_dir: Path) -> Region | None:
 def write_agent_files(directory: Path, *, token: str, key: Key) -> None:
     """Write an agent's token and key files, readable by their owner only."""
     write_token_file(directory, token)
-    write_private(directory / "key", key.encoded() + "\n")
+    write_key_file(directory, key)
+
+
+def write_key_file(directory: Path, key: Key) -> Path:
+    """Write (or replace) an agent's key file; return its path. A running agent read its
+    key when it started: it picks the new one up when restarted."""
+    return write_private(directory / "key", key.encoded() + "\n")
 
 
 def write_token_file(directory: Path, token: str) -> Path:

@@ -6,6 +6,7 @@ log names, re-sealed for the asking region, and signed with the region's MAC key
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -16,9 +17,12 @@ from django.utils import timezone
 
 from moorage.accounts.models import Account
 from moorage.credentials.models import Credential
+from moorage.deployments.choices import DeploymentStatus
 from moorage.deployments.models import Deployment
 from moorage.deployments.payloads import deployment_payload, latest_deployments
+from moorage.deployments.services import Report, deployment_report
 from moorage.errors import AuthenticationFailed, ValidationFailed
+from moorage.keys.errors import SecretUnavailable
 from moorage.logs.payloads import log_request_payload
 from moorage.logs.selectors import log_requests_waiting
 from moorage.logs.services import log_requests_expire_due
@@ -29,6 +33,7 @@ from moorage.regions import changelog
 from moorage.regions import secrets as region_secrets
 from moorage.regions.choices import ChangeKind
 from moorage.regions.models import AccountRegion, Change, CredentialReplica, Region, RegionToken
+from moorage.regions.services import region_key_adopt
 from moorage.sealing import Key
 
 # How often a region's last-seen time is written: every poll would be a write per request.
@@ -36,6 +41,8 @@ SEEN_WRITE_INTERVAL = 5.0
 # SQLite has no NOTIFY: a waiting poll wakes at once for a change committed in its own
 # process, and looks again this often for changes committed by other processes.
 SQLITE_POLL_INTERVAL = 0.2
+
+logger = logging.getLogger(__name__)
 
 
 def agent_authenticate(*, token: str) -> Region:
@@ -66,7 +73,17 @@ def _enabled_account_ids(region: Region) -> set[int]:
     return set(AccountRegion.objects.filter(region=region).values_list("account_id", flat=True))
 
 
-def _credential_payload(region: Region, key: Key, credential: Credential) -> dict[str, Any]:
+def _credential_payload(
+    region: Region, key: Key, credential: Credential
+) -> dict[str, Any] | None:
+    """The credential as the region receives it, or ``None`` when its secret cannot be
+    opened: it is then left out (logged for the operator), and the rest of the answer still
+    reaches the agent. Deployments that need it fail with ``secret_unavailable``."""
+    try:
+        secret = region_secrets.seal_for_region(region, key, credential)
+    except SecretUnavailable as exc:
+        logger.error("not sent to region %s: %s", region.slug, exc.message)
+        return None
     return {
         "id": credential.pk,
         "account_id": credential.account_id,
@@ -77,12 +94,31 @@ def _credential_payload(region: Region, key: Key, credential: Credential) -> dic
         "email": credential.email,
         "is_default": credential.is_default,
         "revision": credential.revision,
-        "secret": region_secrets.seal_for_region(region, key, credential),
+        "secret": secret,
     }
 
 
-def snapshot(*, region: Region, nonce: str) -> dict[str, str]:
-    """The whole state for ``region``, signed, echoing the agent's ``nonce``."""
+def _deployment_payload(region: Region, key: Key, deployment: Deployment) -> dict[str, Any]:
+    """The deployment as the region receives it. One whose secrets cannot be opened (an env
+    value or credential sealed with a key no longer in the keyring) fails now with
+    ``secret_unavailable`` instead of breaking the answer for the region's other objects or
+    waiting for an agent that can never run it; it is sent as failed, without secrets."""
+    try:
+        return deployment_payload(region, key, deployment)
+    except SecretUnavailable as exc:
+        logger.error("deployment %s in region %s: %s", deployment.pk, region.slug, exc.message)
+        if not deployment.finished:
+            deployment = deployment_report(
+                region=region, deployment_id=deployment.pk, report=Report(
+                    status=DeploymentStatus.FAILED, error_code=exc.code,
+                    error_message=exc.message,
+                    log=[f"The control plane could not send this deployment: {exc.message}"]))
+        return deployment_payload(region, key, deployment, secrets=False)
+
+
+def snapshot(*, region: Region, nonce: str, key_id: str | None = None) -> dict[str, str]:
+    """The whole state for ``region``, signed, echoing the agent's ``nonce``, with the region
+    key ``key_id`` the agent holds (the region's key when ``None``)."""
     with transaction.atomic():
         # One transaction: the revision and the rows are read as of the same moment on
         # PostgreSQL (repeatable enough: the counter is read first, rows may only be newer,
@@ -92,15 +128,16 @@ def snapshot(*, region: Region, nonce: str) -> dict[str, str]:
         accounts = list(Account.objects.filter(id__in=account_ids).order_by("id"))
         credentials = list(Credential.objects.filter(account_id__in=account_ids).order_by("id"))
         deployments = latest_deployments(region, account_ids)
-    key = region_secrets.open_region_key(region)
+    key = region_secrets.region_key_for(region, key_id)
     payload = {
         "kind": "snapshot",
         "region": region.slug,
         "nonce": nonce,
         "revision": revision,
         "accounts": [{"id": a.pk, "slug": a.slug} for a in accounts],
-        "credentials": [_credential_payload(region, key, c) for c in credentials],
-        "deployments": [deployment_payload(region, key, d) for d in deployments],
+        "credentials": [entry for c in credentials
+                        if (entry := _credential_payload(region, key, c)) is not None],
+        "deployments": [_deployment_payload(region, key, d) for d in deployments],
     }
     return sign(payload, key)
 
@@ -121,7 +158,7 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
     deployments = {
         d.pk: d for d in Deployment.objects.filter(
             id__in={c.object_id for c in rows if c.kind == ChangeKind.DEPLOYMENT}, region=region,
-        ).select_related("app__account").prefetch_related("app__env")
+        ).select_related("app__account", "credential").prefetch_related("app__env")
     }
     log_requests = log_requests_waiting(
         region=region, ids=(c.object_id for c in rows if c.kind == ChangeKind.LOGS))
@@ -142,9 +179,10 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
                     {"op": Op.ACCOUNT_UPSERT, "account": {"id": account.pk, "slug": account.slug}})
                 for credential in credentials.values():
                     if credential.account_id == account.pk:
-                        put(("credential", credential.pk), change.revision,
-                            {"op": Op.CREDENTIAL_UPSERT,
-                             "credential": _credential_payload(region, key, credential)})
+                        sent = _credential_payload(region, key, credential)
+                        if sent is not None:
+                            put(("credential", credential.pk), change.revision,
+                                {"op": Op.CREDENTIAL_UPSERT, "credential": sent})
             else:
                 put(("account", change.account_id), change.revision,
                     {"op": Op.ACCOUNT_DELETE, "account_id": change.account_id})
@@ -153,7 +191,7 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
             if deployment is not None and deployment.app.account_id in enabled:
                 put(("deployment", deployment.app_id), change.revision,
                     {"op": Op.DEPLOYMENT_UPSERT,
-                     "deployment": deployment_payload(region, key, deployment)})
+                     "deployment": _deployment_payload(region, key, deployment)})
         elif change.kind == ChangeKind.APP:
             put(("deployment", change.object_id), change.revision,
                 {"op": Op.APP_DELETE, "account_id": change.account_id,
@@ -167,9 +205,10 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
         elif change.kind == ChangeKind.CREDENTIAL:
             current = credentials.get(change.object_id)
             if current is not None and current.account_id in enabled:
-                put(("credential", current.pk), change.revision,
-                    {"op": Op.CREDENTIAL_UPSERT,
-                     "credential": _credential_payload(region, key, current)})
+                sent = _credential_payload(region, key, current)
+                if sent is not None:
+                    put(("credential", current.pk), change.revision,
+                        {"op": Op.CREDENTIAL_UPSERT, "credential": sent})
             else:
                 put(("credential", change.object_id), change.revision,
                     {"op": Op.CREDENTIAL_DELETE, "account_id": change.account_id,
@@ -188,14 +227,18 @@ def _relevant(region: Region, since: int, until: int) -> list[Change]:
     )
 
 
-def changes(*, region: Region, since: int, wait: int, nonce: str) -> dict[str, str]:
+def changes(
+    *, region: Region, since: int, wait: int, nonce: str, key_id: str | None = None
+) -> dict[str, str]:
     """Changes after ``since`` for ``region``, waiting up to ``wait`` seconds for one.
 
-    The signed answer echoes ``nonce`` so the agent can tell it from a replayed old one.
+    The signed answer echoes ``nonce`` so the agent can tell it from a replayed old one, and
+    is signed and sealed with the region key ``key_id`` the agent holds.
     """
     if since < 0 or not 0 <= wait <= MAX_WAIT:
         raise ValidationFailed(f"Use since ≥ 0 and 0 ≤ wait ≤ {MAX_WAIT}.",
                                code="sync_parameters_invalid")
+    key = region_secrets.region_key_for(region, key_id)  # a wrong key fails before waiting
     deadline = time.monotonic() + wait
     progressed = False
     listening = False
@@ -206,14 +249,13 @@ def changes(*, region: Region, since: int, wait: int, nonce: str) -> dict[str, s
                 _record_progress(region, since)
                 progressed = True
             if since > revision or since < compacted:
-                return _changes_answer(region, since, revision, [], nonce,
+                return _changes_answer(region, since, revision, [], nonce, key,
                                        snapshot_required=True)
             rows = _relevant(region, since, revision)
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0 or changelog.stopping():
-                key = region_secrets.open_region_key(region)
                 return _changes_answer(region, since, revision, _ops(region, key, rows),
-                                       nonce, key=key)
+                                       nonce, key)
             if connection.vendor == "postgresql":
                 if not listening:
                     with connection.cursor() as cursor:
@@ -239,15 +281,15 @@ def _wait_for_notify(timeout: float) -> None:
 
 
 def _changes_answer(
-    region: Region, since: int, revision: int, ops: list[dict[str, Any]], nonce: str, *,
-    snapshot_required: bool = False, key: Key | None = None,
+    region: Region, since: int, revision: int, ops: list[dict[str, Any]], nonce: str, key: Key,
+    *, snapshot_required: bool = False,
 ) -> dict[str, str]:
     payload = {
         "kind": "changes", "region": region.slug, "nonce": nonce, "since": since,
         "revision": revision,
         "snapshot_required": snapshot_required, "changes": ops,
     }
-    return sign(payload, key or region_secrets.open_region_key(region))
+    return sign(payload, key)
 
 
 def _record_progress(region: Region, applied: int) -> None:
@@ -262,19 +304,70 @@ def _record_progress(region: Region, applied: int) -> None:
 @transaction.atomic
 def ack(
     *, region: Region, revision: int, credentials: dict[int, int], removed: list[int],
-    snapshot: bool,
+    snapshot: bool, key_id: str | None = None, key_proof: str | None = None,
 ) -> None:
-    """Record what the agent holds now. Idempotent."""
+    """Record what the agent holds now. Idempotent.
+
+    Only what the region was sent is recorded: a credential of an account enabled in the
+    region, at a revision it has had. An ack naming anything else is refused whole, before
+    anything is written (:class:`~moorage.errors.ValidationFailed`). Credentials deleted
+    since, or whose account was disabled for the region since they were sent (the ack
+    crossed that change), are skipped: the agent drops them at its next poll.
+
+    A snapshot ack with ``key_id`` and ``key_proof`` of the region's waiting key completes a
+    rotation of the region key (:func:`~moorage.regions.services.region_key_adopt`).
+    """
+    _check_credentials(region, credentials)
+    if key_id is not None and key_id != region.key_id:
+        if not snapshot or key_proof is None:
+            region_secrets.region_key_for(region, key_id)  # refuses a key that is neither
+        else:
+            region_key_adopt(region=region, key_id=key_id, proof=key_proof)
     now = timezone.now()
     _record_progress(region, min(revision, changelog.current_revision()[0]))
     if snapshot:
         CredentialReplica.objects.filter(region=region).delete()
-    existing = set(Credential.objects.filter(id__in=credentials).values_list("id", flat=True))
+    enabled = _enabled_account_ids(region)
+    current = set(Credential.objects.filter(id__in=credentials, account_id__in=enabled)
+                  .values_list("id", flat=True))
     rows = [CredentialReplica(region=region, credential_id=cid, revision=rev, applied_at=now)
-            for cid, rev in credentials.items() if cid in existing]
+            for cid, rev in credentials.items() if cid in current]
     CredentialReplica.objects.bulk_create(
         rows, update_conflicts=True, unique_fields=["region", "credential"],
         update_fields=["revision", "applied_at"],
     )
     if removed:
         CredentialReplica.objects.filter(region=region, credential_id__in=removed).delete()
+
+
+def _check_credentials(region: Region, acked: dict[int, int]) -> None:
+    """Refuse an ack naming a credential this region was never sent, or a revision the
+    credential never had (both with the offending ids in ``detail``)."""
+    if not acked:
+        return
+    enabled = _enabled_account_ids(region)
+    found = dict(Credential.objects.filter(id__in=acked).values_list("id", "account_id"))
+    elsewhere = {cid: account for cid, account in found.items() if account not in enabled}
+    if elsewhere:
+        # An account disabled for this region after its credentials were sent has a
+        # region-specific entry in the change log; one never enabled here has none.
+        was_enabled = set(Change.objects.filter(
+            kind=ChangeKind.ACCOUNT, region_id=region.pk,
+            account_id__in=set(elsewhere.values())).values_list("account_id", flat=True))
+        never = sorted(cid for cid, account in elsewhere.items() if account not in was_enabled)
+        if never:
+            raise ValidationFailed(
+                f"Credential {never[0]} was never sent to region {region.slug!r}: its account "
+                "is not enabled there.",
+                code="credential_not_in_region", detail={"credentials": never},
+            )
+    revisions = dict(Credential.objects.filter(id__in=acked, account_id__in=enabled)
+                     .values_list("id", "revision"))
+    ahead = sorted(cid for cid, revision in revisions.items() if acked[cid] > revision)
+    if ahead:
+        first = ahead[0]
+        raise ValidationFailed(
+            f"Credential {first} has no revision {acked[first]} (its revision is "
+            f"{revisions[first]}).",
+            code="credential_revision_unknown", detail={"credentials": ahead},
+        )

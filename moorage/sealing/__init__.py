@@ -8,7 +8,14 @@ belongs (account, credential, field...), so a value copied to another row does n
 Both the control plane and the region agent use this package.
 """
 
-from moorage.sealing.aead import SealedDataError, key_id_of, open_sealed, seal
+from moorage.sealing.aead import (
+    SealedDataError,
+    is_sealed,
+    key_id_of,
+    open_sealed,
+    seal,
+    sealed_prefix,
+)
 from moorage.sealing.keyring import Key, Keyring, KeyringError, generate_key, parse_keys
 
 __all__ = [
@@ -17,8 +24,10 @@ __all__ = [
     "KeyringError",
     "SealedDataError",
     "generate_key",
+    "is_sealed",
     "key_id_of",
     "open_sealed",
     "parse_keys",
     "seal",
+    "sealed_prefix",
 ]

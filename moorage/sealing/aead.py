@@ -32,12 +32,27 @@ def seal(key: Key, plaintext: bytes, associated_data: bytes) -> str:
     """Seal ``plaintext`` with ``key``; it opens only with the same associated data."""
     nonce = os.urandom(NONCE_BYTES)
     body = AESGCM(key.material).encrypt(nonce, plaintext, associated_data)
-    return f"{FORMAT}.{key.id}.{base64.urlsafe_b64encode(nonce + body).decode()}"
+    return sealed_prefix(key.id) + base64.urlsafe_b64encode(nonce + body).decode()
 
 
 def key_id_of(sealed: str) -> str:
     """The id of the key that sealed ``sealed`` (for rotation bookkeeping)."""
     return _split(sealed)[0]
+
+
+def sealed_prefix(key_id: str) -> str:
+    """How every value sealed with ``key_id`` begins: lets a database count or find them
+    (``LIKE 'prefix%'``) without opening any."""
+    return f"{FORMAT}.{key_id}."
+
+
+def is_sealed(text: str) -> bool:
+    """Whether ``text`` has the shape of a sealed value (it may still not open)."""
+    try:
+        _split(text)
+    except SealedDataError:
+        return False
+    return True
 
 
 def open_sealed(keyring: Keyring, sealed: str, associated_data: bytes) -> bytes:

@@ -14,7 +14,8 @@ from pathlib import Path
 from moorage.private_files import write_private
 
 KEY_BYTES = 32  # AES-256
-_KEY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+KEY_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+_KEY_ID = re.compile(KEY_ID_PATTERN)
 
 
 class KeyringError(ValueError):

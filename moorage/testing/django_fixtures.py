@@ -1,5 +1,6 @@
-"""Pytest fixtures for Django-side tests: accounts, members with roles, API clients, and
-region agents running in the test process against the live server."""
+"""Pytest fixtures for Django-side tests: accounts, members with roles, API clients, region
+agents running in the test process against the live server, a key file in charge of the
+keyring."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import docker
 import pytest
+from django.test import override_settings
 
 from moorage.accounts.choices import Role
 from moorage.testing import factories
@@ -55,3 +57,15 @@ def start_agent(
     yield start
     for agent in started:
         agent.stop()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Iterator[Path]:
+    """The embedded default: a key file in the data dir is in charge of the keyring (the test
+    settings' ``MOORAGE_KEYS`` is set aside). Created with one key on first use."""
+    from moorage.keys import keyring
+
+    path = tmp_path / "keys"
+    with override_settings(MOORAGE_KEYS=None, MOORAGE_KEY_FILE=path):
+        yield path
+    keyring.keyring(reload=True)

@@ -19,6 +19,7 @@ from moorage.agent.sync import Outcome, SyncLoop
 from moorage.credentials import services as credential_services
 from moorage.regions import services as region_services
 from moorage.regions.models import CredentialReplica, Region
+from moorage.sealing import Key
 from moorage.testing import factories
 from moorage.testing.credentials import make_credential
 from moorage.testing.regions import AgentView, make_region
@@ -122,10 +123,19 @@ def test_another_regions_agent_sees_nothing_of_this_one(agent_for: Any) -> None:
     assert agent.loop.run_once() is Outcome.SYNCED
     assert agent.replica.region() == "us-1"
     assert agent.replica.credentials_held() == {}
-    # The eu-1 agent with us-1's key cannot even read its answers.
+    # The eu-1 agent given us-1's key file is told so, and stops.
     wrong = agent_for(AgentView(slug="eu-1", token=eu.token, key=us.key))
-    assert wrong.loop.run_once() is Outcome.RETRY
+    with pytest.raises(AgentAuthError) as refused:
+        wrong.loop.run_once()
+    assert refused.value.code == "region_key_unknown"
+    assert f"holds region key {us.key.id!r}, which is not a key of region 'eu-1'" \
+        in str(refused.value)
     assert wrong.replica.revision() is None
+    # A key under eu-1's own key id but not its material cannot even read the answers.
+    forged = agent_for(AgentView(slug="eu-1", token=eu.token,
+                                 key=Key(eu.key.id, us.key.material)))
+    assert forged.loop.run_once() is Outcome.RETRY
+    assert forged.replica.revision() is None
 
 
 def test_a_long_poll_wakes_on_a_change_and_a_stop_ends_it(

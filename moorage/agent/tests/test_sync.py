@@ -7,16 +7,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import httpx
 import pytest
 
+from moorage import protocol
 from moorage.agent.backoff import Backoff
+from moorage.agent.client import ControlPlaneClient
+from moorage.agent.config import AgentConfig
 from moorage.agent.errors import AgentAuthError, ConfigurationError
 from moorage.agent.replica import Replica
 from moorage.agent.sync import Outcome, SyncLoop
 from moorage.agent.tests.conftest import Sleeps
-from moorage.agent.tests.fakes import TOKEN, FakeControlPlane, FakeCredential
+from moorage.agent.tests.fakes import TOKEN, FakeControlPlane, FakeCredential, FakeDeployment
+from moorage.sealing import generate_key
 
 SECRET = "s3cr3t-registry-password"
 MakeLoop = Callable[..., SyncLoop]
@@ -34,8 +39,10 @@ def test_the_first_run_takes_a_snapshot_and_acknowledges_all_of_it(
     caplog.set_level(logging.DEBUG, "moorage.agent")
     assert loop.run_once() is Outcome.SYNCED
     assert fake.requests == ["snapshot", "ack"]
+    # A snapshot ack proves which region key the agent holds (it completes key rotations).
     assert fake.acks == [{"revision": 2, "snapshot": True, "credentials": {"17": 1},
-                          "removed": []}]
+                          "removed": [], "key_id": fake.key.id,
+                          "key_proof": protocol.key_proof(fake.key, region="eu-1")}]
     assert replica.revision() == 2
     assert loop.region == loop.client.region == "eu-1"
     assert replica.open_secret(17).password == SECRET
@@ -85,7 +92,8 @@ def test_snapshot_required_takes_a_snapshot(
     assert loop.run_once() is Outcome.SYNCED
     assert fake.requests == ["changes", "snapshot", "ack"]
     assert fake.acks[-1] == {"revision": 4, "snapshot": True, "credentials": {},
-                             "removed": []}
+                             "removed": [], "key_id": fake.key.id,
+                             "key_proof": protocol.key_proof(fake.key, region="eu-1")}
     assert replica.accounts() == {2: "globex"}
     assert replica.credentials_held() == {}
 
@@ -149,7 +157,8 @@ def test_after_a_restart_the_whole_replica_is_acknowledged_first(
     restarted.run_once()
     assert fake.requests == ["ack", "changes"]
     assert fake.acks[-1] == {"revision": 2, "snapshot": True, "credentials": {"17": 1},
-                             "removed": []}
+                             "removed": [], "key_id": fake.key.id,
+                             "key_proof": protocol.key_proof(fake.key, region="eu-1")}
 
 
 def test_a_tampered_payload_is_refused_not_applied_and_retried(
@@ -216,3 +225,67 @@ def test_a_pinned_region_must_match_the_replica(
     with pytest.raises(ConfigurationError, match="belongs to region 'eu-1', not 'us-1'"):
         SyncLoop(pinned, ControlPlaneClient(pinned, transport=fake.transport()), replica,
                  logging.getLogger("moorage.agent"), threading.Event())
+
+
+class RecordingDeployer:
+    """A stand-in for the deployer (test-only): records the replica's revision at each step."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.seen: list[int | None] = []
+        self.refresh: Callable[[], None] | None = None
+        self.stop_event: threading.Event | None = None
+
+    def step(self) -> None:
+        self.seen.append(self.replica.revision())
+
+
+def test_a_new_region_key_drops_what_the_old_sealed_and_takes_a_snapshot_first(
+    fake: FakeControlPlane, loop: SyncLoop, replica: Replica, config: AgentConfig,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seeded(fake)
+    fake.put_deployment(FakeDeployment(41, 1, 3, "api", 1, "registry.example/api:1",
+                                       secret_env={"DB_PASSWORD": "Env-Secret-1"}))
+    loop.run_once()
+    old = fake.key
+    replica.close()
+    # `moorage regions rotate-key` and a restart with the new key file: the control plane
+    # answers this agent with the key it names.
+    fake.key = generate_key("eu-1-new")
+    new_config = replace(config, region_key=fake.key)
+    restarted = Replica.in_dir(new_config.data_dir, fake.key)
+    deployer = RecordingDeployer(restarted)
+    caplog.set_level(logging.INFO, "moorage.agent")
+    with ControlPlaneClient(new_config, transport=fake.transport()) as client:
+        loop = SyncLoop(new_config, client, restarted, logging.getLogger("moorage.agent"),
+                        threading.Event(), sleep=lambda seconds: None,
+                        deployer=deployer)  # type: ignore[arg-type]
+        assert f"the region key changed from {old.id} to eu-1-new" in caplog.text
+        assert restarted.revision() is None and restarted.credentials_held() == {}
+        assert [d.state for d in restarted.deployments()] == ["pending"]  # kept
+        fake.requests.clear()
+        assert loop.run_once() is Outcome.SYNCED
+    assert fake.requests == ["snapshot", "ack"]
+    assert deployer.seen == [fake.revision]  # nothing ran before the snapshot
+    assert fake.acks[-1]["key_id"] == "eu-1-new"
+    assert fake.acks[-1]["key_proof"] == protocol.key_proof(fake.key, region="eu-1")
+    assert restarted.open_secret(17).password == SECRET
+    [deployment] = restarted.deployments()
+    assert restarted.open_env(deployment) == {"DB_PASSWORD": "Env-Secret-1"}
+    restarted.close()
+
+
+def test_an_ack_refused_with_a_4xx_is_dropped_not_resent_forever(
+    fake: FakeControlPlane, loop: SyncLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    seeded(fake)
+    fake.ack_failures = [422]
+    caplog.set_level(logging.ERROR, "moorage.agent")
+    assert loop.run_once() is Outcome.SYNCED
+    assert loop.pending_ack is None
+    assert "the control plane refused the acknowledgement of revision 2; dropped" \
+        in caplog.text
+    fake.requests.clear()
+    assert loop.run_once() is Outcome.SYNCED
+    assert fake.requests == ["changes"]

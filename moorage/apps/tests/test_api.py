@@ -208,7 +208,7 @@ def test_a_default_for_another_registry_pulls_anonymously_and_says_so(
 def test_agent_reports_move_the_status_forward(
     client: Client, owner: Member, eu: AgentView
 ) -> None:
-    make_credential(owner, name="ghcr-prod", server="ghcr.io")
+    ghcr = make_credential(owner, name="ghcr-prod", server="ghcr.io")
     app_id = _app(owner)
     [d] = _call(client, "POST", f"/apps/{app_id}/deploy", owner).json()
 
@@ -220,7 +220,7 @@ def test_agent_reports_move_the_status_forward(
     report({"status": "pulling", "log": ["Pulling ghcr.io/acme/api:1.4 with 'ghcr-prod'"]})
     report({"status": "pulling", "log": ["Pulling ghcr.io/acme/api:1.4 with 'ghcr-prod'"]})
     report({"status": "running", "log": ["Running"], "image_digest": "sha256:" + "a" * 64,
-            "credential_id": 1, "credential_revision": 1, "container_id": "c0ffee"})
+            "credential_id": ghcr.id, "credential_revision": 1, "container_id": "c0ffee"})
     report({"status": "pulling", "log": ["late"]})  # never goes back
     got = _call(client, "GET", f"/deployments/{d['id']}", owner).json()
     assert (got["status"], got["used_revision"], got["image_digest"]) == (

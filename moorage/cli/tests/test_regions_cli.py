@@ -44,6 +44,36 @@ def test_add_list_rotate_remove(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "region_not_found" in missing.stderr
 
 
+def test_rotate_key_prints_or_writes_the_new_key_and_list_shows_it_pending(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    runner.invoke(cli, ["regions", "add", "eu-1", "--agent-dir", str(tmp_path)])
+    old = parse_keys((tmp_path / "key").read_text())[0]
+
+    printed = runner.invoke(cli, ["regions", "rotate-key", "eu-1"])
+    assert printed.exit_code == 0, printed.output
+    [line] = printed.stdout.splitlines()  # only the key goes to standard output
+    first = parse_keys(line.removeprefix("key: "))[0]
+    assert f"New key {first.id} for region eu-1" in printed.stderr
+    assert f"keeps the current key {old.id}" in printed.stderr
+    assert "Restart the agent with the new key file" in printed.stderr
+
+    written = runner.invoke(cli, ["regions", "rotate-key", "eu-1", "--agent-dir", str(tmp_path)])
+    assert written.exit_code == 0, written.output
+    new = parse_keys((tmp_path / "key").read_text())[0]
+    assert stat.S_IMODE((tmp_path / "key").stat().st_mode) == 0o600
+    assert f"It replaces {first.id}, which was waiting" in written.stderr
+    assert new.encoded() not in written.output
+    region = Region.objects.get(slug="eu-1")
+    assert (region.key_id, region.next_key_id) == (old.id, new.id)
+    listed = runner.invoke(cli, ["regions", "list"])
+    assert f"Key rotation pending in eu-1: {old.id} → {new.id}" in listed.stdout
+
+    missing = runner.invoke(cli, ["regions", "rotate-key", "nowhere"])
+    assert missing.exit_code == 1 and "(region_not_found)" in missing.stderr
+
+
 def test_init_creates_the_local_region_for_every_account(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

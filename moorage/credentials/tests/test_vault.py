@@ -1,5 +1,5 @@
-"""Sealing at rest (I2): no plaintext in the database, ciphertexts bound to their row, and
-re-sealing under a new primary key while old keys stay readable until retired."""
+"""Sealing credential secrets at rest (I2): no plaintext in the database, ciphertexts bound to
+their row. Rotation of the keyring is tested in ``moorage/keys/tests``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from django.test import override_settings
 
-from moorage.credentials import services, vault
+from moorage.credentials import vault
 from moorage.credentials.models import Credential
-from moorage.sealing import generate_key, key_id_of
-from moorage.sealing.keyring import KeyFile
+from moorage.keys.errors import SecretUnavailable
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
 from moorage.testing.programs import require_binary
@@ -37,67 +35,19 @@ def test_a_ciphertext_copied_to_another_row_does_not_open(
     victim = make_credential(owner, secret=SECRET)
     mine = make_credential(other_owner, secret="my-own-password")
     Credential.objects.filter(id=mine.id).update(secret=victim.secret)
-    with pytest.raises(vault.SecretUnavailable) as exc:
+    with pytest.raises(SecretUnavailable) as exc:
         vault.open_secret(Credential.objects.get(id=mine.id))
-    assert exc.value.code == "sealed_tampered"
-    assert "does not belong here" in exc.value.message
+    assert exc.value.code == "secret_unavailable"
+    assert exc.value.detail == {"reason": "sealed_tampered", "credential_id": mine.id}
+    assert exc.value.message.startswith(f"The secret of credential {mine.name!r} (id {mine.id})"
+                                        " cannot be opened: The sealed value does not belong "
+                                        "here or was altered")
     assert SECRET not in exc.value.message
     # Same account, another credential: still refused (the id is bound too).
     sibling = make_credential(owner, secret="sibling-password")
     Credential.objects.filter(id=sibling.id).update(secret=victim.secret)
-    with pytest.raises(vault.SecretUnavailable):
+    with pytest.raises(SecretUnavailable):
         vault.open_secret(Credential.objects.get(id=sibling.id))
-
-
-@pytest.mark.django_db
-def test_rotation_reseals_everything_under_the_new_key(owner: Member, tmp_path: Path) -> None:
-    key_file = tmp_path / "keys"
-    with override_settings(MOORAGE_KEYS=None, MOORAGE_KEY_FILE=key_file):
-        old = KeyFile(key_file).load().primary
-        created = [make_credential(owner, name=f"c{n}", secret=f"pw-{n}") for n in range(5)]
-        assert {key_id_of(c.secret) for c in created} == {old.id}
-        new = generate_key("rotated")
-        KeyFile(key_file).add_primary(new)
-        progress: list[tuple[int, int]] = []
-        count = services.credentials_reseal(
-            batch_size=2, progress=lambda done, total: progress.append((done, total))
-        )
-        assert count == 5
-        assert progress == [(2, 5), (4, 5), (5, 5)]
-        assert services.credentials_sealed_with(old.id) == 0
-        KeyFile(key_file).remove(old.id)
-        vault.keyring(reload=True)
-        for n, credential in enumerate(created):
-            fresh = Credential.objects.get(id=credential.id)
-            assert key_id_of(fresh.secret) == "rotated"
-            assert vault.open_secret(fresh) == f"pw-{n}"
-        assert services.credentials_reseal() == 0
-
-
-@pytest.mark.django_db
-def test_a_process_with_an_old_keyring_reloads_when_it_meets_a_new_key(
-    owner: Member, tmp_path: Path
-) -> None:
-    key_file = tmp_path / "keys"
-    with override_settings(MOORAGE_KEYS=None, MOORAGE_KEY_FILE=key_file):
-        credential = make_credential(owner, secret=SECRET)
-        stale = vault.keyring()
-        KeyFile(key_file).add_primary(generate_key("fresh"))  # another process rotated
-        Credential.objects.filter(id=credential.id).update(
-            secret=_seal_with_file(key_file, credential)
-        )
-        assert vault.keyring() is stale  # not reloaded yet...
-        assert vault.open_secret(Credential.objects.get(id=credential.id)) == SECRET
-        assert vault.keyring().primary.id == "fresh"  # ...reloaded on the unknown key id
-
-
-def _seal_with_file(key_file: Path, credential: Credential) -> str:
-    from moorage.sealing import seal
-
-    ring = KeyFile(key_file).load()
-    aad = vault.associated_data(account_id=credential.account_id, credential_id=credential.pk,
-                                field=vault.SECRET_FIELD)
-    return seal(ring.primary, SECRET.encode(), aad)
 
 
 @pytest.mark.django_db(transaction=True)

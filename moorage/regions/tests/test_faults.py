@@ -28,7 +28,8 @@ import pytest
 
 from moorage import protocol
 from moorage.agent.replica import Replica
-from moorage.sealing import SealedDataError
+from moorage.private_files import write_private
+from moorage.sealing import Keyring, SealedDataError, open_sealed, parse_keys
 from moorage.testing.ports import LOOPBACK
 from moorage.testing.processes import (
     AgentProcess,
@@ -74,6 +75,50 @@ membership = Membership.objects.get(user=user, account=account)
 account_regions_set(actor=user, membership=membership, slugs=data["regions"])
 _, token = services.api_token_create(actor=user, membership=membership, name="faults")
 result = {"id": account.pk, "token": token}
+"""
+
+REGION_KEYS = """
+from moorage.regions.models import Region
+
+result = {r.slug: [r.key_id, r.next_key_id] for r in Region.objects.all()}
+"""
+
+# In a fresh process: open every sealed value, and check that the app still deploys: its
+# deployment, made and rolled back here so no agent runs it, reaches region r1 with its
+# secret env value sealed for the region. Secrets come in on standard input, never out.
+OPENS_AND_DEPLOYS = """
+from django.db import transaction
+
+from moorage.accounts.models import Membership
+from moorage.apps.models import App
+from moorage.apps.services import open_env
+from moorage.deployments.services import deployment_create
+from moorage.keys.registry import SEALED_FIELDS
+from moorage.keys.services import keyring_usage
+from moorage.regions import sync
+from moorage.regions.models import Region
+
+opened = {s.label: len([s.open(row) for row in s.rows()]) for s in SEALED_FIELDS}
+app = App.objects.get(name=data["app"])
+env_opens = all(open_env(v) == data["env"][v.name] for v in app.env.select_related("app"))
+
+
+class Rollback(Exception):
+    pass
+
+
+try:
+    with transaction.atomic():
+        owner = Membership.objects.select_related("user", "account").get(
+            account=app.account, role="owner")
+        [deployment] = deployment_create(actor=owner.user, membership=owner,
+                                         app_id=app.pk)
+        envelope = sync.snapshot(region=Region.objects.get(slug="r1"), nonce="rotation-check")
+        raise Rollback
+except Rollback:
+    pass
+result = {"opened": opened, "env_opens": env_opens, "unknown": keyring_usage().unknown,
+          "envelope": envelope, "deployment": deployment.pk}
 """
 
 SET_REGIONS = """
@@ -547,6 +592,94 @@ def test_a_revoked_token_stops_the_agent_with_exit_code_3(world: World) -> None:
     credential = create(world.api, "after-rotation", world.password())
     wait_synced(world, credential)
     assert "took a snapshot" not in log_since(agent, offset)
+
+
+def test_a_region_key_rotation_reaches_the_running_agent_without_losing_anything(
+    world: World,
+) -> None:
+    agent = world.agents["r1"]
+    old = agent.key
+    offset = len(agent.log())
+    rotated = world.plane.moorage("regions", "rotate-key", "r1", "--agent-dir",
+                                  str(agent.agent_dir))
+    assert "keeps the current key" in rotated.stderr
+    new = agent.key  # the agent's key file now holds the new key; the agent still the old
+    assert new.id != old.id
+    assert world.plane.django(REGION_KEYS)["r1"] == [old.id, new.id]
+
+    # The running agent carries on undisturbed with the old key.
+    before_password = world.password()
+    before = create(world.api, "before-key-switch", before_password)
+    wait_synced(world, before)
+
+    # Restarted with the new key file, it drops what the old key sealed, takes a fresh
+    # snapshot sealed with the new key and proves it holds it: the old key is forgotten.
+    agent.stop()
+    agent.start()
+    wait_until(lambda: world.plane.django(REGION_KEYS)["r1"] == [new.id, ""], timeout=CONVERGE,
+               what="the control plane to take r1's new key", interval=0.5)
+    log = log_since(agent, offset)
+    assert f"the region key changed from {old.id} to {new.id}" in log
+    assert "took a snapshot" in log
+    after_password = world.password()
+    after = create(world.api, "after-key-switch", after_password)
+    wait_synced(world, after)
+    with agent.replica() as replica:  # opened with the new key
+        assert replica.open_secret(before["id"]).password == before_password
+        assert replica.open_secret(after["id"]).password == after_password
+
+    # An agent still holding the old key is told so, by name, and stops (exit 3).
+    stale_files = agent.root.parent / "r1-stale-files"
+    stale_files.mkdir()
+    write_private(stale_files / "token", (agent.agent_dir / "token").read_text())
+    write_private(stale_files / "key", old.encoded() + "\n")
+    stale = AgentProcess(agent.root.parent / "r1-stale", agent_dir=stale_files,
+                         url=world.plane.url, env=world.plane.env, wait=0)
+    stale.start()
+    try:
+        assert stale.wait_exit(timeout=CONVERGE) == 3
+    finally:
+        stale.stop()
+    assert f"The agent holds region key {old.id!r}, which is not a key of region 'r1'" \
+        in stale.log()
+    assert_replicas_equal_the_plane(world, wait_caught_up(world))
+
+
+def test_keys_rotate_retire_and_a_restart_lose_no_secret(world: World) -> None:
+    env_password = world.password()
+    app = world.api.post("/apps", json={
+        "name": "rotated", "image": "registry.example.com/acme/web:1", "regions": ["r1"],
+        "env": [{"name": "DB_PASSWORD", "value": env_password, "secret": True},
+                {"name": "LOG_LEVEL", "value": "info"}]})
+    assert app.status_code == 201, app.text
+    old = parse_keys((world.plane.data_dir / "keys").read_text())[0].id
+    rotated = world.plane.moorage("keys", "rotate")
+    new = parse_keys((world.plane.data_dir / "keys").read_text())[0].id
+    assert new != old
+    world.plane.moorage("keys", "retire", old)
+    port = world.plane.port
+    world.plane.kill()
+    world.plane.start(port=port)
+
+    checked = world.plane.django(OPENS_AND_DEPLOYS, {
+        "app": "rotated", "env": {"DB_PASSWORD": env_password, "LOG_LEVEL": "info"}})
+    resealed = sum(checked["opened"].values())
+    assert f"Re-sealed {resealed} secret(s) with {new}." in rotated.stdout
+    assert checked["opened"]["apps.EnvVar.sealed"] == 1
+    assert checked["opened"]["regions.Region.key_sealed"] == 3
+    assert checked["env_opens"] is True and checked["unknown"] == 0
+    snapshot = protocol.verify(checked["envelope"], world.agents["r1"].key)
+    [sent] = [d for d in snapshot["deployments"] if d["id"] == checked["deployment"]]
+    assert sent["status"] == "queued"
+    [secret] = [item["secret"] for item in sent["env"] if item["name"] == "DB_PASSWORD"]
+    aad = protocol.region_env_aad(region="r1", account_id=sent["account_id"],
+                                  app_id=sent["app_id"], deployment_id=sent["id"],
+                                  name="DB_PASSWORD")
+    assert open_sealed(Keyring([world.agents["r1"].key]), secret, aad).decode() == env_password
+    # The agents kept going through the restart, on region keys the new key now seals.
+    credential = create(world.api, "after-keyring-rotation", world.password())
+    wait_synced(world, credential)
+    assert_replicas_equal_the_plane(world, wait_caught_up(world))
 
 
 def test_no_password_is_left_in_any_file_log_or_process_argument(world: World) -> None:
