@@ -57,6 +57,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -335,7 +336,7 @@ class Deployer:
         else:
             _check_credential(credential, d, host)
             label = f"'{credential.name}' (revision {credential.revision})"
-            reporter.line(f"Pulling {d.image} with {label} from {host}")
+            reporter.line(f"Pulling {d.image} with {label}{_token_note(credential)} from {host}")
             reporter.fields |= {"credential_id": credential.id,
                                 "credential_revision": credential.revision}
         self._log(logging.INFO, "deployment %d (%s #%d): %s", d.id, d.app, d.number,
@@ -551,3 +552,14 @@ def _default_elsewhere(error: DeployError, d: ReplicaDeployment) -> DeployError:
     return DeployError(error.code, f"The app uses the account default, which is for "
                        f"{default_host}, so the pull from {host} was anonymous: choose a "
                        f"credential for {host} for this app. {error.message}", logs=error.logs)
+
+
+def _token_note(credential: ReplicaCredential) -> str:
+    """For a short-lived token: until when its issuer said it works. A token past that is
+    still tried (issuers misreport; the registry decides), and the line says so."""
+    if credential.expires_at is None:
+        return ""
+    when = credential.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    if credential.expires_at <= datetime.now(UTC):
+        return f", a token its issuer said expired at {when}: trying it anyway"
+    return f", a token valid until {when}"

@@ -37,6 +37,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,13 @@ from moorage import protocol
 from moorage.agent.errors import CredentialNotFound, MalformedPayload, ReplicaError
 from moorage.agent.masking import secret_env_values
 from moorage.protocol.build import BuildSpec
+from moorage.protocol.credential import format_expiry, parse_expiry
 from moorage.protocol.enums import Op, PullMode
 from moorage.protocol.logs import LogRequestSpec
 from moorage.registry import RegistryLogin
 from moorage.sealing import Key, Keyring, SealedDataError, key_id_of, open_sealed
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: credentials.expires_at
 REGISTRY_TYPE = "container_registry"
 
 _SCHEMA = """
@@ -65,7 +67,8 @@ CREATE TABLE IF NOT EXISTS credentials (
     email TEXT NOT NULL,
     is_default INTEGER NOT NULL,
     revision INTEGER NOT NULL,
-    secret TEXT NOT NULL
+    secret TEXT NOT NULL,
+    expires_at TEXT
 );
 CREATE INDEX IF NOT EXISTS credentials_account ON credentials (account_id);
 CREATE TABLE IF NOT EXISTS deployments (
@@ -88,7 +91,7 @@ CREATE TABLE IF NOT EXISTS app_removals (
 """
 
 _COLUMNS = ("id", "account_id", "type", "name", "server", "username", "email", "is_default",
-            "revision", "secret")
+            "revision", "expires_at", "secret")
 _PUBLIC = ", ".join(c for c in _COLUMNS if c != "secret")
 
 
@@ -105,6 +108,9 @@ class ReplicaCredential:
     email: str
     is_default: bool
     revision: int
+    #: When the login stops working, as its issuer said (a short-lived token the control
+    #: plane refreshes); None for a password. Informative: the login is still tried after it.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +193,7 @@ class Replica:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            _add_missing_columns(self._db)
             self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                              (SCHEMA_VERSION,))
         except sqlite3.DatabaseError as exc:
@@ -613,10 +620,20 @@ _UPSERT = (
 )
 
 
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """Bring a replica written by an older agent up to this schema (columns only grow)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(credentials)")}
+    if "expires_at" not in columns:
+        db.execute("ALTER TABLE credentials ADD COLUMN expires_at TEXT")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND value < ?",
+               (SCHEMA_VERSION, SCHEMA_VERSION))
+
+
 def _credential(row: tuple[Any, ...]) -> ReplicaCredential:
     return ReplicaCredential(id=row[0], account_id=row[1], type=row[2], name=row[3],
                              server=row[4], username=row[5], email=row[6],
-                             is_default=bool(row[7]), revision=row[8])
+                             is_default=bool(row[7]), revision=row[8],
+                             expires_at=parse_expiry(row[9]))
 
 
 def _credential_row(value: Any, *, where: str) -> tuple[Any, ...]:
@@ -633,6 +650,7 @@ def _credential_row(value: Any, *, where: str) -> tuple[Any, ...]:
         _text(value, "email", where=where, empty=True),
         _bool(value, "is_default", where=where),
         _int(value, "revision", where=where),
+        _expiry(value, where=where),
         _text(value, "secret", where=where),
     )
     try:
@@ -641,6 +659,14 @@ def _credential_row(value: Any, *, where: str) -> tuple[Any, ...]:
         # Never store what may be a secret in clear: only sealed values go in the file.
         raise MalformedPayload(f"{where} has a secret that is not sealed") from None
     return row
+
+
+def _expiry(value: dict[str, Any], *, where: str) -> str | None:
+    """``expires_at`` checked, kept as the text it came as (None for a password)."""
+    try:
+        return format_expiry(parse_expiry(value.get("expires_at")))
+    except ValueError as exc:
+        raise MalformedPayload(f"{where}: {exc}") from None
 
 
 DEPLOYMENT_PENDING = "pending"

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from moorage.accounts.models import Account
 from moorage.apps.choices import RuntimePull
+from moorage.credentials.logins import token_of, token_summary
 from moorage.credentials.models import Credential
 from moorage.credentials.selectors import default_credential
 from moorage.registry.hosts import hosts_match
@@ -71,7 +74,13 @@ class PullPlan:
                     f"on {self.reference.domain}: deploys will be refused. Choose a credential "
                     f"for {self.reference.domain}, or None for a public image.")
         return (f"Deploys will pull {image} with {self.credential.name!r} "
-                f"({self.credential.server}).")
+                f"({self.credential.server}){_login_note(self.credential)}.")
+
+
+def _login_note(credential: Credential) -> str:
+    """For an exchanged credential: ", ECR token, refreshed 10:42, valid until 22:42"."""
+    token = token_of(credential)
+    return "" if token is None else f", {token_summary(credential, token, timezone.now())}"
 
 
 def resolve_pull(

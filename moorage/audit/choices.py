@@ -27,6 +27,13 @@ class AuditAction(models.TextChoices):
     CREDENTIAL_DELETED = "credential.deleted", "Credential deleted"
     CREDENTIAL_TESTED = "credential.tested", "Credential tested"
     CREDENTIAL_EXPORTED = "credential.exported", "Credential exported"
+    CREDENTIAL_TOKEN_REFRESHED = "credential.token_refreshed", "Credential token refreshed"
+    CREDENTIAL_TOKEN_REFRESH_FAILED = (
+        "credential.token_refresh_failed", "Credential token refresh failing"
+    )
+    CREDENTIAL_TOKEN_REFRESH_REQUESTED = (
+        "credential.token_refresh_requested", "Credential token refresh requested"
+    )
     REGION_CREATED = "region.created", "Region added"
     REGION_TOKEN_ROTATED = "region.token_rotated", "Region token rotated"
     REGION_KEY_ROTATED = "region.key_rotated", "Region key rotation started"

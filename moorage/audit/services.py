@@ -17,7 +17,7 @@ _FORBIDDEN_DETAIL_KEYS = ("password", "secret", "token", "key", "auth")
 SYSTEM_ACTOR = "system"
 
 
-def audit_record(
+def audit_event(
     *,
     account: Account | None,
     actor: User | None,
@@ -25,7 +25,8 @@ def audit_record(
     target: models.Model,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Record ``action`` on ``target``; call it inside the service's own transaction.
+    """An audit row, checked and not yet saved: :func:`audit_record` saves one,
+    :func:`audit_record_many` saves a batch.
 
     Raises ``ValueError`` for a detail key that looks like a secret (``password``, ``token``...),
     because details are shown to every member of the account.
@@ -37,9 +38,7 @@ def audit_record(
             ("_name", "_id", "_prefix")
         ):
             raise ValueError(f"audit detail {key!r} looks like a secret; record a name or id")
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("audit_record must run inside the transaction of the change")
-    return AuditEvent.objects.create(
+    return AuditEvent(
         account=account,
         actor=actor,
         actor_label=actor.email if actor is not None else SYSTEM_ACTOR,
@@ -48,3 +47,31 @@ def audit_record(
         target_id=str(target.pk),
         details=details,
     )
+
+
+def audit_record(
+    *,
+    account: Account | None,
+    actor: User | None,
+    action: AuditAction,
+    target: models.Model,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Record ``action`` on ``target``; call it inside the service's own transaction.
+
+    Raises ``ValueError`` for a detail key that looks like a secret (see :func:`audit_event`).
+    """
+    event = audit_event(account=account, actor=actor, action=action, target=target,
+                        details=details)
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_record must run inside the transaction of the change")
+    event.save()
+    return event
+
+
+def audit_record_many(events: list[AuditEvent]) -> None:
+    """Record a batch of :func:`audit_event` rows in one insert, inside the transaction of the
+    changes (background work that changes many rows at once)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_record_many must run inside the transaction of the changes")
+    AuditEvent.objects.bulk_create(events)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,9 @@ _RESULT_LABELS = {
     "timeout": "registry too slow",
     "response_too_large": "answer too large",
 }
+#: How a registry credential logs in (``moorage.registry.logins``).
+SOURCES = click.Choice(["static", "aws_ecr", "gcp_service_account"])
+_SECRET_LABELS = {"aws_ecr": "Secret access key", "gcp_service_account": "Key JSON"}
 DOCKER_CONFIG = "docker-config"
 K8S_SECRET = "k8s-secret"  # noqa: S105 - a format name
 
@@ -111,13 +115,14 @@ def _successor(everything: list[dict[str, Any]], excluding: int) -> dict[str, An
     return min(remaining, key=lambda c: (datetime.fromisoformat(c["created_at"]), c["id"]))
 
 
-def _read_secret(*, kind: str, from_stdin: bool, username: str | None = None) -> str:
+def _read_secret(*, kind: str, from_stdin: bool, username: str | None = None,
+                 source: str = "static") -> str:
     """The password or token: all of standard input, or a hidden prompt asked twice.
 
     Standard input is read whole so a multi-line secret (a Google service-account JSON key)
     keeps its newlines; only the one newline that ends the input is dropped.
     """
-    label = "Token" if kind == GIT else "Password"
+    label = "Token" if kind == GIT else _SECRET_LABELS.get(source, "Password")
     if from_stdin:
         text = sys.stdin.read()
         if text.endswith("\r\n"):
@@ -127,7 +132,7 @@ def _read_secret(*, kind: str, from_stdin: bool, username: str | None = None) ->
         if not text.strip():
             fail(f"No {label.lower()} on standard input.", code="secret_missing")
         return text
-    if username == "_json_key":
+    if username == "_json_key" or source == "gcp_service_account":
         _say("A JSON key has several lines: pipe the key file in with --password-stdin.",
              err=True)
     value: str = click.prompt(
@@ -140,6 +145,16 @@ def _when(value: str | None) -> str:
     if not value:
         return ""
     return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _login_label(credential: dict[str, Any]) -> str:
+    """How it logs in: the username, and for an exchanged token whether refreshing works."""
+    token = credential.get("token")
+    if not token:
+        return escape(credential["username"])
+    status = {"ok": "[green]token[/green]", "failing": "[red]refresh failing[/red]",
+              "expired": "[red]token expired[/red]"}.get(token["status"], token["status"])
+    return f"{escape(credential['username'])} ({status})"
 
 
 def _test_label(credential: dict[str, Any]) -> str:
@@ -170,46 +185,74 @@ def credentials_list(kind: str | None, as_json: bool) -> None:
     table.add_column("Name", no_wrap=True, style="bold")
     table.add_column("Type", no_wrap=True)
     table.add_column("Server", no_wrap=True)
-    table.add_column("Username", overflow="fold")
+    table.add_column("Login", overflow="fold")
     table.add_column("Default", no_wrap=True)
     table.add_column("Last test")
     table.add_column("Rev", justify="right")
     for c in items:
         table.add_row(
             escape(c["name"]), _TYPE_LABELS.get(c["type"], c["type"]), escape(c["server"]),
-            escape(c["username"]),
+            _login_label(c),
             "[green]Default[/green]" if c["is_default"] else "", _test_label(c),
             str(c["revision"]),
         )
     console.print(table, highlight=False)
+    for c in items:
+        # The token lines are long: below the table, one per exchanged credential.
+        if c.get("token"):
+            _say(f"{escape(c['name'])}: {escape(c['token']['summary'])}")
+            if c["token"].get("refresh_error"):
+                _say(f"  [red]{escape(c['token']['refresh_error'])}[/red]")
 
 
 @credentials.command("add")
 @click.argument("name")
-@click.option("--server", required=True, help="Registry host (ghcr.io, docker.io...) or git host.")
-@click.option("--username", required=True)
+@click.option("--server", default="",
+              help="Registry host (ghcr.io, docker.io...) or git host. aws_ecr: optional, AWS "
+              "names it.")
+@click.option("--username", default="",
+              help="Not for aws_ecr (AWS) and gcp_service_account (oauth2accesstoken).")
 @click.option("--email", default="", help="Optional e-mail (some registries want it).")
 @click.option("--type", "kind", type=TYPES, default=REGISTRY, show_default=True)
+@click.option("--login-source", "source", type=SOURCES, default="static", show_default=True,
+              help="static: username and password. aws_ecr / gcp_service_account: a cloud key "
+              "the server exchanges for short-lived tokens and refreshes.")
+@click.option("--aws-access-key-id", default="", help="aws_ecr: the access key id (AKIA…).")
+@click.option("--aws-region", default="", help="aws_ecr: the registry's region (eu-west-1).")
 @click.option(
     "--password-stdin", is_flag=True,
-    help="Read the password or token from standard input (all of it) instead of a prompt.",
+    help="Read the password, token or key from standard input (all of it) instead of a "
+    "prompt.",
 )
 def credentials_add(
-    name: str, server: str, username: str, email: str, kind: str, password_stdin: bool
+    name: str, server: str, username: str, email: str, kind: str, source: str,
+    aws_access_key_id: str, aws_region: str, password_stdin: bool,
 ) -> None:
-    """Add a credential; its secret comes from a hidden prompt or standard input."""
+    """Add a credential; its secret comes from a hidden prompt or standard input.
+
+    aws_ecr: the secret is the secret access key; gcp_service_account: the key JSON (pipe
+    the file in with --password-stdin). Either is exchanged once now, so a key the cloud
+    refuses is not stored.
+    """
     config = require_login()
-    secret = _read_secret(kind=kind, from_stdin=password_stdin, username=username)
+    if source == "static" and (not server or not username):
+        fail("Give --server and --username (or a --login-source that needs none).",
+             code="server_required" if not server else "username_required")
+    secret = _read_secret(kind=kind, from_stdin=password_stdin, username=username,
+                          source=source)
     created = request_any(
         "POST", "/credentials", config=config,
         json={"type": kind, "name": name, "server": server, "username": username,
-              "secret": secret, "email": email},
+              "secret": secret, "email": email, "login_source": source,
+              "aws_access_key_id": aws_access_key_id, "aws_region": aws_region},
     )
     _say(
         f"[green]✓[/green] Added {_TYPE_LABELS[kind]} credential "
         f"[bold]{escape(created['name'])}[/bold] for {escape(created['server'])} as "
         f"{escape(created['username'])} (revision {created['revision']}).",
     )
+    if created.get("token"):
+        _say(f"{escape(created['token']['summary'])}; the server refreshes it.")
     if created["is_default"]:
         _say("It is the account default.")
     elif kind == REGISTRY:
@@ -227,32 +270,41 @@ def credentials_add(
 @click.option("--server")
 @click.option("--username")
 @click.option("--email")
+@click.option("--login-source", "source", type=SOURCES,
+              help="Switch how it logs in (give the new secret too).")
+@click.option("--aws-access-key-id", help="aws_ecr: a new access key id (exchanged first).")
+@click.option("--aws-region", help="aws_ecr: a new region (exchanged first).")
 @click.option("--replace-password", is_flag=True,
-              help="Rotate: ask for a new password or token.")
+              help="Rotate: ask for a new password, token or key.")
 @click.option("--password-stdin", is_flag=True,
-              help="Rotate: read the new password or token from standard input.")
+              help="Rotate: read the new password, token or key from standard input.")
 @click.option("--type", "kind", type=TYPES,
               help="Which one, when a registry and a git credential share the name.")
 def credentials_update(
     name: str, new_name: str | None, server: str | None, username: str | None,
-    email: str | None, replace_password: bool, password_stdin: bool, kind: str | None,
+    email: str | None, source: str | None, aws_access_key_id: str | None,
+    aws_region: str | None, replace_password: bool, password_stdin: bool, kind: str | None,
 ) -> None:
     """Change what is given, and nothing else; a new secret rotates the credential."""
     config = require_login()
     changes: dict[str, str] = {
         field: value
         for field, value in (("name", new_name), ("server", server), ("username", username),
-                             ("email", email))
+                             ("email", email), ("login_source", source),
+                             ("aws_access_key_id", aws_access_key_id),
+                             ("aws_region", aws_region))
         if value is not None
     }
     if not changes and not (replace_password or password_stdin):
-        fail("Nothing to change: give --name, --server, --username, --email or "
-             "--replace-password.", code="nothing_to_change")
+        fail("Nothing to change: give --name, --server, --username, --email, --login-source, "
+             "--aws-access-key-id, --aws-region or --replace-password.",
+             code="nothing_to_change")
     credential, _ = _resolve(config, name, kind)
     if replace_password or password_stdin:
         changes["secret"] = _read_secret(
             kind=credential["type"], from_stdin=password_stdin,
             username=changes.get("username", credential["username"]),
+            source=changes.get("login_source", credential.get("login_source", "static")),
         )
     updated = request_any("PATCH", f"/credentials/{credential['id']}", config=config,
                           json=changes)
@@ -314,6 +366,40 @@ def credentials_delete(name: str, kind: str | None, yes: bool) -> None:
         now = _default_of(_list(config, REGISTRY))
         if now is not None:
             _say(f"[bold]{escape(now['name'])}[/bold] is now the account default.")
+
+
+@credentials.command("refresh")
+@click.argument("name")
+@click.option("--wait", "wait_seconds", default=30, show_default=True,
+              type=click.IntRange(0, 600), help="Seconds to wait for the refresh (0: do not).")
+def credentials_refresh(name: str, wait_seconds: int) -> None:
+    """Refresh an exchanged credential's token now (the server's background worker does it).
+
+    Exit 0 once refreshed, 1 when the refresh failed or did not happen in time.
+    """
+    config = require_login()
+    credential, _ = _resolve(config, name, REGISTRY)
+    before = (credential.get("token") or {}).get("refreshed_at")
+    asked = request_any("POST", f"/credentials/{credential['id']}/refresh", config=config)
+    if not wait_seconds:
+        _say(f"Asked the server to refresh [bold]{escape(name)}[/bold].")
+        return
+    deadline = time.monotonic() + wait_seconds
+    token = asked.get("token") or {}
+    asked_due = datetime.fromisoformat(token["refresh_due_at"])
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        token = request_any("GET", f"/credentials/{credential['id']}", config=config)["token"]
+        if token["refreshed_at"] != before:
+            _say(f"[green]✓[/green] {escape(token['summary'])}.")
+            return
+        if token.get("refresh_error") \
+                and datetime.fromisoformat(token["refresh_due_at"]) > asked_due:
+            break  # tried since we asked, and failed: it is due again later
+    failing = token.get("refresh_error") or "the server's worker did not refresh it in time " \
+        "(is 'moorage worker' running?)"
+    _say(f"[red]✗[/red] {escape(name)}: {escape(failing)}", err=True)
+    raise click.exceptions.Exit(1)
 
 
 @credentials.command("test")
@@ -478,3 +564,9 @@ def credentials_export(
     where = "standard output" if target is None else f"{escape(str(target))} (mode 0600)"
     _say(f"[green]✓[/green] Wrote a {what} with {listed} to {where}. "
          f"Recorded in the audit trail of {membership.account.slug}.", err=True)
+    for entry in entries:
+        if entry.expires_at is not None:
+            # The file holds the current short-lived token, not the key: say until when.
+            _say(f"{escape(entry.name)}: the {entry.label} in the file expires at "
+                 f"{entry.expires_at:%Y-%m-%d %H:%M} UTC (its issuer's word); export again "
+                 "after that.", err=True)

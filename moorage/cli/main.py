@@ -20,6 +20,7 @@ from moorage.cli.keys import keys
 from moorage.cli.regions import regions
 from moorage.cli.remote import login, whoami
 from moorage.cli.server import init, tokens, up
+from moorage.cli.worker import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,3 +40,4 @@ cli.add_command(regions)
 cli.add_command(agent)
 cli.add_command(apps)
 apps.add_command(apps_logs)
+cli.add_command(worker)

@@ -18,6 +18,7 @@ from moorage.agent.errors import ConfigurationError
 from moorage.cli.django_setup import migrate, setup_django
 from moorage.cli.engine import engine_settings
 from moorage.cli.output import console, err_console, fail
+from moorage.cli.worker import Supervised
 
 DEFAULT_EMAIL = "admin@localhost"
 _PR_SET_PDEATHSIG = 1
@@ -164,8 +165,11 @@ def uvicorn_config(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-agent", is_flag=True, help="Serve only; do not start the local agent.")
-def up(host: str, port: int, no_agent: bool) -> None:
-    """Migrate, then serve the web app and the API, and run the local region's agent."""
+@click.option("--no-worker", is_flag=True,
+              help="Do not start the background worker (run 'moorage worker' elsewhere).")
+def up(host: str, port: int, no_agent: bool, no_worker: bool) -> None:
+    """Migrate, then serve the web app and the API, run the background worker (token
+    refreshes) and the local region's agent."""
     setup_django()
     from django.conf import settings
 
@@ -181,11 +185,16 @@ def up(host: str, port: int, no_agent: bool) -> None:
     agent = None if no_agent else _start_local_agent(
         settings.DATA_DIR, f"http://{local_host}:{port}"
     )
+    worker = None if no_worker else Supervised(
+        [sys.executable, "-m", "moorage", "worker"], name="worker", preexec_fn=_die_with_parent,
+    ).start()
     console.print(f"Moorage is serving on [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)")
     config = uvicorn_config(host=host, port=port, trusted_proxies=settings.TRUSTED_PROXIES)
     try:
         _server_class()(config).run()
     finally:
+        if worker is not None:
+            worker.stop()
         if agent is not None:
             _stop(agent)
 

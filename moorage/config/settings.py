@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "ninja",
+    "django_tasks_db",
     "moorage.web",
     "moorage.accounts",
     "moorage.audit",
@@ -81,6 +82,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": ENV.database}
+
+# Background work (token refreshes) runs in ``moorage worker`` from a queue in the database:
+# no broker to run, and it survives restarts.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -143,5 +148,7 @@ LOGGING = {
         # A body over the limit is the sender's doing: the 413 handler logs one line
         # (moorage.web.errors); Django's own entry would add a traceback.
         "django.security.RequestDataTooBig": {"level": "CRITICAL"},
+        # One line per token exchange ("Found endpoint for ecr via…") is noise.
+        "botocore": {"level": "WARNING"},
     },
 }

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Query, Router, Schema, Status
 
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
-from moorage.credentials import selectors, services
+from moorage.credentials import logins, selectors, services
 from moorage.credentials.choices import CredentialType
 from moorage.credentials.models import Credential
 from moorage.credentials.schemas import (
@@ -54,7 +55,18 @@ def credential_out(credential: Credential, used_by: int = 0) -> dict[str, Any]:
         "last_test_result": credential.last_test_result or None,
         "last_test_message": credential.last_test_message,
         "used_by_apps": used_by,
+        "login_source": credential.login_source,
+        "aws_access_key_id": credential.aws_access_key_id,
+        "aws_region": credential.aws_region,
+        "token": _token(credential),
     }
+
+
+def _token(credential: Credential) -> dict[str, Any] | None:
+    token = logins.token_of(credential)
+    if token is None:
+        return None
+    return logins.token_state(credential.login_source, token, timezone.now())
 
 
 @router.get("/credentials", response=list[CredentialOut], summary="The account's credentials")
@@ -65,7 +77,11 @@ def credentials_list(request: HttpRequest, query: Query[ListQuery]) -> list[dict
     rows = selectors.credential_rows(
         account=membership.account, type=query.type.value if query.type else None
     )
+    now = timezone.now()
     for row in rows:
+        row["token"] = logins.token_state_of_row(row, now)
+        for name in selectors.TOKEN_FIELDS:
+            row.pop(f"token_{name}")
         row["created_by"] = row.pop("created_by_email")
         row["last_test_result"] = row["last_test_result"] or None
         row["used_by_apps"] = usage.get(row["id"], 0)  # type: ignore[call-overload]
@@ -78,7 +94,8 @@ def credential_create(request: HttpRequest, payload: CredentialIn) -> Status[dic
     credential = services.credential_create(
         actor=membership.user, membership=membership, type=payload.type.value,
         name=payload.name, server=payload.server, username=payload.username,
-        secret=payload.secret, email=payload.email,
+        secret=payload.secret, email=payload.email, login_source=payload.login_source.value,
+        aws_access_key_id=payload.aws_access_key_id, aws_region=payload.aws_region,
     )
     return Status(201, credential_out(credential))
 
@@ -100,9 +117,11 @@ def credential_update(
     request: HttpRequest, credential_id: int, payload: CredentialPatch
 ) -> dict[str, Any]:
     membership = _membership(request)
+    changes = payload.model_dump(exclude_unset=True)
+    if changes.get("login_source") is not None:
+        changes["login_source"] = str(changes["login_source"])
     credential = services.credential_update(
-        actor=membership.user, membership=membership, credential_id=credential_id,
-        **payload.model_dump(exclude_unset=True),
+        actor=membership.user, membership=membership, credential_id=credential_id, **changes,
     )
     return credential_out(credential)
 
@@ -126,6 +145,18 @@ def credential_set_default(request: HttpRequest, credential_id: int) -> dict[str
         actor=membership.user, membership=membership, credential_id=credential_id
     )
     return credential_out(credential)
+
+
+@router.post(
+    "/credentials/{credential_id}/refresh", response={202: CredentialOut},
+    summary="Refresh an exchanged credential's token now (the background worker does it)",
+)
+def credential_refresh(request: HttpRequest, credential_id: int) -> Status[dict[str, Any]]:
+    membership = _membership(request)
+    credential = services.credential_refresh_request(
+        actor=membership.user, membership=membership, credential_id=credential_id
+    )
+    return Status(202, credential_out(credential))
 
 
 @router.post(

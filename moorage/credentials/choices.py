@@ -2,12 +2,23 @@
 
 from django.db import models
 
+from moorage.registry.logins import SourceName
+
 
 class CredentialType(models.TextChoices):
     """What a credential logs in to."""
 
     CONTAINER_REGISTRY = "container_registry", "Container registry"
     GIT = "git", "Git"
+
+
+class LoginSource(models.TextChoices):
+    """How a container-registry credential logs in (``moorage.registry.logins``)."""
+
+    STATIC = SourceName.STATIC.value, "Username and password"
+    AWS_ECR = SourceName.AWS_ECR.value, "AWS ECR (access key, exchanged for tokens)"
+    GCP_SERVICE_ACCOUNT = (SourceName.GCP_SERVICE_ACCOUNT.value,
+                           "Google service account (key, exchanged for tokens)")
 
 
 class TestResult(models.TextChoices):
@@ -27,3 +38,4 @@ class TestResult(models.TextChoices):
     NETWORK_BLOCKED = "network_blocked", "Address in a blocked network"
     TIMEOUT = "timeout", "Registry too slow"
     RESPONSE_TOO_LARGE = "response_too_large", "Answer too large"
+    EXCHANGE_FAILED = "exchange_failed", "Token exchange failed"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from moorage.credentials import validation
-from moorage.credentials.choices import CredentialType
+from moorage.credentials.choices import CredentialType, LoginSource
 from moorage.credentials.presets import PRESETS
 
 
@@ -18,11 +18,17 @@ class CredentialForm(forms.Form):
     preset = forms.ChoiceField(
         choices=[(p.key, p.label) for p in PRESETS], required=False, initial="generic"
     )
+    login_source = forms.ChoiceField(choices=LoginSource.choices, required=False,
+                                     initial=LoginSource.STATIC)
     name = forms.CharField(max_length=validation.NAME_MAX,
                            help_text="Shown in the App page selects.")
-    server = forms.CharField(max_length=validation.SERVER_MAX)
-    username = forms.CharField(max_length=validation.USERNAME_MAX)
+    # Which fields a login source needs is the services' rule (an ECR server may be left
+    # out, exchanged sources have no username): the form only shapes the input.
+    server = forms.CharField(max_length=validation.SERVER_MAX, required=False)
+    username = forms.CharField(max_length=validation.USERNAME_MAX, required=False)
     email = forms.CharField(max_length=validation.EMAIL_MAX, required=False)
+    aws_access_key_id = forms.CharField(max_length=128, required=False)
+    aws_region = forms.CharField(max_length=32, required=False)
     secret = forms.CharField(
         max_length=validation.SECRET_MAX, strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
@@ -31,9 +37,11 @@ class CredentialForm(forms.Form):
 
 class CredentialEditForm(forms.Form):
     name = forms.CharField(max_length=validation.NAME_MAX)
-    server = forms.CharField(max_length=validation.SERVER_MAX)
-    username = forms.CharField(max_length=validation.USERNAME_MAX)
+    server = forms.CharField(max_length=validation.SERVER_MAX, required=False)
+    username = forms.CharField(max_length=validation.USERNAME_MAX, required=False)
     email = forms.CharField(max_length=validation.EMAIL_MAX, required=False)
+    aws_access_key_id = forms.CharField(max_length=128, required=False)
+    aws_region = forms.CharField(max_length=32, required=False)
     secret = forms.CharField(
         max_length=validation.SECRET_MAX, strip=False, required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),

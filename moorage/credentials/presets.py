@@ -18,6 +18,8 @@ class Preset:
     secret_label: str
     secret_help: str
     multiline_secret: bool = False
+    #: How the credential logs in (``moorage.registry.logins``): the form shows its fields.
+    login_source: str = "static"
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -31,12 +33,13 @@ PRESETS: tuple[Preset, ...] = (
         "Personal access token", "A classic token with the read:packages scope.",
     ),
     Preset(
-        "gar", "Google Artifact Registry / GCR", "europe-docker.pkg.dev", "_json_key",
-        "Keep _json_key to log in with a service account key (or oauth2accesstoken with a "
-        "short-lived access token). Set the server to your repository's host, e.g. "
-        "us-docker.pkg.dev or gcr.io.",
-        "Service account JSON key", "Paste the whole JSON key file; its newlines are kept.",
-        multiline_secret=True,
+        "gar", "Google Artifact Registry / GCR", "europe-docker.pkg.dev", "",
+        "Moorage logs in as oauth2accesstoken with short-lived access tokens it gets from the "
+        "key and refreshes; regions never receive the key. Set the server to your "
+        "repository's host, e.g. us-docker.pkg.dev or gcr.io.",
+        "Service account JSON key", "Paste the whole JSON key file; its newlines are kept. "
+        "The service account needs the Artifact Registry Reader role.",
+        multiline_secret=True, login_source="gcp_service_account",
     ),
     Preset(
         "gitlab", "GitLab Container Registry", "registry.gitlab.com", "",
@@ -48,10 +51,18 @@ PRESETS: tuple[Preset, ...] = (
         "Robot token", "The robot account's token.",
     ),
     Preset(
-        "ecr", "Amazon ECR", "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "AWS",
-        "Always AWS.", "Authorization token",
-        "Paste the output of 'aws ecr get-login-password'. It expires after 12 hours; "
-        "Moorage cannot renew it yet, so replace it before it runs out.",
+        "ecr", "Amazon ECR", "", "",
+        "Moorage logs in as AWS with 12-hour tokens it gets from the access key and "
+        "refreshes; regions never receive the key.", "Secret access key",
+        "The secret access key of an IAM user allowed ecr:GetAuthorizationToken (and to pull: "
+        "the AmazonEC2ContainerRegistryReadOnly policy).", login_source="aws_ecr",
+    ),
+    Preset(
+        "acr", "Azure Container Registry", "myregistry.azurecr.io", "",
+        "A service principal's application (client) id, or the registry's admin user.",
+        "Service principal password",
+        "Service principals log in with a plain username and password, so this is a static "
+        "credential: Moorage does not exchange Azure AD tokens. Give it the AcrPull role.",
     ),
     Preset(
         "generic", "Other registry", "", "", "The user name the registry expects.",

@@ -16,7 +16,8 @@ from moorage.registry.reference import InvalidReference, parse_reference
 
 def credentials_of(*, account: Account, type: str | None = None) -> QuerySet[Credential]:
     """The account's credentials, by name; optionally of one type."""
-    credentials = Credential.objects.filter(account=account).select_related("created_by")
+    credentials = Credential.objects.filter(account=account).select_related(
+        "created_by", "login_token")
     if type is not None:
         try:
             kind = CredentialType(type)
@@ -33,14 +34,19 @@ def credentials_of(*, account: Account, type: str | None = None) -> QuerySet[Cre
 LIST_FIELDS = (
     "id", "type", "name", "server", "username", "email", "is_default", "revision",
     "created_at", "updated_at", "last_tested_at", "last_test_result", "last_test_message",
+    "login_source", "aws_access_key_id", "aws_region",
 )
+#: The token columns a listing shows (``token_<field>``), read in the same query.
+TOKEN_FIELDS = ("refreshed_at", "expires_at", "refresh_due_at", "failing_since",
+                "failure_code", "failure_message")
 
 
 def credential_rows(*, account: Account, type: str | None = None) -> list[dict[str, object]]:
     """The account's credentials as plain rows for listings: one query, no secret column,
     no model instances (a 1,000-row list is mostly object construction otherwise)."""
     rows = credentials_of(account=account, type=type).values(
-        *LIST_FIELDS, created_by_email=F("created_by__email")
+        *LIST_FIELDS, created_by_email=F("created_by__email"),
+        **{f"token_{name}": F(f"login_token__{name}") for name in TOKEN_FIELDS},
     )
     return list(rows)
 
@@ -49,7 +55,7 @@ def credential_get(*, account: Account, credential_id: int) -> Credential:
     """One credential of the account; :class:`NotFound` for another account's."""
     credential = (
         Credential.objects.filter(account=account, id=credential_id)
-        .select_related("created_by")
+        .select_related("created_by", "login_token")
         .first()
     )
     if credential is None:

@@ -8,6 +8,7 @@ services make it at least one, under a lock on the account row so concurrent cha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -18,15 +19,18 @@ from moorage.accounts.models import Account, Membership, User
 from moorage.accounts.permissions import Action, require
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
-from moorage.credentials import selectors, validation, vault
-from moorage.credentials.choices import CredentialType, TestResult
-from moorage.credentials.models import Credential
+from moorage.credentials import logins, selectors, validation, vault
+from moorage.credentials.choices import CredentialType, LoginSource, TestResult
+from moorage.credentials.models import Credential, LoginToken
+from moorage.credentials.refresh import login_token_refresh_soon, refresh_schedule
 from moorage.errors import Conflict, NotFound, ValidationFailed
 from moorage.regions.changelog import record_change
 from moorage.regions.choices import ChangeKind
 from moorage.registry.access import AccessResult, check_access, check_login
 from moorage.registry.auth import RegistryLogin
 from moorage.registry.hosts import hosts_match
+from moorage.registry.logins import IssuedLogin, LoginSourceError
+from moorage.registry.logins import LoginSource as RegistryLoginSource
 from moorage.registry.reference import InvalidReference, parse_reference
 
 
@@ -76,26 +80,68 @@ def _duplicate(name: str) -> Conflict:
     )
 
 
-@transaction.atomic
 def credential_create(
     *,
     actor: User,
     membership: Membership,
     type: str,
     name: str,
-    server: str,
-    username: str,
+    server: str = "",
+    username: str = "",
     secret: str,
     email: str = "",
+    login_source: str = LoginSource.STATIC,
+    aws_access_key_id: str = "",
+    aws_region: str = "",
 ) -> Credential:
-    """Add a credential; the account's first container-registry credential becomes default."""
+    """Add a credential; the account's first container-registry credential becomes default.
+
+    An exchanged login source (``aws_ecr``, ``gcp_service_account``) is exchanged once first,
+    outside any transaction: a key the cloud refuses is never stored, the server defaults to
+    the registry the exchange names, and the credential is saved with its first token.
+    """
     require(membership, Action.MANAGE_CREDENTIALS)
     kind = validation.clean_type(type)
     name = validation.clean_name(name)
-    server = validation.clean_server(kind, server)
-    username = validation.clean_username(username)
+    source = validation.clean_login_source(kind, login_source)
     email = validation.clean_email(email)
-    secret = validation.clean_secret(kind, username, secret)
+    issued: IssuedLogin | None = None
+    if source.exchanged:
+        params = validation.clean_exchanged(
+            source, server=server, username=username, secret=secret,
+            aws_access_key_id=aws_access_key_id, aws_region=aws_region)
+        if _name_taken(membership.account, kind, name):
+            raise _duplicate(name)  # before asking the cloud for anything
+        issued = logins.exchange(source, params)
+        server = params.server or _server_named_by(issued)
+        username, secret = issued.username, params.secret
+        aws_access_key_id, aws_region = params.aws_access_key_id, params.aws_region
+    else:
+        server = validation.clean_server(kind, server)
+        username = validation.clean_username(username)
+        secret = validation.clean_secret(kind, username, secret)
+    with transaction.atomic():
+        return _create_row(
+            actor=actor, membership=membership, kind=kind, name=name, server=server,
+            username=username, email=email, secret=secret, source=source, issued=issued,
+            aws_access_key_id=aws_access_key_id, aws_region=aws_region,
+        )
+
+
+def _server_named_by(issued: IssuedLogin) -> str:
+    if not issued.server:
+        raise ValidationFailed(
+            "The token service named no registry host; give the server.",
+            code="server_required", detail={"fields": {"server": "required"}},
+        )
+    return issued.server
+
+
+def _create_row(
+    *, actor: User, membership: Membership, kind: CredentialType, name: str, server: str,
+    username: str, email: str, secret: str, source: RegistryLoginSource,
+    issued: IssuedLogin | None, aws_access_key_id: str, aws_region: str,
+) -> Credential:
     account = membership.account
     _lock_account(account)
     if _name_taken(account, kind, name):
@@ -109,6 +155,8 @@ def credential_create(
             credential = Credential.objects.create(
                 account=account, type=kind, name=name, server=server, username=username,
                 email=email, secret="", is_default=is_default, created_by=actor,
+                login_source=source.name.value, aws_access_key_id=aws_access_key_id,
+                aws_region=aws_region,
             )
     except IntegrityError:
         raise _duplicate(name) from None
@@ -116,16 +164,49 @@ def credential_create(
     # in the same transaction: no committed row ever lacks its secret.
     credential.secret = vault.seal_secret(credential, secret)
     credential.save(update_fields=["secret"])
+    if issued is not None:
+        _store_token(credential, issued)
     _changed(credential)
+    details: dict[str, object] = {"name": name, "type": kind.value, "server": server,
+                                  "username": username, "default": is_default}
+    if source.exchanged:
+        details |= {"login_source": source.name.value, **_token_details(credential)}
     audit_record(
         account=account, actor=actor, action=AuditAction.CREDENTIAL_CREATED, target=credential,
-        details={"name": name, "type": kind.value, "server": server, "username": username,
-                 "default": is_default},
+        details=details,
     )
     return credential
 
 
-@transaction.atomic
+def _store_token(credential: Credential, issued: IssuedLogin) -> LoginToken:
+    """Keep a fresh token for ``credential`` (sealed), due for refresh at half its life."""
+    now = timezone.now()
+    expires = issued.expires_at or now
+    token, _ = LoginToken.objects.update_or_create(
+        credential=credential,
+        defaults={
+            "token": vault.seal_login_token(LoginToken(credential=credential), issued.password),
+            "refreshed_at": now, "expires_at": expires,
+            "refresh_due_at": logins.next_refresh(now, expires), "claimed_until": None,
+            "last_attempt_at": now, "failing_since": None, "failure_code": "",
+            "failure_message": "", "failures": 0,
+        },
+    )
+    credential.login_token = token
+    due = token.refresh_due_at
+    transaction.on_commit(lambda: refresh_schedule(at=due))
+    return token
+
+
+def _token_details(credential: Credential) -> dict[str, object]:
+    """What the audit trail says about a token: its expiry, never the token."""
+    token = logins.token_of(credential)
+    if token is None:
+        return {}
+    return {"expires_at": token.expires_at.isoformat(),
+            "refresh_due_at": token.refresh_due_at.isoformat()}
+
+
 def credential_update(
     *,
     actor: User,
@@ -136,15 +217,80 @@ def credential_update(
     username: str | None = None,
     email: str | None = None,
     secret: str | None = None,
+    login_source: str | None = None,
+    aws_access_key_id: str | None = None,
+    aws_region: str | None = None,
 ) -> Credential:
     """Change a credential; ``None`` leaves a field as it is.
 
     A new secret is a rotation: every app using the credential gets it from the next sync on.
-    Any change to what the credential sends (server, username, e-mail, secret) increments
-    its revision.
+    Any change to what the credential sends (server, username, e-mail, secret, login source)
+    increments its revision. A change to what an exchange uses (the login source, the secret,
+    the AWS key id or region) exchanges again first, outside any transaction: a key the cloud
+    refuses changes nothing, and the previous token stays in use.
     """
     require(membership, Action.MANAGE_CREDENTIALS)
+    current = selectors.credential_get(account=membership.account, credential_id=credential_id)
+    kind = CredentialType(current.type)
+    source = (logins.source_of(current) if login_source is None
+              else validation.clean_login_source(kind, login_source))
+    switching = source.name.value != current.login_source
+    issued: IssuedLogin | None = None
+    exchange_fields: dict[str, str] = {}
+    if source.exchanged:
+        rekey = (switching or bool(secret) or aws_access_key_id is not None
+                 or aws_region is not None)
+        if switching and not secret:
+            raise ValidationFailed(
+                f"Give the {'secret access key' if source.name == 'aws_ecr' else 'key'} of the "
+                f"new login source {source.name}.", code="secret_required",
+                detail={"fields": {"secret": "required"}})
+        if rekey or server is not None or username is not None:
+            params = validation.clean_exchanged(
+                source,
+                server=current.server if server is None else server,
+                username="" if switching else (username or ""),
+                secret=secret or vault.open_secret(current),
+                aws_access_key_id=(current.aws_access_key_id if aws_access_key_id is None
+                                   else aws_access_key_id),
+                aws_region=current.aws_region if aws_region is None else aws_region,
+            )
+            if rekey:
+                issued = logins.exchange(source, params)
+                exchange_fields = {"aws_access_key_id": params.aws_access_key_id,
+                                   "aws_region": params.aws_region,
+                                   "username": issued.username}
+                if secret:
+                    exchange_fields["secret"] = params.secret
+            server = params.server or (None if issued is None or not switching
+                                       else _server_named_by(issued))
+            username = None
+            secret = None
+    elif switching:
+        if not secret or username is None:
+            raise ValidationFailed(
+                "Give the username and password the credential logs in with from now on.",
+                code="secret_required", detail={"fields": {"secret": "required"}})
+        exchange_fields = {"aws_access_key_id": "", "aws_region": ""}
+    with transaction.atomic():
+        return _update_row(
+            actor=actor, membership=membership, credential_id=credential_id,
+            revision=current.revision, name=name, server=server, username=username,
+            email=email, secret=secret, source=source, issued=issued,
+            exchange_fields=exchange_fields,
+        )
+
+
+def _update_row(
+    *, actor: User, membership: Membership, credential_id: int, revision: int,
+    name: str | None, server: str | None, username: str | None, email: str | None,
+    secret: str | None, source: RegistryLoginSource, issued: IssuedLogin | None,
+    exchange_fields: dict[str, str],
+) -> Credential:
     credential = _get_for_update(membership, credential_id)
+    if issued is not None and credential.revision != revision:
+        raise Conflict(f"{credential.name!r} changed while its new key was being exchanged; "
+                       "try again.", code="credential_changed")
     kind = CredentialType(credential.type)
     changed: list[str] = []
     if name is not None:
@@ -164,22 +310,40 @@ def credential_update(
         if value is not None and value != getattr(credential, field):
             setattr(credential, field, value)
             changed.append(field)
-    if secret is not None and secret != "":
+    if source.name.value != credential.login_source:
+        credential.login_source = source.name.value
+        changed.append("login_source")
+    for field in ("aws_access_key_id", "aws_region", "username"):
+        if field in exchange_fields and exchange_fields[field] != getattr(credential, field):
+            setattr(credential, field, exchange_fields[field])
+            changed.append(field)
+    if "secret" in exchange_fields:
+        credential.secret = vault.seal_secret(credential, exchange_fields["secret"])
+        changed.append("key")
+    elif secret is not None and secret != "":
         cleaned = validation.clean_secret(kind, credential.username, secret)
         credential.secret = vault.seal_secret(credential, cleaned)
         changed.append("password" if kind is CredentialType.CONTAINER_REGISTRY else "token")
     elif "username" in changed and credential.username == validation.GCP_JSON_KEY_USER:
         validation.clean_secret(kind, credential.username, vault.open_secret(credential))
+    if issued is not None:
+        _store_token(credential, issued)
+        changed.append("token")
+    elif not source.exchanged:
+        LoginToken.objects.filter(credential=credential).delete()
     if not changed:
         return credential
     if set(changed) - {"name"}:
         credential.revision += 1
     credential.save()
     _changed(credential)
+    details: dict[str, object] = {"name": credential.name, "changed": changed,
+                                  "revision": credential.revision}
+    if issued is not None:
+        details |= _token_details(credential)
     audit_record(
         account=credential.account, actor=actor, action=AuditAction.CREDENTIAL_UPDATED,
-        target=credential,
-        details={"name": credential.name, "changed": changed, "revision": credential.revision},
+        target=credential, details=details,
     )
     return credential
 
@@ -217,6 +381,29 @@ def credential_set_default(
         details={"name": credential.name, "previous": previous.name if previous else None},
     )
     return credential
+
+
+@transaction.atomic
+def credential_refresh_request(
+    *, actor: User, membership: Membership, credential_id: int
+) -> Credential:
+    """Ask the background worker to refresh an exchanged credential's token now (after
+    fixing the key's permissions, say); the worker's refresh is audited as usual."""
+    require(membership, Action.DEPLOY)
+    credential = _get_for_update(membership, credential_id)
+    if not logins.source_of(credential).exchanged or logins.token_of(credential) is None:
+        raise ValidationFailed(
+            f"{credential.name!r} logs in with a password; only credentials exchanged for "
+            "tokens (aws_ecr, gcp_service_account) are refreshed.",
+            code="credential_not_exchanged",
+        )
+    login_token_refresh_soon(credential=credential)
+    audit_record(
+        account=membership.account, actor=actor,
+        action=AuditAction.CREDENTIAL_TOKEN_REFRESH_REQUESTED, target=credential,
+        details={"name": credential.name},
+    )
+    return selectors.credential_get(account=membership.account, credential_id=credential.pk)
 
 
 @dataclass(frozen=True)
@@ -308,7 +495,16 @@ def credential_test(
             code="credential_type_mismatch",
             detail={"expected": CredentialType.CONTAINER_REGISTRY.value, "got": credential.type},
         )
-    login = RegistryLogin(credential.username, vault.open_secret(credential))
+    # Exchanged sources ask their token service first (a fresh token, not stored: the
+    # refresh worker owns the stored one); a static source gives its password.
+    source = logins.source_of(credential)
+    try:
+        login = logins.ask(source, logins.params_of(credential)).login
+    except LoginSourceError as exc:
+        outcome = TestOutcome(TestResult.EXCHANGE_FAILED, exc.message)
+        _record_test(actor=actor, membership=membership, credential=credential,
+                     outcome=outcome, image=image)
+        return outcome
     if image:
         try:
             reference = parse_reference(image.strip())
@@ -332,6 +528,9 @@ def credential_test(
         outcome = _outcome(
             check_login(login, credential.server, policy=settings.REGISTRY_PROBE_POLICY)
         )
+    if source.exchanged and outcome.result is not TestResult.HOST_MISMATCH:
+        outcome = TestOutcome(outcome.result,
+                              f"Exchanged the key for a fresh {source.label}. {outcome.message}")
     _record_test(actor=actor, membership=membership, credential=credential, outcome=outcome,
                  image=image)
     return outcome
@@ -366,6 +565,10 @@ class ExportEntry:
     server: str
     login: RegistryLogin
     email: str
+    #: When the login stops working (an exchanged credential's current token), else None.
+    expires_at: datetime | None = None
+    #: "password", "ECR token", "Google access token".
+    label: str = "password"
 
 
 @transaction.atomic
@@ -381,7 +584,7 @@ def credentials_export(
         raise ValidationFailed("Name at least one credential to export.", code="names_required")
     found = {
         c.name: c
-        for c in Credential.objects.filter(
+        for c in Credential.objects.select_related("login_token").filter(
             account=membership.account, type=CredentialType.CONTAINER_REGISTRY, name__in=names
         )
     }
@@ -395,9 +598,12 @@ def credentials_export(
     entries = []
     for name in dict.fromkeys(names):
         credential = found[name]
+        # The current login: an exchanged credential exports its short-lived token (and says
+        # until when it works), never the long-lived key.
         entries.append(ExportEntry(
             name=name, server=credential.server, email=credential.email,
-            login=RegistryLogin(credential.username, vault.open_secret(credential)),
+            login=logins.current_login(credential), expires_at=logins.expires_at(credential),
+            label=logins.source_of(credential).label,
         ))
         audit_record(
             account=membership.account, actor=actor, action=AuditAction.CREDENTIAL_EXPORTED,

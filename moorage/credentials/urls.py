@@ -13,4 +13,6 @@ urlpatterns = [
     path("credentials/<int:credential_id>/delete/", views.credential_delete,
          name="credential_delete"),
     path("credentials/<int:credential_id>/test/", views.credential_test, name="credential_test"),
+    path("credentials/<int:credential_id>/refresh/", views.credential_refresh,
+         name="credential_refresh"),
 ]

@@ -17,6 +17,7 @@ from moorage import names
 from moorage.credentials.choices import CredentialType
 from moorage.errors import ValidationFailed
 from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
+from moorage.registry.logins import LoginParams, LoginSource, LoginSourceError, login_source
 
 NAME_MAX = 100
 SERVER_MAX = 255
@@ -119,9 +120,7 @@ def clean_git_host(value: str) -> str:
     return host
 
 
-def clean_secret(kind: CredentialType, username: str, value: str) -> str:
-    """The password or token, kept exactly (a JSON key keeps its newlines)."""
-    label = "token" if kind is CredentialType.GIT else "password"
+def _secret_basics(value: str, label: str) -> None:
     if not value or not value.strip():
         raise _fail("secret", "secret_required", f"The {label} must not be empty.")
     if len(value.encode("utf-8", "surrogatepass")) > SECRET_MAX:
@@ -131,6 +130,12 @@ def clean_secret(kind: CredentialType, username: str, value: str) -> str:
                     "of UTF-8).")
     if "\x00" in value:
         raise _fail("secret", "secret_invalid", f"The {label} holds a NUL character.")
+
+
+def clean_secret(kind: CredentialType, username: str, value: str) -> str:
+    """The password or token, kept exactly (a JSON key keeps its newlines)."""
+    label = "token" if kind is CredentialType.GIT else "password"
+    _secret_basics(value, label)
     if kind is CredentialType.CONTAINER_REGISTRY and username == GCP_JSON_KEY_USER:
         _check_json_key(value)
     else:
@@ -159,3 +164,57 @@ def _check_json_key(value: str) -> None:
             "The JSON key is not a service-account key"
             + (f" (missing {', '.join(missing)})" if missing else "") + ". " + problem,
         )
+
+
+def clean_login_source(kind: CredentialType, value: str) -> LoginSource:
+    """The login source by name; only registry credentials are exchanged for tokens."""
+    try:
+        source = login_source(value)
+    except LoginSourceError as exc:
+        raise _fail("login_source", exc.code, exc.message) from None
+    if source.exchanged and kind is not CredentialType.CONTAINER_REGISTRY:
+        raise _fail("login_source", "login_source_invalid",
+                    "Only container-registry credentials can be exchanged for tokens.")
+    return source
+
+
+#: What each exchanged source's secret is called, for messages.
+_SECRET_LABELS = {"aws_ecr": "secret access key", "gcp_service_account": "service-account key"}
+
+
+def clean_exchanged(
+    source: LoginSource, *, server: str, username: str, secret: str,
+    aws_access_key_id: str = "", aws_region: str = "",
+) -> LoginParams:
+    """Check what an exchanged credential is given, offline; the parameters of its exchange.
+
+    The user name comes from the source (``AWS``, ``oauth2accesstoken``); the server may be
+    left out where the exchange names it (ECR's ``proxyEndpoint``).
+    """
+    given = username.strip()
+    if given and source.fixed_username and given != source.fixed_username:
+        raise _fail("username", "username_fixed",
+                    f"A {source.name} credential logs in as {source.fixed_username}; leave the "
+                    "username out.")
+    for field, value in (("aws_access_key_id", aws_access_key_id),
+                         ("aws_region", aws_region)):
+        if value.strip() and field not in source.fields:
+            raise _fail(field, "field_not_allowed",
+                        f"{field} is only for aws_ecr credentials.")
+    host = ""
+    if server.strip():
+        host = clean_server(CredentialType.CONTAINER_REGISTRY, server)
+    elif not source.server_from_exchange:
+        raise _fail("server", "server_required",
+                    "Give the registry host, like europe-docker.pkg.dev.")
+    _secret_basics(secret, _SECRET_LABELS.get(source.name, "secret"))
+    if "\n" not in secret.strip("\r\n"):
+        secret = secret.strip("\r\n")  # a pasted key id or secret key ends with a newline
+    params = LoginParams(secret=secret, server=host,
+                         aws_access_key_id=aws_access_key_id.strip(),
+                         aws_region=aws_region.strip())
+    try:
+        source.check(params)
+    except LoginSourceError as exc:
+        raise _fail(exc.field or "secret", exc.code, exc.message) from None
+    return params

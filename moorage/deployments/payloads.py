@@ -7,7 +7,7 @@ from typing import Any
 
 from moorage.apps.models import App
 from moorage.apps.services import open_env
-from moorage.credentials import vault
+from moorage.credentials.logins import current_login
 from moorage.credentials.models import Credential
 from moorage.deployments.choices import PullMode
 from moorage.deployments.models import Deployment
@@ -25,7 +25,7 @@ def check_secrets(app: App, credentials: Iterable[Credential | None]) -> None:
     """
     for credential in credentials:
         if credential is not None:
-            vault.open_secret(credential)
+            current_login(credential)  # what the region receives: the password or token
     for variable in app.env.all():
         if variable.secret:
             open_env(variable)

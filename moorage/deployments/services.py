@@ -16,6 +16,7 @@ from moorage.apps.models import App
 from moorage.apps.pull import PullPlan, resolve_pull
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
+from moorage.credentials.logins import failure_summary, login_problem, token_of
 from moorage.credentials.models import Credential
 from moorage.deployments.choices import ORDER, DeploymentStatus, PullMode
 from moorage.deployments.models import Deployment, DeploymentLog
@@ -61,6 +62,8 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
         credential, describe, image = plan.credential, plan.describe(), app.image
         default_host = plan.default_host or ""
     check_secrets(app, [credential, app.git_credential if build and "git" in build else None])
+    if credential is not None:
+        _check_login_usable(credential)
     number = (app.deployments.aggregate(n=Max("number"))["n"] or 0) + 1
     created = []
     for region in regions:
@@ -88,6 +91,18 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
                  "default_host": default_host or None},
     )
     return created
+
+
+def _check_login_usable(credential: Credential) -> None:
+    """An exchanged credential whose token expired and cannot be refreshed refuses the
+    deploy now, naming the credential and why, instead of failing at the registry later."""
+    problem = login_problem(credential)
+    if problem is not None:
+        raise ValidationFailed(
+            problem + " Fix the key (Test connection shows what the cloud says), then deploy "
+            "again.", code="credential_token_expired",
+            detail={"credential": credential.name, "credential_id": credential.pk},
+        )
 
 
 def _image_pull(app: App) -> PullPlan:
@@ -146,6 +161,24 @@ def _describe_build(app: App, credential: Credential | None) -> str:
             "others without a credential.")
 
 
+#: Pull failures a token that could not be refreshed may explain.
+_LOGIN_REFUSED = ("registry_unauthorized", "registry_forbidden")
+
+
+def _refresh_note(deployment: Deployment, code: str) -> str:
+    """When the registry refused an exchanged credential whose refresh is failing, say so:
+    the refusal is then most likely the expired token, and the fix is the key."""
+    if code not in _LOGIN_REFUSED or deployment.credential_id is None:
+        return ""
+    credential = (Credential.objects.select_related("login_token")
+                  .filter(pk=deployment.credential_id).first())
+    token = token_of(credential) if credential is not None else None
+    if credential is None or token is None or token.failing_since is None:
+        return ""
+    return (f" The token of {credential.name!r} could not be refreshed: "
+            f"{failure_summary(token, timezone.now())}.")
+
+
 @dataclass(frozen=True)
 class Report:
     """What an agent says about a deployment (``docs/sync.md``)."""
@@ -201,7 +234,8 @@ def deployment_report(*, region: Region, deployment_id: int, report: Report) -> 
         deployment.used_revision = report.credential_revision
     if report.status is DeploymentStatus.FAILED and moved:
         deployment.error_code = report.error_code[:64] or "deploy_failed"
-        deployment.error_message = report.error_message[:1000]
+        deployment.error_message = (report.error_message
+                                    + _refresh_note(deployment, report.error_code))[:1000]
     deployment.save()
     if moved and deployment.finished:
         audit_record(

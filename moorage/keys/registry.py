@@ -20,7 +20,7 @@ from typing import Any
 from django.db import models
 
 from moorage.apps.models import EnvVar
-from moorage.credentials.models import Credential
+from moorage.credentials.models import Credential, LoginToken
 from moorage.keys import keyring
 from moorage.regions.models import Region
 from moorage.sealing import SealedDataError, sealed_prefix
@@ -85,6 +85,12 @@ def _credential_aad(credential: Credential) -> bytes:
             f"|credential={_id(credential)}|field=secret").encode()
 
 
+def _login_token_aad(token: LoginToken) -> bytes:
+    credential = token.credential
+    return (f"moorage/credential/v1|account={credential.account_id}"
+            f"|credential={_id(credential)}|field=login_token").encode()
+
+
 def _env_aad(variable: EnvVar) -> bytes:
     return (f"moorage/app-env/v1|account={variable.app.account_id}|app={variable.app_id}"
             f"|name={variable.name}").encode()
@@ -97,6 +103,11 @@ def _region_key_aad(region: Region, key_id: str) -> bytes:
 CREDENTIAL_SECRET = SealedField(
     Credential, "secret", aad=_credential_aad,
     describe=lambda c: f"the secret of credential {c.name!r} (id {c.pk})",
+)
+LOGIN_TOKEN = SealedField(
+    LoginToken, "token", aad=_login_token_aad, related=("credential",),
+    describe=lambda t: (f"the short-lived token of credential {t.credential.name!r} "
+                        f"(id {t.credential_id})"),
 )
 APP_ENV_SECRET = SealedField(
     EnvVar, "sealed", aad=_env_aad, related=("app",),
@@ -112,5 +123,5 @@ REGION_NEXT_KEY = SealedField(
 )
 
 SEALED_FIELDS: tuple[SealedField, ...] = (
-    CREDENTIAL_SECRET, APP_ENV_SECRET, REGION_KEY, REGION_NEXT_KEY,
+    CREDENTIAL_SECRET, LOGIN_TOKEN, APP_ENV_SECRET, REGION_KEY, REGION_NEXT_KEY,
 )

@@ -10,7 +10,8 @@ plane builds and signs what the agents verify and apply, so the two cannot drift
 - :mod:`.associated_data` — what a value sealed for a region is bound to;
 - :mod:`.enums` — the names that travel: runtimes, pull modes, report statuses, change ops;
 - :mod:`.build` — a deployment's ``build`` object, parsed and checked;
-- :mod:`.logs` — app log requests, their bounds and the follow cursor.
+- :mod:`.logs` — app log requests, their bounds and the follow cursor;
+- :mod:`.credential` — a CREDENTIAL's ``expires_at`` (short-lived tokens).
 """
 
 from moorage.protocol.associated_data import region_env_aad, region_secret_aad

@@ -70,6 +70,29 @@ def record_change(
     return counter.revision
 
 
+def record_changes(changes: list[tuple[int, ChangeKind, int]]) -> list[int]:
+    """Append several changes ``(account_id, kind, object_id)`` at once: one counter lock,
+    one insert and one wake-up for a batch (the token refresher's writes). Inside the
+    caller's transaction; returns their revisions in order."""
+    if not changes:
+        return []
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("record_changes must run inside the transaction of the changes")
+    counter = counter_for_update()
+    first = counter.revision + 1
+    counter.revision += len(changes)
+    counter.save(update_fields=["revision"])
+    Change.objects.bulk_create([
+        Change(revision=first + i, account_id=account_id, kind=kind, object_id=object_id)
+        for i, (account_id, kind, object_id) in enumerate(changes)
+    ])
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(counter.revision)])
+    transaction.on_commit(_wake_local_waiters)
+    return list(range(first, counter.revision + 1))
+
+
 def current_revision() -> tuple[int, int]:
     """``(revision, compacted_through)`` as committed now."""
     counter = SyncCounter.objects.filter(pk=1).first()

@@ -6,7 +6,7 @@ import hashlib
 import re
 import secrets as random
 
-from moorage.credentials import vault
+from moorage.credentials.logins import current_login
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict
 from moorage.keys.errors import unavailable
@@ -91,8 +91,10 @@ def unknown_key(region: Region, key_id: str) -> RegionKeyUnknown:
 
 
 def seal_for_region(region: Region, key: Key, credential: Credential) -> str:
-    """The credential's secret, re-sealed so only this region's agent can open it."""
-    plaintext = vault.open_secret(credential)
+    """The credential's current login password, re-sealed so only this region's agent can
+    open it: a static password, or an exchanged credential's short-lived token, never its
+    long-lived cloud key (I10)."""
+    plaintext = current_login(credential).password
     aad = region_secret_aad(region=region.slug, account_id=credential.account_id,
                             credential_id=credential.pk, revision=credential.revision)
     return seal(key, plaintext.encode(), aad)

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from moorage.accounts.models import Account
+from moorage.credentials import logins
 from moorage.credentials.models import Credential
 from moorage.deployments.choices import DeploymentStatus
 from moorage.deployments.models import Deployment
@@ -27,6 +28,7 @@ from moorage.logs.payloads import log_request_payload
 from moorage.logs.selectors import log_requests_waiting
 from moorage.logs.services import log_requests_expire_due
 from moorage.protocol.constants import MAX_WAIT
+from moorage.protocol.credential import format_expiry
 from moorage.protocol.enums import Op
 from moorage.protocol.envelopes import sign
 from moorage.regions import changelog
@@ -95,6 +97,7 @@ def _credential_payload(
         "is_default": credential.is_default,
         "revision": credential.revision,
         "secret": secret,
+        "expires_at": format_expiry(logins.expires_at(credential)),
     }
 
 
@@ -126,7 +129,8 @@ def snapshot(*, region: Region, nonce: str, key_id: str | None = None) -> dict[s
         revision, _ = changelog.current_revision()
         account_ids = _enabled_account_ids(region)
         accounts = list(Account.objects.filter(id__in=account_ids).order_by("id"))
-        credentials = list(Credential.objects.filter(account_id__in=account_ids).order_by("id"))
+        credentials = list(Credential.objects.filter(account_id__in=account_ids)
+                           .select_related("login_token").order_by("id"))
         deployments = latest_deployments(region, account_ids)
     key = region_secrets.region_key_for(region, key_id)
     payload = {
@@ -153,6 +157,7 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
     credentials = {
         c.pk: c for c in Credential.objects.filter(
             Q(id__in=credential_ids) | Q(account_id__in=upserted_accounts))
+        .select_related("login_token")
     }
     accounts = {a.pk: a for a in Account.objects.filter(id__in=upserted_accounts)}
     deployments = {

@@ -8,6 +8,8 @@
 * ``docker_client`` (function): a fresh client whose teardown puts the engine back (see there).
 * ``busybox_image`` (function): a factory that pushes a busybox image to a registry.
 * ``browser`` (session) / ``page`` (function): Playwright on Debian Chromium.
+* ``moto_server`` (session) / ``aws_ecr`` (function): moto's server and boto3 pointed at it.
+* ``google_token_service`` (session) / ``google_tokens`` (function): a Google OAuth fake.
 
 A fixture whose system program is missing *fails* with the Debian package to install; it
 never skips, so a CI machine without it cannot pass by testing less.
@@ -25,6 +27,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from moorage.testing.browser import launch_chromium, start_playwright
+from moorage.testing.cloud import GoogleTokenEndpoint, MotoEcr
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.gitserver import GitServer
 from moorage.testing.images import push_busybox_image
@@ -255,3 +258,53 @@ def git_server() -> Iterator[GitServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoEcr]:
+    """moto's real server (AWS ECR's ``GetAuthorizationToken`` among others), for the session."""
+    server = MotoEcr().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_ecr(moto_server: MotoEcr, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoEcr]:
+    """boto3 pointed at the moto server (``AWS_ENDPOINT_URL``), with no AWS login of this
+    machine in reach; the server is running again after a test that stopped it."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    try:
+        yield moto_server
+    finally:
+        if moto_server.stopped:
+            moto_server.start()
+
+
+@pytest.fixture(scope="session")
+def google_token_service() -> Iterator[GoogleTokenEndpoint]:
+    """The fake Google OAuth token endpoint of test service-account keys, for the session."""
+    endpoint = GoogleTokenEndpoint().start()
+    try:
+        yield endpoint
+    finally:
+        endpoint.stop()
+
+
+@pytest.fixture
+def google_tokens(google_token_service: GoogleTokenEndpoint) -> Iterator[GoogleTokenEndpoint]:
+    """The Google fake answering normally (``mode`` and ``expires_in`` reset afterwards, and
+    serving again after a test that stopped it)."""
+    google_token_service.mode, google_token_service.expires_in = "ok", 3600
+    try:
+        yield google_token_service
+    finally:
+        google_token_service.mode, google_token_service.expires_in = "ok", 3600
+        if google_token_service.stopped:
+            google_token_service.start()

@@ -13,6 +13,7 @@ from moorage.apps.models import App
 from moorage.keys.registry import SEALED_FIELDS
 from moorage.regions import services as region_services
 from moorage.sealing import key_id_of
+from moorage.testing.cloud import GoogleTokenEndpoint
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
 from moorage.testing.regions import AgentView, deploy_one, make_region
@@ -44,16 +45,20 @@ def open_everything() -> dict[tuple[str, object], bytes]:
 
 
 @pytest.fixture
-def sealed_world(owner: Member, key_file: Path) -> SealedWorld:
-    """Credential secrets (registry and git), app secret env values, a region key and the
-    new key of a pending region-key rotation: one value at least in every sealed field,
-    sealed under a key file (``key_file``) in charge of the keyring."""
+def sealed_world(owner: Member, key_file: Path,
+                 google_tokens: GoogleTokenEndpoint) -> SealedWorld:
+    """Credential secrets (registry, git, and a Google key exchanged for a token), the short-
+    lived token, app secret env values, a region key and the new key of a pending region-key
+    rotation: one value at least in every sealed field, sealed under a key file
+    (``key_file``) in charge of the keyring."""
     region = make_region("eu-1")
     region_services.account_regions_set(actor=owner.user, membership=owner.membership,
                                         slugs=["eu-1"])
     make_credential(owner, name="hub", server="ghcr.io", secret="Sealed-World-Registry-Pw")
     make_credential(owner, name="git", type="git", server="git.example.com",
                     secret="Sealed-World-Git-Token")
+    make_credential(owner, name="gar", server="europe-docker.pkg.dev", username="",
+                    login_source="gcp_service_account", secret=google_tokens.new_key())
     app = app_services.app_create(
         actor=owner.user, membership=owner.membership, name="web",
         image="ghcr.io/acme/web:1", regions=["eu-1"],

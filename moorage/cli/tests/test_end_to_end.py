@@ -18,6 +18,7 @@ import pytest
 
 from moorage.agent.replica import Replica
 from moorage.sealing import parse_keys
+from moorage.testing.cloud import MotoEcr
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.fixtures import BusyboxImageFactory
 from moorage.testing.ports import (
@@ -234,3 +235,70 @@ def test_up_runs_the_local_region_on_the_engine_docker_host_names(
         for pid in pids_mentioning(str(data_dir / "agent")):
             kill_pid(pid)
     assert secret not in log.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    """Ids of the live processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_runs_a_supervised_worker_that_refreshes_tokens(
+    embedded_env: dict[str, str], tmp_path: Path, aws_ecr: MotoEcr,
+) -> None:
+    env = {k: v for k, v in embedded_env.items() if not k.startswith("AWS_")}
+    env |= {"AWS_ENDPOINT_URL": aws_ecr.url, "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    init = subprocess.run([*_moorage(), "init", "--password-stdin"], input=PASSWORD + "\n",
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    token = subprocess.run([*_moorage(), "tokens", "create", "--name", "e2e"], env=env,
+                           capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    data_dir = Path(env["MOORAGE_DATA_DIR"])
+    port = free_port()
+    log = tmp_path / "up.log"
+    canary = "Up/Canary/" + os.urandom(9).hex()
+    with log.open("wb") as out:
+        process = subprocess.Popen([*_moorage(), "up", "--no-agent", "--port", str(port)],
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/login/", process=process, log=log, timeout=60)
+        api = httpx.Client(base_url=url + "/api/v1",
+                           headers={"Authorization": f"Bearer {token}"})
+        created = api.post("/credentials", json={
+            "name": "ecr", "login_source": "aws_ecr", "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+            "aws_region": "eu-west-1", "server": "registry.example.com", "secret": canary})
+        assert created.status_code == 201, created.text
+        credential = created.json()
+        exchanges = aws_ecr.token_requests
+        assert api.post(f"/credentials/{credential['id']}/refresh").status_code == 202
+        # The worker `up` started picks the refresh from the queue.
+        wait_until(lambda: api.get(f"/credentials/{credential['id']}").json()["revision"] == 2,
+                   timeout=30, what="the worker's refresh")
+        assert aws_ecr.token_requests == exchanges + 1
+
+        [worker] = _children(process.pid)
+        assert b"worker" in Path(f"/proc/{worker}/cmdline").read_bytes()
+        kill_pid(worker)
+        [again] = wait_until(lambda: [p for p in _children(process.pid) if p != worker],
+                             timeout=20, what="up starting its worker again")
+
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=45)
+        assert not Path(f"/proc/{again}").exists()  # `up` stopped its worker
+        assert files_containing(data_dir, canary) == []
+        assert canary not in log.read_text()
+        assert pids_mentioning(canary) == []
+    finally:
+        stop_process(process)

@@ -237,7 +237,8 @@ def test_list_counts_what_no_key_opens_over_every_sealed_field(
     assert f"{total} secret(s) are sealed with a key that is not in this keyring" \
         in listed.stderr
     assert "apps.EnvVar.sealed: 2" in listed.stderr
-    assert "credentials.Credential.secret: 2" in listed.stderr
+    assert "credentials.Credential.secret: 3" in listed.stderr
+    assert "credentials.LoginToken.token: 1" in listed.stderr
     assert _row(listed.stdout, KeyFile(key_file).load().primary.id)[-1] == "0"
     usage = keyring_usage()
     assert usage.unknown == total and all(k.sealed == 0 for k in usage.keys)

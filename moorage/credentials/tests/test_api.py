@@ -67,7 +67,9 @@ def test_create_list_get_never_return_the_secret(client: Client, owner: Member) 
     assert set(data) == {"id", "type", "name", "server", "username", "email", "is_default",
                          "revision", "created_by", "created_at", "updated_at",
                          "last_tested_at", "last_test_result", "last_test_message",
-                         "used_by_apps"}
+                         "used_by_apps", "login_source", "aws_access_key_id", "aws_region",
+                         "token"}
+    assert (data["login_source"], data["token"]) == ("static", None)
     listing = client.get(API + "/credentials", headers=owner.auth)
     one = client.get(API + f"/credentials/{data['id']}", headers=owner.auth)
     for response in (created, listing, one):

@@ -71,8 +71,23 @@ def test_add_form_changes_fields_with_type_and_preset(client: Client, owner: Mem
     assert "Git host" in fragment and "Token" in fragment and 'name="preset"' not in fragment
     gar = client.get("/credentials/new/?type=container_registry&preset=gar",
                      headers={"HX-Request": "true"}).content.decode()
-    assert 'value="_json_key"' in gar and "<textarea" in gar
+    # Google's preset logs in with the key exchanged for tokens: no username to type.
+    assert '<option value="gcp_service_account" selected>' in gar and "<textarea" in gar
+    assert 'name="username"' not in gar and "oauth2accesstoken" in gar
     assert 'value="europe-docker.pkg.dev"' in gar
+    ecr = client.get("/credentials/new/?type=container_registry&preset=ecr",
+                     headers={"HX-Request": "true"}).content.decode()
+    assert '<option value="aws_ecr" selected>' in ecr
+    assert 'name="aws_access_key_id"' in ecr and 'name="aws_region"' in ecr
+    assert "Secret access key" in ecr and "(optional)" in ecr
+    acr = client.get("/credentials/new/?type=container_registry&preset=acr",
+                     headers={"HX-Request": "true"}).content.decode()
+    assert '<option value="static" selected>' in acr and 'name="username"' in acr
+    assert "this is a static credential" in acr
+    # Choosing a source by hand shows that source's fields.
+    chosen = client.get("/credentials/new/?type=container_registry&preset=generic"
+                        "&login_source=aws_ecr", headers={"HX-Request": "true"}).content.decode()
+    assert 'name="aws_region"' in chosen and 'name="username"' not in chosen
 
 
 def test_adding_on_the_page(client: Client, owner: Member) -> None:
@@ -161,3 +176,30 @@ def test_test_button_with_htmx_returns_the_result_cell(client: Client, owner: Me
     cell = client.post(f"/credentials/{credential.id}/test/", headers={"HX-Request": "true"})
     text = cell.content.decode()
     assert "<html" not in text and "Registry unreachable" in text
+
+
+def test_adding_an_ecr_credential_on_the_page(
+    client: Client, owner: Member, aws_ecr: object,
+) -> None:
+    _login(client, owner)
+    canary = "Page/Canary/" + "k" * 20
+    refused = client.post("/credentials/new/", {
+        "type": "container_registry", "preset": "ecr", "login_source": "aws_ecr",
+        "name": "ecr", "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "aws_region": "moon-1",
+        "secret": canary})
+    assert refused.status_code == 422
+    page = refused.content.decode()
+    assert "is not an AWS region with ECR" in page and canary not in page
+    added = client.post("/credentials/new/", {
+        "type": "container_registry", "preset": "ecr", "login_source": "aws_ecr",
+        "name": "ecr", "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "aws_region": "eu-west-1",
+        "secret": canary})
+    assert added.status_code == 302, added.content.decode()[:2000]
+    listing = client.get("/credentials/").content.decode()
+    row = _row(listing, "ecr")
+    assert "ECR token, refreshed" in row and "Refresh now" in row and "Replace key" in row
+    assert canary not in listing
+    credential = Credential.objects.get(name="ecr")
+    edit = client.get(f"/credentials/{credential.pk}/edit/").content.decode()
+    assert 'value="AKIAIOSFODNN7EXAMPLE"' in edit and "ECR token, refreshed" in edit
+    assert canary not in edit

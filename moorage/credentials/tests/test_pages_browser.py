@@ -170,3 +170,28 @@ def test_the_credentials_page_fits_the_window(
         expect(other.get_by_role("link", name="Edit")).to_be_hidden()
     finally:
         context.close()
+
+
+def test_the_ecr_preset_asks_for_an_access_key_and_the_row_shows_the_token(
+    page: Page, live_server: object, aws_ecr: object,
+) -> None:
+    url = str(live_server.url)  # type: ignore[attr-defined]
+    owner = factories.make_account("Cloud Co")
+    _login(page, url, owner)
+    page.goto(url + "/credentials/new/")
+    with page.expect_response(lambda response: "/credentials/new/?" in response.url):
+        page.get_by_label("Registry", exact=True).select_option("ecr")
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+    )
+    expect(page.get_by_label("Logs in with")).to_have_value("aws_ecr")
+    expect(page.get_by_label("Username")).to_have_count(0)
+    page.get_by_label("Name", exact=True).fill("ecr")
+    page.get_by_label("AWS access key id").fill("AKIAIOSFODNN7EXAMPLE")
+    page.get_by_label("AWS region").fill("eu-west-1")
+    page.locator("#id_secret").fill("Browser/Aws/Secret/Key/1")
+    page.get_by_role("button", name="Save credential").click()
+    page.wait_for_url(url + "/credentials/")
+    row = page.locator('tr[data-credential="ecr"]')
+    expect(row.get_by_test_id("token-state")).to_contain_text("ECR token, refreshed")
+    expect(row.get_by_role("button", name="Refresh now")).to_be_visible()
