@@ -238,8 +238,10 @@ def credential_update(
     issued: IssuedLogin | None = None
     exchange_fields: dict[str, str] = {}
     if source.exchanged:
-        rekey = (switching or bool(secret) or aws_access_key_id is not None
-                 or aws_region is not None)
+        # A form that sends the fields unchanged is not a new key: no exchange for it.
+        rekey = (switching or bool(secret)
+                 or aws_access_key_id not in (None, current.aws_access_key_id)
+                 or aws_region not in (None, current.aws_region))
         if switching and not secret:
             raise ValidationFailed(
                 f"Give the {'secret access key' if source.name == 'aws_ecr' else 'key'} of the "

@@ -340,3 +340,13 @@ def test_a_token_uri_in_a_blocked_network_gets_nothing(
     body = assert_api_error(answer, 502, "exchange_unreachable")
     assert "in a network Moorage never connects to (169.254.0.0/16)" in body["message"]
     assert not Credential.objects.exists()
+
+
+def test_saving_unchanged_fields_exchanges_nothing(owner: Member, aws_ecr: MotoEcr) -> None:
+    credential = _ecr(owner)
+    before = aws_ecr.token_requests
+    same = services.credential_update(
+        actor=owner.user, membership=owner.membership, credential_id=credential.pk,
+        name="ecr-prod", aws_access_key_id=KEY_ID, aws_region="eu-west-1")
+    assert aws_ecr.token_requests == before
+    assert (same.name, same.revision) == ("ecr-prod", 1)
