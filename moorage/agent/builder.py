@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 from docker.utils.build import exclude_paths
 
 from moorage.agent.errors import DeployError
-from moorage.agent.runtime.docker import DockerRuntime
+from moorage.agent.runtime.base import ImageEngine
 from moorage.protocol.build import ArchiveSource, BuildSpec, GitSource
 from moorage.registry import RegistryLogin
 from moorage.registry.auth import scrub
@@ -346,7 +346,7 @@ def run_build(
     *,
     spec: BuildSpec,
     credentials: Credentials,
-    runtime: DockerRuntime,
+    runtime: ImageEngine,
     reporter: BuildReporter,
     repository: str,
     deployment_id: int,
@@ -428,7 +428,7 @@ def run_build(
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _pull_base_images(found: list[Any], credentials: Credentials, runtime: DockerRuntime,
+def _pull_base_images(found: list[Any], credentials: Credentials, runtime: ImageEngine,
                       reporter: BuildReporter) -> None:
     images = pulled_base_images(found)
     for base in found:

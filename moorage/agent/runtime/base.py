@@ -24,17 +24,14 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import IO, ClassVar, Protocol
 
 from moorage.protocol.enums import Runtime as RuntimeKind
 from moorage.protocol.logs import DEFAULT_TAIL, LogLine
 from moorage.registry import RegistryLogin
 from moorage.registry.reference import ImageReference
-
-if TYPE_CHECKING:
-    from moorage.agent.runtime.docker import DockerRuntime
 
 LABEL_ACCOUNT = "moorage.account"
 LABEL_APP = "moorage.app"
@@ -168,6 +165,32 @@ class DeployEvents(Protocol):
         """The image was pulled: ``digest`` is what the registry served (reported from now)."""
 
 
+class ImageEngine(Protocol):
+    """A Docker Engine as builds use it: pull base images, build, keep the newest builds.
+
+    Builds always run on one engine (a docker region's, or a Swarm manager's), whatever the
+    region's runtime; :class:`~moorage.agent.runtime.docker.DockerRuntime` is one.
+    """
+
+    def pull(
+        self, reference: str | ImageReference, login: RegistryLogin | None,
+        on_progress: Callable[[PullProgress], None] | None = None, *,
+        credential_label: str | None = None,
+    ) -> PullResult:
+        """Pull with ``login`` (``None``: anonymously), always asking the registry."""
+
+    def build(
+        self, context: IO[bytes], *, dockerfile: str, tag: str,
+        buildargs: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+        registry: tuple[str, RegistryLogin] | None = None,
+        on_line: Callable[[str], None] | None = None, timeout: float = ...,
+    ) -> BuildResult:
+        """Build ``context`` and tag it ``tag``, sending only ``registry``'s login."""
+
+    def prune_builds(self, repository: str, *, keep: int = ...) -> list[str]:
+        """Untag all but the newest ``keep`` builds of ``repository``."""
+
+
 class Runtime(abc.ABC):
     """A region's engine. ``region`` scopes the labels, so two regions' agents on one engine
     never touch each other's apps."""
@@ -177,7 +200,7 @@ class Runtime(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def engine(self) -> DockerRuntime:
+    def engine(self) -> ImageEngine:
         """The Docker Engine that builds (and pulls base images) for this region."""
 
     @abc.abstractmethod
