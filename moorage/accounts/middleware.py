@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils.deprecation import MiddlewareMixin
 
 from moorage.accounts import selectors
 from moorage.accounts.models import Membership
@@ -15,22 +14,22 @@ from moorage.errors import NotFound
 SESSION_ACCOUNT_KEY = "moorage_account_id"
 
 
-class CurrentAccountMiddleware:
+class CurrentAccountMiddleware(MiddlewareMixin):
     """Sets ``request.membership`` (and ``request.account``) for pages.
 
     The chosen account lives in the session; when it is missing or the user left it, the first
     account of the user is used. A user who logged in with a one-time password is sent to the
-    password page until they choose their own.
+    password page until they choose their own. (``MiddlewareMixin``: it also runs in an async
+    middleware chain, which the agents' long poll needs to hold no thread.)
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
         request.membership = None  # type: ignore[attr-defined]
         request.account = None  # type: ignore[attr-defined]
+        if request.path.startswith("/api/"):
+            return None  # API requests name their account by their token
         user = request.user
-        if user.is_authenticated and not request.path.startswith("/api/"):
+        if user.is_authenticated:
             membership = None
             account_id = request.session.get(SESSION_ACCOUNT_KEY)
             if account_id is not None:
@@ -43,7 +42,7 @@ class CurrentAccountMiddleware:
             request.account = membership.account if membership else None  # type: ignore[attr-defined]
             if user.must_change_password and request.path not in _PASSWORD_EXEMPT_PATHS():
                 return redirect("password_change")
-        return self.get_response(request)
+        return None
 
 
 def _PASSWORD_EXEMPT_PATHS() -> set[str]:

@@ -30,6 +30,8 @@ KEY_CODES = frozenset({"region_key_unknown"})
 # Rate limiting and request timeouts pass; they are not the agent's fault.
 TRANSIENT_STATUSES = frozenset({408, 429})
 WRITE_TIMEOUT = 10.0
+#: A server's Retry-After is honoured up to this many seconds.
+MAX_RETRY_AFTER = 60.0
 
 
 class ControlPlaneClient:
@@ -236,11 +238,20 @@ def _raise_for_status(response: httpx.Response) -> None:
             "The control plane refused the agent: its region key is not the region's; give it "
             f"the key file of 'moorage regions add' or 'rotate-key' ({message})", code=code)
     if status >= 500 or status in TRANSIENT_STATUSES:
-        raise TransientError(f"HTTP {status}" + (f" {code}: {message}" if code else ""))
+        raise TransientError(f"HTTP {status}" + (f" {code}: {message}" if code else ""),
+                             retry_after=_retry_after(response))
     raise ProtocolError(
         f"The control plane answered HTTP {status}" + (f" {code}: {message}" if code else ""),
         status=status, code=code,
     )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the delta form; an HTTP date is ignored), at most a minute."""
+    raw = response.headers.get("Retry-After", "").strip()
+    if not raw.isdigit():
+        return None
+    return min(float(raw), MAX_RETRY_AFTER)
 
 
 def _error_of(response: httpx.Response) -> tuple[str, str]:

@@ -36,10 +36,12 @@ Decisions:
   ``failed`` with code ``superseded`` (so the control plane does not show them queued
   forever). A pending deployment older than one already finished for the app is superseded
   too.
-* Progress reports are best effort and never hold a deploy up: a report that cannot be sent
-  carries its log lines over into the next one. The **final** report is written to the replica
-  with the deployment's final state before it is sent, and is retried (with backoff) until the
-  control plane takes it; a 4xx refusal is logged and dropped, since repeating it cannot help.
+* Progress reports never hold a deploy up: they go to a background queue
+  (:mod:`moorage.agent.reports`) that sends them in order and retries them. The **final**
+  report is written to the replica with the deployment's final state first, and sent once the
+  deployment's progress reports have left (so it always arrives last); it is retried (with
+  backoff) until the control plane takes it. A 4xx refusal is logged and dropped, since
+  repeating it cannot help.
   At start-up every final report is owed again (the control plane's answer is idempotent), so
   a control plane restored from a backup learns the outcome back; the deployment itself is not
   run again.
@@ -90,6 +92,7 @@ from moorage.agent.replica import (
     ReplicaCredential,
     ReplicaDeployment,
 )
+from moorage.agent.reports import ReportQueue
 from moorage.agent.runtime.base import AppSpec, ImageSource, PullProgress, Runtime
 from moorage.protocol.build import MAX_SOURCE_BYTES, BuildSpec
 from moorage.protocol.enums import PullMode
@@ -138,9 +141,10 @@ class _Reporter:
         self.fields["image_digest"] = digest
 
     def send(self, status: str, **fields: Any) -> None:
-        body = {"status": status, "log": list(self.lines), **fields}
-        if self.deployer.send_report(self.deployment.id, body):
-            self.lines.clear()
+        """Queue a progress report; the deploy goes on at once (the queue sends it)."""
+        self.deployer.reports.put(self.deployment.id,
+                                  {"status": status, "log": list(self.lines), **fields})
+        self.lines.clear()
 
     def final(self, status: str, **fields: Any) -> dict[str, Any]:
         return {"status": status, "log": list(self.lines), **fields}
@@ -180,6 +184,12 @@ class Deployer:
         self.backoff = backoff or Backoff()
         self._clock = clock
         self._quiet_until = 0.0
+        #: Progress reports, sent in the background (their own backoff, same jitter policy).
+        self.reports = ReportQueue(
+            client.report, logger, backoff=Backoff(rand=self.backoff.rand),
+            wait=lambda seconds: self.stop_event.wait(seconds),
+            # (not the replica: its SQLite connection belongs to the deployer's thread)
+            log_extra=lambda: {"region": self.runtime.region or "-"})
         # A restarted agent owes every final report again (see the module docstring).
         replica.unreport_finished()
 
@@ -194,10 +204,17 @@ class Deployer:
         self.run_pending()
 
     def flush_reports(self) -> None:
-        """Send the final reports the control plane has not taken, unless backing off."""
+        """Send the final reports the control plane has not taken, unless backing off.
+
+        A final report waits until the deployment's progress reports have left, so it is the
+        last the control plane gets; if they cannot leave now, it stays owed.
+        """
+        self.reports.raise_if_failed()
         for deployment in self.replica.unreported():
             if deployment.final_report is None:
                 continue
+            if not self.reports.drain(deployment.id):
+                return
             if not self.send_report(deployment.id, deployment.final_report, final=True):
                 return
 

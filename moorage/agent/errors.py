@@ -58,7 +58,14 @@ class ProtocolError(AgentError):
 
 
 class TransientError(AgentError):
-    """The control plane could not be reached or answered 5xx/429: retry with backoff."""
+    """The control plane could not be reached or answered 5xx/429: retry with backoff.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one (a 503 of an
+    overloaded control plane): the backoff waits at least that long."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class MalformedPayload(TamperedPayload):

@@ -19,7 +19,10 @@ server's ack is idempotent, so re-sending it is harmless.
 
 Failures: :class:`~moorage.agent.errors.TransientError` (unreachable, 5xx) and refused
 payloads (:class:`~moorage.protocol.envelopes.TamperedPayload`, which is never applied) are
-retried after an exponential backoff (0.5 s doubling to 30 s, ±20 % jitter);
+retried after a capped exponential backoff with full jitter (:mod:`moorage.agent.backoff`:
+a random wait in a window of 5 s for the first retries after a success, then doubling to
+30 s, and at least the server's ``Retry-After``), so that a fleet of agents cut off by a
+control-plane restart comes back spread over several seconds instead of all at once;
 :class:`~moorage.agent.errors.AgentAuthError` is logged and re-raised: the agent stops.
 """
 
@@ -32,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from moorage.agent.backoff import Backoff
+from moorage.agent.backoff import RECONNECT_SPREAD, Backoff
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.errors import (
@@ -110,7 +113,7 @@ class SyncLoop:
         self.replica = replica
         self.logger = logger
         self.stop_event = stop_event
-        self.backoff = backoff if backoff is not None else Backoff()
+        self.backoff = backoff if backoff is not None else Backoff(spread=RECONNECT_SPREAD)
         self._sleep = sleep if sleep is not None else stop_event.wait
         self._interruptible = interruptible
         held_region = replica.region()
@@ -174,7 +177,7 @@ class SyncLoop:
         if not backoff:
             self._log(level, "%s: %s", what, exc)
             return Outcome.RETRY
-        delay = self.backoff.next_delay()
+        delay = self.backoff.next_delay(retry_after=getattr(exc, "retry_after", None))
         self._log(level, "%s, retrying in %.1f s: %s", what, delay, exc)
         self._sleep(delay)
         return Outcome.STOPPED if self.stop_event.is_set() else Outcome.RETRY

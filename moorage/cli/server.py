@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 import click
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from moorage.agent.errors import ConfigurationError
 from moorage.cli.django_setup import migrate, setup_django
@@ -129,23 +133,47 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _server_class() -> type[uvicorn.Server]:
-    # Imported here: the change log needs Django set up first.
-    from moorage.regions.changelog import stop_waiting
+class _Server(uvicorn.Server):
+    """uvicorn, telling waiting long polls to answer as soon as a stop is asked, instead of
+    being cut off after the graceful-shutdown timeout."""
 
-    class Server(uvicorn.Server):
-        """uvicorn, telling waiting long polls to answer as soon as a stop is asked: a poll
-        sleeping in a worker thread would otherwise hold the exit up for its whole wait."""
+    def handle_exit(self, sig: int, frame: object) -> None:
+        from moorage.regions.changelog import stop_waiting
 
-        def handle_exit(self, sig: int, frame: object) -> None:
-            stop_waiting()
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        stop_waiting()
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
-    return Server
+
+#: Seconds an idle keep-alive connection stays open: agents between polls, load balancers.
+KEEP_ALIVE = 30
+
+
+def _raise_open_files_limit() -> None:
+    """Every waiting agent holds a socket: lift this process's soft limit on open files (and
+    its children's) to the hard limit the system allows, as servers usually do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def _metrics_dir() -> Path | None:
+    """One directory for the metrics of every process ``moorage up`` starts (web workers and
+    any worker process beside them), so ``/metrics`` adds them up; ``None`` when the operator
+    set ``PROMETHEUS_MULTIPROC_DIR`` already. Must run before Django (and so
+    ``prometheus_client``) is imported."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="moorage-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
 
 
 def uvicorn_config(
-    *, host: str, port: int, trusted_proxies: Sequence[IPv4Network | IPv6Network]
+    *, host: str, port: int, trusted_proxies: Sequence[IPv4Network | IPv6Network],
+    workers: int = 1,
 ) -> uvicorn.Config:
     """How ``moorage up`` runs uvicorn.
 
@@ -157,19 +185,29 @@ def uvicorn_config(
     return uvicorn.Config(
         "moorage.config.asgi:application", host=host, port=port, log_level="info",
         access_log=True, lifespan="off", timeout_graceful_shutdown=3,
-        proxy_headers=bool(proxies), forwarded_allow_ips=proxies,
+        proxy_headers=bool(proxies), forwarded_allow_ips=proxies, workers=workers,
+        timeout_keep_alive=KEEP_ALIVE,
     )
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Web server processes on the port; the local agent still runs once.")
 @click.option("--no-agent", is_flag=True, help="Serve only; do not start the local agent.")
 @click.option("--no-worker", is_flag=True,
               help="Do not start the background worker (run 'moorage worker' elsewhere).")
-def up(host: str, port: int, no_agent: bool, no_worker: bool) -> None:
+def up(host: str, port: int, workers: int, no_agent: bool, no_worker: bool) -> None:
     """Migrate, then serve the web app and the API, run the background worker (token
-    refreshes) and the local region's agent."""
+    refreshes) and the local region's agent.
+
+    Several processes (``--workers``, or several ``moorage up`` on one PostgreSQL behind a
+    load balancer) serve the same agents: a change made through one wakes the long polls
+    waiting in every other. The agent and the background worker run once, not per worker.
+    """
+    metrics_dir = _metrics_dir()
+    _raise_open_files_limit()
     setup_django()
     from django.conf import settings
 
@@ -181,6 +219,12 @@ def up(host: str, port: int, no_agent: bool, no_worker: bool) -> None:
         err_console.print(
             "[yellow]No user yet.[/yellow] Run [bold]moorage init[/bold] to create the first owner."
         )
+    if workers > 1 and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        err_console.print("[yellow]Several workers on SQLite[/yellow] queue for its one writer "
+                          "lock; use PostgreSQL (DATABASE_URL) to serve a fleet.")
+    from django.db import connections
+
+    connections.close_all()  # the server opens its own as it needs them
     local_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
     agent = None if no_agent else _start_local_agent(
         settings.DATA_DIR, f"http://{local_host}:{port}"
@@ -188,15 +232,25 @@ def up(host: str, port: int, no_agent: bool, no_worker: bool) -> None:
     worker = None if no_worker else Supervised(
         [sys.executable, "-m", "moorage", "worker"], name="worker", preexec_fn=_die_with_parent,
     ).start()
-    console.print(f"Moorage is serving on [bold]http://{host}:{port}[/bold] (Ctrl-C stops it)")
-    config = uvicorn_config(host=host, port=port, trusted_proxies=settings.TRUSTED_PROXIES)
+    console.print(f"Moorage is serving on [bold]http://{host}:{port}[/bold]"
+                  + (f" with {workers} workers" if workers > 1 else "") + " (Ctrl-C stops it)")
+    config = uvicorn_config(host=host, port=port, trusted_proxies=settings.TRUSTED_PROXIES,
+                            workers=workers)
     try:
-        _server_class()(config).run()
+        if workers == 1:
+            _Server(config).run()
+        else:
+            # uvicorn's supervisor, which restarts a worker that dies. Its workers are plain
+            # uvicorn servers: at a stop a waiting poll is cut after the graceful timeout,
+            # and its agent reconnects with jitter.
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
     finally:
         if worker is not None:
             worker.stop()
         if agent is not None:
             _stop(agent)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @click.group()

@@ -6,9 +6,12 @@ Every error leaves as ``{"code": str, "message": str, "detail": object}``; codes
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -30,6 +33,8 @@ from moorage.regions.api import router as regions_router
 from moorage.schemas import ERROR_STATUSES, ErrorOut
 
 logger = logging.getLogger(__name__)
+#: What a 503 tells the client to wait, in seconds (agents add their own jitter).
+RETRY_AFTER_SECONDS = 2
 
 _ERROR_REF = "#/components/schemas/Error"
 _HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
@@ -105,52 +110,44 @@ def _application_error(request: HttpRequest, exc: ApplicationError) -> HttpRespo
 
 
 AGENT_PATH = "/api/v1/agent/"
+NOT_AUTHENTICATED = ("Send an API token: 'Authorization: Bearer mrg_…'. Create one under "
+                     "Account → API tokens or with 'moorage tokens create'.")
+WWW_AUTHENTICATE = 'Bearer realm="moorage"'
+AGENT_NOT_AUTHENTICATED = ("Send the region token: 'Authorization: Bearer mrr_…'. 'moorage "
+                           "regions add' prints it, 'moorage regions rotate-token' replaces "
+                           "it; the agent reads it from --token-file.")
+AGENT_WWW_AUTHENTICATE = 'Bearer realm="moorage-agent"'
 
 
 @api.exception_handler(AuthenticationError)
 def _not_authenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     if request.path.startswith(AGENT_PATH):
         # Region agents authenticate with their region's token, not a person's API token.
-        response = _error(
-            api,
-            request,
-            401,
-            "not_authenticated",
-            "Send the region token: 'Authorization: Bearer mrr_…'. 'moorage regions add' "
-            "prints it, 'moorage regions rotate-token' replaces it; the agent reads it from "
-            "--token-file.",
-            {},
-        )
-        response["WWW-Authenticate"] = 'Bearer realm="moorage-agent"'
+        response = _error(api, request, 401, "not_authenticated", AGENT_NOT_AUTHENTICATED, {})
+        response["WWW-Authenticate"] = AGENT_WWW_AUTHENTICATE
         return response
-    response = _error(
-        api,
-        request,
-        401,
-        "not_authenticated",
-        "Send an API token: 'Authorization: Bearer mrg_…'. Create one under Account → "
-        "API tokens or with 'moorage tokens create'.",
-        {},
-    )
-    response["WWW-Authenticate"] = 'Bearer realm="moorage"'
+    response = _error(api, request, 401, "not_authenticated", NOT_AUTHENTICATED, {})
+    response["WWW-Authenticate"] = WWW_AUTHENTICATE
     return response
+
+
+def invalid_request(errors: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The 422 body for validation errors (pydantic's ``errors()`` shape)."""
+    fields = {
+        (".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query"))
+         or "body"): err.get("msg", "invalid")
+        for err in errors
+    }
+    return {"code": "validation_error",
+            "message": "The request is not valid: "
+            + "; ".join(f"{k}: {v}" for k, v in fields.items()),
+            "detail": {"fields": fields}}
 
 
 @api.exception_handler(NinjaValidationError)
 def _invalid(request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
-    fields = {
-        (".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query"))
-         or "body"): err.get("msg", "invalid")
-        for err in exc.errors
-    }
-    return _error(
-        api,
-        request,
-        422,
-        "validation_error",
-        "The request is not valid: " + "; ".join(f"{k}: {v}" for k, v in fields.items()),
-        {"fields": fields},
-    )
+    body = invalid_request(exc.errors)
+    return _error(api, request, 422, body["code"], body["message"], body["detail"])
 
 
 @api.exception_handler(RequestDataTooBig)
@@ -173,15 +170,34 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return _error(api, request, exc.status_code, code, str(exc.message), {})
 
 
+@api.exception_handler(DatabaseOperationalError)
+@api.exception_handler(DatabaseInterfaceError)
+def _overloaded(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # No connection within the pool's timeout, too many requests queued for one, or the
+    # database refusing or dropping connections: the client should come back shortly, which
+    # agents do with jittered backoff. Logged without the driver's message (it may name hosts).
+    logger.warning("database unavailable for %s %s: %s", request.method, request.path,
+                   type(exc.__cause__ or exc).__name__)
+    body = overloaded()
+    response = _error(api, request, 503, body["code"], body["message"], body["detail"])
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def overloaded() -> dict[str, Any]:
+    """The 503 body when the database cannot serve now (with ``Retry-After``)."""
+    return {"code": "service_unavailable",
+            "message": "Moorage is overloaded or cannot reach its database right now; try "
+                       f"again in {RETRY_AFTER_SECONDS} seconds.",
+            "detail": {"retry_after": RETRY_AFTER_SECONDS}}
+
+
+INTERNAL_ERROR = ("Moorage hit an unexpected error. The operators can find it in the server "
+                  "log.")
+
+
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     # The traceback goes to the server log; the client gets no internals.
     logger.exception("unhandled error in %s %s", request.method, request.path)
-    return _error(
-        api,
-        request,
-        500,
-        "internal_error",
-        "Moorage hit an unexpected error. The operators can find it in the server log.",
-        {},
-    )
+    return _error(api, request, 500, "internal_error", INTERNAL_ERROR, {})

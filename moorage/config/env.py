@@ -32,6 +32,13 @@ _SQLITE_OPTIONS = {
     "timeout": 20,
     "transaction_mode": "IMMEDIATE",
 }
+# PostgreSQL connections come from one pool per process (psycopg_pool through Django). A
+# request that cannot get one within POOL_TIMEOUT seconds, or finds POOL_MAX_WAITING requests
+# already queued for one, fails with an OperationalError that the API answers 503 (overloaded).
+DEFAULT_DB_POOL_SIZE = 8
+POOL_TIMEOUT = 5.0
+POOL_MAX_WAITING = 200
+MIN_METRICS_TOKEN = 16
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -49,6 +56,8 @@ class Environment:
     keys: list[Key] | None  # from MOORAGE_KEYS; None means the key file in the data dir
     probe_blocked_networks: tuple[IPNetwork, ...]
     trusted_proxies: tuple[IPNetwork, ...]
+    db_pool_size: int = DEFAULT_DB_POOL_SIZE
+    metrics_token: str | None = None  # None: /metrics answers loopback clients only
 
 
 def default_data_dir() -> Path:
@@ -66,9 +75,11 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
     env = os.environ if environ is None else environ
     data_dir = _data_dir(env)
     database_url = env.get("DATABASE_URL") or None
+    pool_size = _positive_int(env, "MOORAGE_DB_POOL_SIZE", default=DEFAULT_DB_POOL_SIZE,
+                              maximum=1000)
     return Environment(
         data_dir=data_dir,
-        database=_database(database_url, data_dir),
+        database=_database(database_url, data_dir, pool_size),
         database_url=database_url,
         secret_key=_secret_key(env, data_dir),
         allowed_hosts=_allowed_hosts(env),
@@ -78,6 +89,8 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
             env, "MOORAGE_PROBE_BLOCKED_NETWORKS", default=",".join(DEFAULT_BLOCKED_NETWORKS)
         ),
         trusted_proxies=_networks(env, "MOORAGE_TRUSTED_PROXIES", default=""),
+        db_pool_size=pool_size,
+        metrics_token=_metrics_token(env),
     )
 
 
@@ -95,7 +108,7 @@ def _data_dir(env: Mapping[str, str]) -> Path:
     return path
 
 
-def _database(url: str | None, data_dir: Path) -> dict[str, Any]:
+def _database(url: str | None, data_dir: Path, pool_size: int) -> dict[str, Any]:
     if url is None:
         # The embedded default keeps its database in the data dir; make sure the dir exists.
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -116,8 +129,16 @@ def _database(url: str | None, data_dir: Path) -> dict[str, Any]:
         raise ImproperlyConfigured(f"DATABASE_URL is malformed: {type(exc).__name__}.") from None
     if config.get("ENGINE") == "django.db.backends.sqlite3":
         config["OPTIONS"] = _SQLITE_OPTIONS
-    if config.get("ENGINE") == "django.db.backends.postgresql" and not config.get("NAME"):
-        raise ImproperlyConfigured("DATABASE_URL names no database (postgres://HOST/NAME).")
+    if config.get("ENGINE") == "django.db.backends.postgresql":
+        if not config.get("NAME"):
+            raise ImproperlyConfigured("DATABASE_URL names no database (postgres://HOST/NAME).")
+        # A pool bounds the connections of a process, whatever the number of requests in
+        # flight; Django refuses persistent connections beside it (they are the pool's job).
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {**config.get("OPTIONS", {}), "pool": {
+            "min_size": min(2, pool_size), "max_size": pool_size, "timeout": POOL_TIMEOUT,
+            "max_waiting": POOL_MAX_WAITING,
+        }}
     return config
 
 
@@ -164,6 +185,31 @@ def _keys(env: Mapping[str, str]) -> list[Key] | None:
             "(make one with 'moorage keys generate')."
         )
     return keys
+
+
+def _positive_int(env: Mapping[str, str], name: str, *, default: int, maximum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}.") from None
+    if not 1 <= value <= maximum:
+        raise ImproperlyConfigured(f"{name} must be between 1 and {maximum}, got {value}.")
+    return value
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    raw = env.get("MOORAGE_METRICS_TOKEN")
+    if raw is None or raw == "":
+        return None
+    if len(raw) < MIN_METRICS_TOKEN or any(ch.isspace() for ch in raw):
+        raise ImproperlyConfigured(
+            f"MOORAGE_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN} characters without "
+            "spaces (make one with: python -c 'import secrets; print(secrets.token_urlsafe())')."
+        )
+    return raw
 
 
 def _allowed_hosts(env: Mapping[str, str]) -> list[str]:

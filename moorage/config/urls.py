@@ -4,9 +4,11 @@ from django.contrib import admin
 from django.urls import include, path
 
 from moorage.config.api import api
+from moorage.config.metrics import metrics_view
 
 urlpatterns = [
     path("api/v1/", api.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("", include("moorage.accounts.urls")),
     path("", include("moorage.audit.urls")),

@@ -14,7 +14,7 @@ from moorage.credentials.selectors import credential_get
 from moorage.errors import ValidationFailed
 from moorage.protocol.constants import DEFAULT_WAIT, KEY_HEADER, MAX_WAIT
 from moorage.regions import selectors, sync
-from moorage.regions.auth import RegionTokenAuth
+from moorage.regions.auth import AsyncRegionTokenAuth, RegionTokenAuth
 from moorage.regions.models import Region
 from moorage.schemas import MAX_ID, CredentialRevision, LogRevision, ObjectId
 from moorage.sealing.keyring import KEY_ID_PATTERN
@@ -61,7 +61,11 @@ def _region(request: HttpRequest) -> Region:
 
 def _key_id(request: HttpRequest) -> str | None:
     """The region key the agent says it holds (``X-Moorage-Region-Key``), if it says."""
-    key_id = request.headers.get(KEY_HEADER)
+    return key_id_from(request.headers.get(KEY_HEADER))
+
+
+def key_id_from(key_id: str | None) -> str | None:
+    """The value of the ``X-Moorage-Region-Key`` header, checked to be a key id."""
     if key_id is not None and not re.match(KEY_ID_PATTERN, key_id):
         raise ValidationFailed(f"The {KEY_HEADER} header is not a key id.",
                                code="region_key_id_invalid")
@@ -73,11 +77,12 @@ def agent_snapshot(request: HttpRequest, query: Query[SnapshotQuery]) -> dict[st
     return sync.snapshot(region=_region(request), nonce=query.nonce, key_id=_key_id(request))
 
 
-@agent_router.get("/agent/changes", response=Envelope,
+@agent_router.get("/agent/changes", response=Envelope, auth=AsyncRegionTokenAuth(),
                   summary="Changes after a revision (long poll)")
-def agent_changes(request: HttpRequest, query: Query[ChangesQuery]) -> dict[str, str]:
-    return sync.changes(region=_region(request), since=query.since, wait=query.wait,
-                        nonce=query.nonce, key_id=_key_id(request))
+async def agent_changes(request: HttpRequest, query: Query[ChangesQuery]) -> dict[str, str]:
+    # Async: a waiting poll holds no thread and no database connection (docs/sync.md).
+    return await sync.changes(region=_region(request), since=query.since, wait=query.wait,
+                              nonce=query.nonce, key_id=_key_id(request))
 
 
 @agent_router.post("/agent/ack", response={204: None}, summary="What the agent holds now")

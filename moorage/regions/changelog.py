@@ -3,46 +3,25 @@
 Call :func:`record_change` inside the transaction of the change itself. It takes the next
 revision from :class:`SyncCounter` under a row lock held until commit, so a reader that sees
 revision ``R`` knows every change up to ``R`` is committed (no gaps to skip). On PostgreSQL
-it also queues a NOTIFY, delivered at commit, that wakes the agents' long polls.
+it also queues a NOTIFY, delivered at commit, that wakes the agents' long polls in every
+control-plane process; in this process they are woken at commit directly
+(:mod:`moorage.regions.wakeup`).
 """
 
 from __future__ import annotations
 
-import threading
+from functools import partial
 
 from django.db import connection, transaction
 
+from moorage.regions import wakeup
 from moorage.regions.choices import ChangeKind
 from moorage.regions.models import Change, SyncCounter
 
-NOTIFY_CHANNEL = "moorage_sync"
-
-# Long polls waiting in this process: woken at once when a change commits here, and told to
-# answer when the server is stopping (a sleeping poll would otherwise hold the exit up).
-_local = threading.Condition()
-_stopping = threading.Event()
-
-
-def _wake_local_waiters() -> None:
-    with _local:
-        _local.notify_all()
-
-
-def wait_for_local_change(timeout: float) -> None:
-    """Block until a change commits in this process, ``timeout`` passes, or shutdown."""
-    with _local:
-        if not _stopping.is_set():
-            _local.wait(timeout)
-
 
 def stop_waiting() -> None:
-    """The server is stopping: every waiting long poll answers now."""
-    _stopping.set()
-    _wake_local_waiters()
-
-
-def stopping() -> bool:
-    return _stopping.is_set()
+    """The server is stopping: every waiting long poll of this process answers now."""
+    wakeup.hub.stop()
 
 
 def counter_for_update() -> SyncCounter:
@@ -65,8 +44,10 @@ def record_change(
                           object_id=object_id, region_id=region_id)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(counter.revision)])
-    transaction.on_commit(_wake_local_waiters)
+            cursor.execute("SELECT pg_notify(%s, %s)", [
+                wakeup.NOTIFY_CHANNEL,
+                wakeup.notify_payload(counter.revision, account_id, region_id)])
+    transaction.on_commit(partial(wakeup.hub.publish, counter.revision, account_id, region_id))
     return counter.revision
 
 
@@ -86,10 +67,15 @@ def record_changes(changes: list[tuple[int, ChangeKind, int]]) -> list[int]:
         Change(revision=first + i, account_id=account_id, kind=kind, object_id=object_id)
         for i, (account_id, kind, object_id) in enumerate(changes)
     ])
+    # One wake-up per account (its newest revision): it concerns the same waiting polls.
+    newest = {account_id: first + i for i, (account_id, _, _) in enumerate(changes)}
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(counter.revision)])
-    transaction.on_commit(_wake_local_waiters)
+            for account_id, revision in newest.items():
+                cursor.execute("SELECT pg_notify(%s, %s)", [
+                    wakeup.NOTIFY_CHANNEL, wakeup.notify_payload(revision, account_id, None)])
+    for account_id, revision in newest.items():
+        transaction.on_commit(partial(wakeup.hub.publish, revision, account_id, None))
     return list(range(first, counter.revision + 1))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from moorage.accounts.models import Account
@@ -28,19 +29,18 @@ class RegionState:
 def region_states(*, account: Account | None = None) -> list[RegionState]:
     """Every region with its status and lag (and whether ``account`` uses it)."""
     revision, _ = changelog.current_revision()
-    regions = list(Region.objects.order_by("slug"))
+    # One query however many regions (a fleet has hundreds): the oldest change each region
+    # has not applied yet comes from a subquery on the log's revision index.
+    regions = list(Region.objects.order_by("slug").annotate(pending_since=Subquery(
+        Change.objects.filter(revision__gt=OuterRef("applied_revision"))
+        .order_by("revision").values("at")[:1])))
     enabled = set()
     if account is not None:
         enabled = set(account.region_links.values_list("region_id", flat=True))
-    oldest_pending = {
-        r.pk: Change.objects.filter(revision__gt=r.applied_revision).order_by("revision")
-        .values_list("at", flat=True).first()
-        for r in regions if r.applied_revision < revision
-    }
     now = timezone.now()
     states = []
     for region in regions:
-        pending_since: datetime | None = oldest_pending.get(region.pk)
+        pending_since: datetime | None = region.pending_since
         states.append(RegionState(
             region=region,
             status=region.status,

@@ -6,11 +6,15 @@ log names, re-sealed for the asking region, and signed with the region's MAC key
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -22,7 +26,7 @@ from moorage.deployments.choices import DeploymentStatus
 from moorage.deployments.models import Deployment
 from moorage.deployments.payloads import deployment_payload, latest_deployments
 from moorage.deployments.services import Report, deployment_report
-from moorage.errors import AuthenticationFailed, ValidationFailed
+from moorage.errors import ApplicationError, AuthenticationFailed, ValidationFailed
 from moorage.keys.errors import SecretUnavailable
 from moorage.logs.payloads import log_request_payload
 from moorage.logs.selectors import log_requests_waiting
@@ -31,8 +35,9 @@ from moorage.protocol.constants import MAX_WAIT
 from moorage.protocol.credential import format_expiry
 from moorage.protocol.enums import Op
 from moorage.protocol.envelopes import sign
-from moorage.regions import changelog
+from moorage.regions import changelog, wakeup
 from moorage.regions import secrets as region_secrets
+from moorage.regions.batching import Batcher
 from moorage.regions.choices import ChangeKind
 from moorage.regions.models import AccountRegion, Change, CredentialReplica, Region, RegionToken
 from moorage.regions.services import region_key_adopt
@@ -40,35 +45,87 @@ from moorage.sealing import Key
 
 # How often a region's last-seen time is written: every poll would be a write per request.
 SEEN_WRITE_INTERVAL = 5.0
-# SQLite has no NOTIFY: a waiting poll wakes at once for a change committed in its own
-# process, and looks again this often for changes committed by other processes.
-SQLITE_POLL_INTERVAL = 0.2
+
+#: The threads a long poll's database work runs in, set by the ASGI entry point
+#: (``moorage.config.asgi.LongPolls``). Unset (the test client, WSGI), that work runs
+#: thread-sensitively, like any Django code: in the request's own thread.
+db_executor: ContextVar[ThreadPoolExecutor | None] = ContextVar("moorage_long_poll_db",
+                                                         default=None)
+
+
+def in_db_thread[**P, R](function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """``function`` made awaitable for a long poll, run where :data:`db_executor` says."""
+    executor = db_executor.get()
+    if executor is None:
+        return sync_to_async(function)
+    return sync_to_async(function, thread_sensitive=False, executor=executor)
 
 logger = logging.getLogger(__name__)
 
 
 def agent_authenticate(*, token: str) -> Region:
     """The region a bearer token belongs to, or :class:`AuthenticationFailed`."""
-    if not region_secrets.is_well_formed(token):
-        raise AuthenticationFailed("The region token is malformed; it starts with 'mrr_'.",
-                                   code="region_token_invalid")
-    found = RegionToken.objects.select_related("region").filter(
-        digest=region_secrets.token_digest(token)).first()
-    if found is None:
-        raise AuthenticationFailed("The region token is not valid (or its region was removed).",
-                                   code="region_token_invalid")
-    if found.revoked_at is not None:
-        raise AuthenticationFailed(
-            f"The token of region {found.region.slug!r} was rotated; give the agent the new one.",
-            code="region_token_revoked",
-        )
-    region = found.region
+    [found] = agent_authenticate_many([token])
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def agent_authenticate_many(tokens: list[str]) -> list[Region | Exception]:
+    """For each bearer token, its region or the :class:`AuthenticationFailed` it gets: one
+    query for all of them (agents re-poll together after a change), and one write for the
+    regions whose last-seen time is due."""
+    digests = [region_secrets.token_digest(t) if region_secrets.is_well_formed(t) else None
+               for t in tokens]
+    rows = {row.digest: row for row in RegionToken.objects.select_related("region").filter(
+        digest__in={d for d in digests if d is not None})}
     now = timezone.now()
-    if region.last_seen_at is None or (now - region.last_seen_at).total_seconds() \
-            > SEEN_WRITE_INTERVAL:
-        Region.objects.filter(pk=region.pk).update(last_seen_at=now)
-        region.last_seen_at = now
-    return region
+    results: list[Region | Exception] = []
+    seen: dict[int, Region] = {}
+    for digest in digests:
+        found = rows.get(digest) if digest is not None else None
+        if digest is None:
+            results.append(AuthenticationFailed(
+                "The region token is malformed; it starts with 'mrr_'.",
+                code="region_token_invalid"))
+        elif found is None:
+            results.append(AuthenticationFailed(
+                "The region token is not valid (or its region was removed).",
+                code="region_token_invalid"))
+        elif found.revoked_at is not None:
+            results.append(AuthenticationFailed(
+                f"The token of region {found.region.slug!r} was rotated; give the agent the "
+                "new one.", code="region_token_revoked"))
+        else:
+            region = found.region
+            if region.last_seen_at is None \
+                    or (now - region.last_seen_at).total_seconds() > SEEN_WRITE_INTERVAL:
+                seen[region.pk] = region
+            results.append(region)
+    if seen:
+        Region.objects.filter(pk__in=seen).update(last_seen_at=now)
+        for result in results:
+            if isinstance(result, Region) and result.pk in seen:
+                result.last_seen_at = now
+    return results
+
+
+def agent_authenticate_many_and_give_back(tokens: list[str]) -> list[Region | Exception]:
+    """:func:`agent_authenticate_many` for long polls: the connection goes back to the pool
+    at once, since the polls may then wait for a minute."""
+    try:
+        return agent_authenticate_many(tokens)
+    finally:
+        give_back_connection()
+
+
+_tokens: Batcher[str, Region] = Batcher(agent_authenticate_many_and_give_back,
+                                        lambda run: in_db_thread(run))
+
+
+async def agent_authenticate_batched(token: str) -> Region:
+    """:func:`agent_authenticate` for a long poll, batched with the polls arriving with it."""
+    return await _tokens.call(token)
 
 
 def _enabled_account_ids(region: Region) -> set[int]:
@@ -146,27 +203,45 @@ def snapshot(*, region: Region, nonce: str, key_id: str | None = None) -> dict[s
     return sign(payload, key)
 
 
-def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, Any]]:
-    """Turn log rows into protocol operations with current content, coalesced per object."""
-    log_requests_expire_due()  # an unread answer goes even if nobody asks for logs again
-    enabled = _enabled_account_ids(region)
-    rows = list(changes)
-    credential_ids = {c.object_id for c in rows if c.kind == ChangeKind.CREDENTIAL}
-    upserted_accounts = {c.account_id for c in rows
-                         if c.kind == ChangeKind.ACCOUNT and c.account_id in enabled}
-    credentials = {
-        c.pk: c for c in Credential.objects.filter(
+@dataclass(frozen=True)
+class _Objects:
+    """The current state of the objects some log rows name, read once for many answers."""
+
+    credentials: dict[int, Credential]
+    accounts: dict[int, Account]
+    deployments: dict[int, Deployment]
+
+    @classmethod
+    def of(cls, wanted: Iterable[tuple[list[Change], set[int]]]) -> _Objects:
+        """For each ``(rows, enabled accounts)`` of an answer to give: what it names."""
+        credential_ids: set[int] = set()
+        upserted_accounts: set[int] = set()
+        deployment_ids: set[int] = set()
+        for rows, enabled in wanted:
+            for c in rows:
+                if c.kind == ChangeKind.CREDENTIAL:
+                    credential_ids.add(c.object_id)
+                elif c.kind == ChangeKind.ACCOUNT and c.account_id in enabled:
+                    upserted_accounts.add(c.account_id)
+                elif c.kind == ChangeKind.DEPLOYMENT:
+                    deployment_ids.add(c.object_id)
+        credentials = {c.pk: c for c in Credential.objects.filter(
             Q(id__in=credential_ids) | Q(account_id__in=upserted_accounts))
-        .select_related("login_token")
-    }
-    accounts = {a.pk: a for a in Account.objects.filter(id__in=upserted_accounts)}
-    deployments = {
-        d.pk: d for d in Deployment.objects.filter(
-            id__in={c.object_id for c in rows if c.kind == ChangeKind.DEPLOYMENT}, region=region,
-        ).select_related("app__account", "credential").prefetch_related("app__env")
-    }
-    log_requests = log_requests_waiting(
-        region=region, ids=(c.object_id for c in rows if c.kind == ChangeKind.LOGS))
+            .select_related("login_token")} if credential_ids or upserted_accounts else {}
+        accounts = {a.pk: a for a in Account.objects.filter(id__in=upserted_accounts)} \
+            if upserted_accounts else {}
+        deployments = {d.pk: d for d in Deployment.objects.filter(id__in=deployment_ids)
+                       .select_related("app__account", "credential")
+                       .prefetch_related("app__env")} if deployment_ids else {}
+        return cls(credentials, accounts, deployments)
+
+
+def _ops(region: Region, key: Key, rows: list[Change], enabled: set[int],
+         objects: _Objects) -> list[dict[str, Any]]:
+    """Turn log rows into protocol operations with current content, coalesced per object."""
+    credentials, accounts = objects.credentials, objects.accounts
+    log_ids = [c.object_id for c in rows if c.kind == ChangeKind.LOGS]
+    log_requests = log_requests_waiting(region=region, ids=log_ids) if log_ids else {}
     ops: dict[tuple[str, int], tuple[int, int, dict[str, Any]]] = {}
     sequence = 0
 
@@ -192,8 +267,9 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
                 put(("account", change.account_id), change.revision,
                     {"op": Op.ACCOUNT_DELETE, "account_id": change.account_id})
         elif change.kind == ChangeKind.DEPLOYMENT:
-            deployment = deployments.get(change.object_id)
-            if deployment is not None and deployment.app.account_id in enabled:
+            deployment = objects.deployments.get(change.object_id)
+            if deployment is not None and deployment.region_id == region.pk \
+                    and deployment.app.account_id in enabled:
                 put(("deployment", deployment.app_id), change.revision,
                     {"op": Op.DEPLOYMENT_UPSERT,
                      "deployment": _deployment_payload(region, key, deployment)})
@@ -222,67 +298,132 @@ def _ops(region: Region, key: Key, changes: Iterable[Change]) -> list[dict[str, 
     return [{"revision": revision, **op} for revision, _, op in ordered]
 
 
-def _relevant(region: Region, since: int, until: int) -> list[Change]:
-    enabled = _enabled_account_ids(region)
-    return list(
-        Change.objects.filter(revision__gt=since, revision__lte=until)
-        .filter(Q(region_id=region.pk)
-                | Q(region_id__isnull=True, account_id__in=enabled))
-        .order_by("revision")
-    )
+def _concerns(change: Change, region: Region, enabled: set[int]) -> bool:
+    """The rule of ``docs/sync.md``: a change of the region, or of an account enabled there."""
+    if change.region_id is not None:
+        return change.region_id == region.pk
+    return change.account_id in enabled
 
 
-def changes(
-    *, region: Region, since: int, wait: int, nonce: str, key_id: str | None = None
-) -> dict[str, str]:
+@dataclass(frozen=True)
+class LookFor:
+    """One poll's question: changes for ``region`` after ``since``, answered now if ``final``."""
+
+    region: Region
+    since: int
+    nonce: str
+    final: bool
+    first: bool
+    key_id: str | None = None  # the region key the agent holds (None: the region's)
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look at the log for a poll: the signed answer if there is one to give now, else
+    the accounts enabled in the region (which changes concern the poll while it waits)."""
+
+    answer: dict[str, str] | None
+    accounts: frozenset[int]
+
+
+def changes_look(requests: list[LookFor]) -> list[Look | Exception]:
+    """Look once at the log for several polls at the same time, in a handful of queries.
+
+    A poll gets its answer when there are changes for its region, when it needs a snapshot,
+    or when its look is ``final`` (its wait is over: it answers with none). A first look also
+    records that the agent applied ``since``. The connection goes back to the pool afterwards:
+    a poll holds none while it waits.
+    """
+    try:
+        revision, compacted = changelog.current_revision()
+        looks: dict[int, Look | Exception] = {}
+        keys: dict[int, Key] = {}
+        open_: list[tuple[int, LookFor]] = []
+        for n, request in enumerate(requests):
+            try:  # a key the agent does not hold fails its poll, not the batch
+                keys[n] = region_secrets.region_key_for(request.region, request.key_id)
+            except ApplicationError as exc:
+                looks[n] = exc
+                continue
+            if request.first and request.since <= revision:
+                _record_progress(request.region, request.since)
+            if request.since > revision or request.since < compacted:
+                looks[n] = Look(_changes_answer(request.region, request.since, revision, [],
+                                                request.nonce, keys[n], snapshot_required=True),
+                                frozenset())
+            else:
+                open_.append((n, request))
+        if open_:
+            enabled: dict[int, set[int]] = {request.region.pk: set() for _, request in open_}
+            for region_id, account_id in AccountRegion.objects.filter(
+                    region_id__in=enabled).values_list("region_id", "account_id"):
+                enabled[region_id].add(account_id)
+            accounts = set().union(*enabled.values())
+            rows = list(
+                Change.objects.filter(revision__gt=min(r.since for _, r in open_),
+                                      revision__lte=revision)
+                .filter(Q(region_id__in=enabled)
+                        | Q(region_id__isnull=True, account_id__in=accounts))
+                .order_by("revision"))
+            relevant = {n: [c for c in rows if c.revision > request.since
+                            and _concerns(c, request.region, enabled[request.region.pk])]
+                        for n, request in open_}
+            answering = [(n, request) for n, request in open_ if relevant[n] or request.final]
+            if answering:
+                log_requests_expire_due()  # an unread answer goes even if nobody asks again
+            objects = _Objects.of((relevant[n], enabled[request.region.pk])
+                                  for n, request in answering)
+            for n, request in open_:
+                region_enabled = enabled[request.region.pk]
+                if not (relevant[n] or request.final):
+                    looks[n] = Look(None, frozenset(region_enabled))
+                    continue
+                ops = _ops(request.region, keys[n], relevant[n], region_enabled, objects)
+                looks[n] = Look(_changes_answer(request.region, request.since, revision, ops,
+                                                request.nonce, keys[n]),
+                                frozenset(region_enabled))
+        return [looks[n] for n in range(len(requests))]
+    finally:
+        give_back_connection()
+
+
+_looks: Batcher[LookFor, Look] = Batcher(changes_look, lambda run: in_db_thread(run))
+
+
+async def changes(*, region: Region, since: int, wait: int, nonce: str,
+                  key_id: str | None = None) -> dict[str, str]:
     """Changes after ``since`` for ``region``, waiting up to ``wait`` seconds for one.
 
-    The signed answer echoes ``nonce`` so the agent can tell it from a replayed old one, and
-    is signed and sealed with the region key ``key_id`` the agent holds.
+    Waiting holds no thread and no database connection: the poll awaits its
+    :class:`~moorage.regions.wakeup.Waiter`, which the process's listener wakes when a change
+    concerning the region commits (``docs/sync.md``). The signed answer echoes ``nonce`` so the
+    agent can tell it from a replayed old one, and is signed and sealed with the region key
+    ``key_id`` the agent holds (a key it does not hold fails at the first look, before any
+    wait).
     """
     if since < 0 or not 0 <= wait <= MAX_WAIT:
         raise ValidationFailed(f"Use since ≥ 0 and 0 ≤ wait ≤ {MAX_WAIT}.",
                                code="sync_parameters_invalid")
-    key = region_secrets.region_key_for(region, key_id)  # a wrong key fails before waiting
-    deadline = time.monotonic() + wait
-    progressed = False
-    listening = False
-    try:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    async with wakeup.hub.waiter(region.pk) as waiter:
+        first = True
         while True:
-            revision, compacted = changelog.current_revision()
-            if not progressed and since <= revision:
-                _record_progress(region, since)
-                progressed = True
-            if since > revision or since < compacted:
-                return _changes_answer(region, since, revision, [], nonce, key,
-                                       snapshot_required=True)
-            rows = _relevant(region, since, revision)
-            remaining = deadline - time.monotonic()
-            if rows or remaining <= 0 or changelog.stopping():
-                return _changes_answer(region, since, revision, _ops(region, key, rows),
-                                       nonce, key)
-            if connection.vendor == "postgresql":
-                if not listening:
-                    with connection.cursor() as cursor:
-                        cursor.execute(f"LISTEN {changelog.NOTIFY_CHANNEL}")
-                    listening = True
-                    continue  # look again: a change may have landed before LISTEN
-                _wait_for_notify(min(remaining, 1.0))
-            else:
-                # Woken at once by a commit in this process; the short timeout catches
-                # changes written by other processes (the CLI, another worker).
-                changelog.wait_for_local_change(min(remaining, SQLITE_POLL_INTERVAL))
-    finally:
-        if listening:
-            with connection.cursor() as cursor:
-                cursor.execute(f"UNLISTEN {changelog.NOTIFY_CHANNEL}")
+            final = loop.time() >= deadline or wakeup.hub.stopping
+            look = await _looks.call(LookFor(region=region, since=since, nonce=nonce,
+                                             final=final, first=first, key_id=key_id))
+            if look.answer is not None:
+                return look.answer
+            first = False
+            waiter.scope(look.accounts)
+            await waiter.wait(deadline - loop.time())
 
 
-def _wait_for_notify(timeout: float) -> None:
-    connection.ensure_connection()
-    raw = connection.connection
-    for _ in raw.notifies(timeout=timeout, stop_after=1):
-        break
+def give_back_connection() -> None:
+    """Return this thread's database connection to the pool (PostgreSQL) or close it
+    (SQLite), unless a transaction is open on it (a test's, or a caller's)."""
+    if not connection.in_atomic_block:
+        connection.close()
 
 
 def _changes_answer(

@@ -13,11 +13,20 @@ import pytest
 from django.test import override_settings
 
 from moorage.accounts.choices import Role
+from moorage.regions import wakeup
 from moorage.testing import factories
 from moorage.testing.agents import InProcessAgent
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.factories import Member
 from moorage.testing.regions import AgentView
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test database, and at its end the sync listener of this process
+    closed first: its LISTEN connection would keep the database from being dropped."""
+    yield
+    wakeup.hub.close_listener()
 
 
 @pytest.fixture

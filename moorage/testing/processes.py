@@ -126,13 +126,15 @@ class ControlPlane:
         assert self.port is not None, "start() the control plane first"
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self, *, port: int | None = None, timeout: float = 60.0) -> None:
-        """Migrate and serve; wait until the login page answers. Again on the same port
-        after :meth:`kill` or :meth:`stop` (a restart), on a free one the first time."""
+    def start(self, *, port: int | None = None, timeout: float = 60.0,
+              options: tuple[str, ...] = ("--no-agent",)) -> None:
+        """Migrate and serve (``moorage up`` with ``options``); wait until the login page
+        answers. Again on the same port after :meth:`kill` or :meth:`stop` (a restart), on a
+        free one the first time."""
         for attempt in range(3):
             self.port = port or self.port or free_port()
             self.process = _popen(
-                [sys.executable, "-m", "moorage", "up", "--no-agent", "--host", LOOPBACK,
+                [sys.executable, "-m", "moorage", "up", *options, "--host", LOOPBACK,
                  "--port", str(self.port)], self.env, self.log)
             try:
                 wait_for_http(f"{self.url}/login/", process=self.process, log=self.log,

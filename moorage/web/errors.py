@@ -7,12 +7,13 @@ shape, everything else a page in the layout.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils.deprecation import MiddlewareMixin
 
 from moorage.errors import ApplicationError, RequestTooLarge
 
@@ -24,6 +25,7 @@ _TITLES = {
     404: "Not found",
     413: "Too large",
     429: "Too many attempts",
+    503: "Busy",
     500: "Something went wrong",
 }
 
@@ -109,20 +111,22 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     )
 
 
-class ApplicationErrorMiddleware:
+class ApplicationErrorMiddleware(MiddlewareMixin):
     """Turns an :class:`ApplicationError` escaping a page view into an error page.
 
     Views show field errors on their forms; this catches what is left (a role that may not
     act, another account's object) so the person sees the message, never a traceback.
+    (``MiddlewareMixin``: it also runs in an async middleware chain.)
     """
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ApplicationError) and not request.path.startswith("/api/"):
             return application_error_response(request, exception)
+        if isinstance(exception, OperationalError | InterfaceError):
+            # Overloaded (no pool connection in time) or the database is away: not a bug.
+            response = error_response(
+                request, status=503, code="service_unavailable",
+                message="Moorage is busy or cannot reach its database; try again in a moment.")
+            response["Retry-After"] = "2"
+            return response
         return None

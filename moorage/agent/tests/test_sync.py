@@ -3,7 +3,9 @@ acks, retries, refusals and stopping."""
 
 from __future__ import annotations
 
+import collections
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +15,7 @@ import httpx
 import pytest
 
 from moorage import protocol
-from moorage.agent.backoff import Backoff
+from moorage.agent.backoff import RECONNECT_SPREAD, Backoff
 from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.errors import AgentAuthError, ConfigurationError
@@ -107,25 +109,59 @@ def test_transient_errors_back_off_doubling_and_recover(
     fake.failures = [503, refused, 502, refused, 500, 500, 500, 500, 500, 500, 500]
     outcomes = [loop.run_once() for _ in range(12)]
     assert outcomes == [Outcome.RETRY] * 11 + [Outcome.SYNCED]
-    # rand() is 0.5, so the jitter is zero here: the documented sequence, capped at 30 s.
-    assert sleeps == [0.5, 1, 2, 4, 8, 16, 30, 30, 30, 30, 30]
+    # rand() is 0.5: half of each window, which doubles from 0.5 s up to 30 s.
+    assert sleeps == [0.25, 0.5, 1, 2, 4, 8, 15, 15, 15, 15, 15]
     assert replica.revision() == 2
     lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(lines) == 11
-    assert lines[0] == "control plane unreachable, retrying in 0.5 s: HTTP 503 server_error: " \
+    assert lines[0] == "control plane unreachable, retrying in 0.2 s: HTTP 503 server_error: " \
                        "The fake was told to fail."
-    assert lines[1] == "control plane unreachable, retrying in 1.0 s: ConnectError: " \
+    assert lines[1] == "control plane unreachable, retrying in 0.5 s: ConnectError: " \
                        "connection refused"
     fake.failures = [503]
     sleeps.clear()
     loop.run_once()
-    assert sleeps == [0.5]  # a success resets the backoff
+    assert sleeps == [0.25]  # a success resets the backoff
 
 
-def test_the_jitter_stays_within_twenty_percent() -> None:
+def test_the_jitter_is_full_and_the_first_window_is_the_spread() -> None:
     low, high = Backoff(rand=lambda: 0.0), Backoff(rand=lambda: 0.999999)
-    assert [round(low.next_delay(), 2) for _ in range(3)] == [0.4, 0.8, 1.6]
-    assert [round(high.next_delay(), 2) for _ in range(3)] == [0.6, 1.2, 2.4]
+    assert [round(low.next_delay(), 2) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert [round(high.next_delay(), 2) for _ in range(3)] == [0.5, 1.0, 2.0]
+    spread = Backoff(spread=5.0, rand=lambda: 0.999999)
+    assert [round(spread.next_delay(), 1) for _ in range(6)] == [5.0, 5.0, 5.0, 5.0, 8.0, 16.0]
+    # A server's Retry-After is a floor, plus up to as much again at random.
+    assert Backoff(rand=lambda: 0.0).next_delay(retry_after=2) == 2.0
+    assert Backoff(rand=lambda: 0.5).next_delay(retry_after=2) == 3.0
+
+
+def test_a_restarted_control_plane_sees_the_fleet_come_back_spread_and_all_converge() -> None:
+    """1,000 agents lose their long polls at the same instant (the control plane restarts and
+    is down for 3 s). Simulated on a clock, with the sync loop's own backoff: reconnections
+    spread over seconds, never in a wave, and every agent is back within a minute."""
+    rand = random.Random(1234).random
+    down_until = 3.0
+    agents = [Backoff(spread=RECONNECT_SPREAD, rand=rand) for _ in range(1000)]
+    attempts: list[float] = []
+    back: list[float] = []
+    for backoff in agents:
+        now = 0.0
+        while True:
+            now += backoff.next_delay()
+            attempts.append(now)
+            if now >= down_until:
+                back.append(now)
+                break
+    assert len(back) == 1000 and max(back) < 60  # everyone converges
+    # Spread: no 100 ms window gets more than 5 % of the fleet, before or after the restart,
+    # and the returns span several seconds.
+    windows = collections.Counter(int(t * 10) for t in attempts)
+    assert max(windows.values()) <= 50, windows.most_common(3)
+    assert sorted(back)[900] - sorted(back)[100] > 2.0
+    # The first attempts alone (a plain blip, no outage) are spread over the whole window.
+    first = [Backoff(spread=RECONNECT_SPREAD, rand=rand).next_delay() for _ in range(1000)]
+    assert min(first) < 0.1 and max(first) > 4.9
+    assert max(collections.Counter(int(t) for t in first).values()) < 250  # ~200 a second
 
 
 def test_an_ack_that_fails_stays_pending_and_is_resent_before_the_next_poll(
@@ -173,10 +209,10 @@ def test_a_tampered_payload_is_refused_not_applied_and_retried(
     assert loop.run_once() is Outcome.RETRY
     assert replica.credentials_held() == before
     assert replica.revision() == 2
-    assert sleeps == [0.5]
+    assert sleeps == [0.25]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert errors[0].getMessage().startswith(
-        "rejected a payload that failed its integrity check, retrying in 0.5 s")
+        "rejected a payload that failed its integrity check, retrying in 0.2 s")
     assert loop.run_once() is Outcome.SYNCED  # the next, genuine answer is applied
     assert replica.credentials_held() == {}
 
