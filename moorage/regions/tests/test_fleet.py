@@ -279,7 +279,8 @@ def test_the_served_long_poll_keeps_the_api_contract_for_bad_requests(
     with httpx.Client(base_url=cp.url, trust_env=False, timeout=30) as http:
         missing = http.get(path, params=good)
         assert missing.status_code == 401 and missing.json()["code"] == "not_authenticated"
-        assert missing.headers["WWW-Authenticate"] == 'Bearer realm="moorage"'
+        assert missing.headers["WWW-Authenticate"] == 'Bearer realm="moorage-agent"'
+        assert "region token" in missing.json()["message"]
         wrong = http.get(path, params=good,
                          headers={"Authorization": "Bearer mrr_" + "x" * 43})
         assert wrong.status_code == 401 and wrong.json()["code"] == "region_token_invalid"
