@@ -111,7 +111,8 @@ class Hub:
         self._waiting = threading.Event()  # set while any poll waits (the SQLite poller's cue)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()  # the server stops: polls answer now
-        self._quit = threading.Event()  # the listener ends (server stop, or a test's end)
+        # Set to end the running listener (server stop, a test's end); one per listener thread.
+        self._quit = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._pid = 0
@@ -164,23 +165,24 @@ class Hub:
         """The server is stopping: every waiting poll answers now, no new one waits."""
         self._stop.set()
         self.wake_all()
-        self.close_listener()
+        self.close_listener(timeout=0)  # (called from a signal handler: do not wait on it)
 
     def close_listener(self, timeout: float = 5.0) -> None:
         """End the listener and close its connection (a later poll starts a new one)."""
         with self._lock:
             thread, loop, task = self._thread, self._loop, self._task
             self._quit.set()
+            self._quit = threading.Event()  # the next listener's
         if loop is not None and task is not None:
             try:
                 loop.call_soon_threadsafe(task.cancel)
             except RuntimeError:  # its loop already ended
                 pass
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and thread is not threading.current_thread() and timeout > 0:
             thread.join(timeout)
         with self._lock:
-            self._thread = self._loop = self._task = None
-            self._quit.clear()
+            if self._thread is thread:
+                self._thread = self._loop = self._task = None
             self.listening = False
 
     # -- the listener ------------------------------------------------------------------------
@@ -194,36 +196,37 @@ class Hub:
                     and self._thread.is_alive():
                 return
             self._pid = os.getpid()
-            self._quit.clear()
+            self._quit = threading.Event()
             self.listening = False
             target = self._listen_postgres if connection.vendor == "postgresql" \
                 else self._poll_sqlite
-            self._thread = threading.Thread(target=target, name="moorage-sync-listener",
-                                            daemon=True)
+            self._thread = threading.Thread(target=target, args=(self._quit,),
+                                            name="moorage-sync-listener", daemon=True)
             self._thread.start()
 
-    def _listen_postgres(self) -> None:
+    def _listen_postgres(self, ended: threading.Event) -> None:
         params = _listener_params()
-        asyncio.run(self._listen_until_closed(params))
+        asyncio.run(self._listen_until_closed(params, ended))
 
-    async def _listen_until_closed(self, params: dict[str, Any]) -> None:
+    async def _listen_until_closed(self, params: dict[str, Any], ended: threading.Event) -> None:
+        task = asyncio.create_task(self._listen(params, ended))
         with self._lock:
-            self._loop = asyncio.get_running_loop()
-            self._task = asyncio.create_task(self._listen(params))
-            if self._quit.is_set():
-                self._task.cancel()
+            if ended.is_set():
+                task.cancel()
+            else:
+                self._loop, self._task = asyncio.get_running_loop(), task
         try:
-            await self._task
+            await task
         except asyncio.CancelledError:
             pass
         finally:
             self.listening = False
 
-    async def _listen(self, params: dict[str, Any]) -> None:
+    async def _listen(self, params: dict[str, Any], ended: threading.Event) -> None:
         import psycopg
 
         delay = RECONNECT_INITIAL
-        while not self._quit.is_set():
+        while not ended.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(**params,
                                                                  autocommit=True) as conn:
@@ -231,7 +234,7 @@ class Hub:
                     self.listening = True
                     delay = RECONNECT_INITIAL
                     self.wake_all()  # anything committed before LISTEN: look again
-                    while not self._quit.is_set():
+                    while not ended.is_set():
                         async for notify in conn.notifies(timeout=LISTEN_TICK):
                             self._dispatch(notify.payload)
             except (psycopg.Error, OSError) as exc:
@@ -253,13 +256,13 @@ class Hub:
         else:
             self.publish(*parsed)
 
-    def _poll_sqlite(self) -> None:
+    def _poll_sqlite(self, ended: threading.Event) -> None:
         from django.db import close_old_connections
 
         from moorage.regions.models import Change, SyncCounter
 
         seen: int | None = None
-        while not self._quit.is_set():
+        while not ended.is_set():
             self.listening = True
             if not self._waiting.wait(LISTEN_TICK):
                 continue
