@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import statistics
 import sys
@@ -76,6 +77,13 @@ def waiting(cp: ControlPlane) -> float:
     text = httpx.get(f"{cp.url}/metrics", timeout=30, trust_env=False).text
     return sum(float(line.split()[-1]) for line in text.splitlines()
                if line.startswith("moorage_agent_polls_waiting"))
+
+
+def cpu_seconds(cp: ControlPlane) -> float:
+    """CPU time (user + system) a control-plane process has used so far."""
+    assert cp.process is not None
+    fields = Path(f"/proc/{cp.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -159,14 +167,18 @@ async def one_round(planes: list[ControlPlane], fleet: Fleet,
                 if response.status_code != 200:
                     errors.append(f"credentials list: HTTP {response.status_code}")
             waiting_connections = database_connections(url) if url else 0
+            cpu_before = [cpu_seconds(cp) for cp in planes], time.process_time()
             rotated = await asyncio.to_thread(rotate, http, fleet)
         await asyncio.gather(*polls)
+        cpu = ([cpu_seconds(cp) - b for cp, b in zip(planes, cpu_before[0], strict=True)],
+               time.process_time() - cpu_before[1])
     finally:
         sampler.stop.set()
         for client in clients:
             await client.aclose()
     latencies = [t - rotated for t in arrivals]
     return {"errors": errors, "changed": changed, "latencies": latencies, "lists": lists,
+            "server_cpu": cpu[0], "client_cpu": cpu[1],
             "settled": settled, "waiting_connections": waiting_connections,
             "peak_connections": sampler.peak}
 
@@ -214,7 +226,9 @@ def main() -> int:
                       f"credentials list p95 {quantile(result['lists'], 0.95) * 1000:.0f} ms; "
                       f"connections waiting {result['waiting_connections']}, peak "
                       f"{result['peak_connections']}; all waiting after "
-                      f"{result['settled']:.1f} s")
+                      f"{result['settled']:.1f} s; CPU from the PATCH to the last answer: "
+                      f"server {'+'.join(f'{c:.2f}' for c in result['server_cpu'])} s, "
+                      f"this client {result['client_cpu']:.2f} s")
                 for error in result["errors"][:5]:
                     print("   ", error)
         finally:

@@ -191,6 +191,8 @@ class Hub:
         import os
 
         with self._lock:
+            if self._stop.is_set():  # stopping: no new listener (the polls answer at once)
+                return
             # A forked worker inherits the object, not the thread: start its own.
             if self._thread is not None and self._pid == os.getpid() \
                     and self._thread.is_alive():

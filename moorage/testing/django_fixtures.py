@@ -26,6 +26,7 @@ def django_db_setup(django_db_setup: None) -> Iterator[None]:
     """pytest-django's test database, and at its end the sync listener of this process
     closed first: its LISTEN connection would keep the database from being dropped."""
     yield
+    wakeup.hub.stop()  # no poll starts a new listener from here on
     wakeup.hub.close_listener()
 
 
