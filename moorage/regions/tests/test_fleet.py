@@ -23,16 +23,18 @@ from moorage.testing.processes import ControlPlane, database_like_this_session, 
 AGENTS = 150
 POOL_SIZE = 4
 WAIT = 30
+#: The web server alone: its connections are the ones counted (no agent, no token worker).
+WEB_ONLY = ("--no-agent", "--no-worker")
 
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, Fleet]]:
-    """One control plane (``moorage up``, pool of 4 on PostgreSQL) and 150 regions whose
+    """One control plane (``moorage up``, web only, pool of 4 on PostgreSQL) and 150 regions whose
     account has one credential."""
     with database_like_this_session() as url:
         cp = ControlPlane(tmp_path_factory.mktemp("fleet"), database_url=url)
         cp.env["MOORAGE_DB_POOL_SIZE"] = str(POOL_SIZE)
-        cp.start()
+        cp.start(options=WEB_ONLY)
         try:
             yield cp, seed_fleet(cp, AGENTS)
         finally:
@@ -44,7 +46,7 @@ def _second(cp: ControlPlane, root: Path, **env: str) -> ControlPlane:
     root.mkdir(parents=True, exist_ok=True)
     other = ControlPlane(root, database_url=cp.database_url)
     other.env = {**cp.env, **env}
-    other.start()
+    other.start(options=WEB_ONLY)
     return other
 
 
