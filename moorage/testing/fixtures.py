@@ -208,11 +208,17 @@ def busybox_image(dockerd: Dockerd) -> BusyboxImageFactory:
     return factory
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """A headless Debian Chromium through Playwright's sync API, for the whole session.
+    """A headless Debian Chromium through Playwright's sync API, for one test module.
 
-    Sets ``DJANGO_ALLOW_ASYNC_UNSAFE=true`` (restored at session end). Why: Playwright's sync
+    Module-scoped, not session-scoped: while Playwright's sync API is started, the main thread
+    has an asyncio loop registered as *running*, and every later test in that thread that
+    runs async code (``asyncio.run``, an async view through the test client) would fail with
+    "cannot be called from a running event loop". Starting Chromium costs about a second per
+    browser module; stopping Playwright after each one keeps the rest of the suite clean.
+
+    Sets ``DJANGO_ALLOW_ASYNC_UNSAFE=true`` (restored at the end). Why: Playwright's sync
     API keeps an asyncio event loop registered as *running* in the calling (main) thread while
     it is started, and Django's ``async_unsafe`` guard sees that loop and raises
     ``SynchronousOnlyOperation`` for every ORM call made in the same thread — i.e. in any
