@@ -110,7 +110,8 @@ def test_a_google_token_is_refreshed_at_half_its_life_clamped_to_six_hours(
 def test_a_failing_refresh_keeps_the_token_shows_why_and_backs_off(
     client: Client, owner: Member, aws_ecr: MotoEcr,
 ) -> None:
-    with time_machine.travel(timezone.now().replace(hour=10, minute=41, second=0, microsecond=0), tick=False) as clock:
+    start = timezone.now().replace(hour=10, minute=41, second=0, microsecond=0)
+    with time_machine.travel(start, tick=False) as clock:
         credential = _ecr(owner)
         before = _token(credential)
         aws_ecr.stop()
@@ -184,7 +185,8 @@ def test_an_expired_token_that_cannot_be_refreshed_refuses_deploys_saying_why(
 ) -> None:
     region = make_region("eu-1")
     member = member_in(region, "Expiring")
-    with time_machine.travel(timezone.now().replace(hour=9, minute=0, second=0, microsecond=0), tick=False) as clock:
+    start = timezone.now().replace(hour=9, minute=0, second=0, microsecond=0)
+    with time_machine.travel(start, tick=False) as clock:
         credential = _gar(member, google_tokens)
         app = app_create(actor=member.user, membership=member.membership, name="api",
                          image="europe-docker.pkg.dev/acme/api/web:1.0")
