@@ -138,6 +138,8 @@ def _remove_services(swarm: Swarm, before: set[str], *, timeout: float = 60.0) -
         client.close()
     if not removed:
         return problems
+    # The nodes stop and remove a removed service's tasks in their own time (seconds);
+    # removing the containers directly frees their ports and names now.
     deadline = time.monotonic() + timeout
     for engine in swarm.engines:
         node = engine.client(timeout=30)
@@ -147,10 +149,15 @@ def _remove_services(swarm: Swarm, before: set[str], *, timeout: float = 60.0) -
                         if c.get("Labels", {}).get("com.docker.swarm.service.id") in removed]
                 if not left:
                     break
+                for container in left:
+                    try:
+                        node.api.remove_container(container["Id"], force=True)
+                    except docker.errors.APIError:
+                        pass  # already going; looked at again below
                 if time.monotonic() > deadline:
                     problems.append(f"{len(left)} task container(s) left on {engine}")
                     break
-                time.sleep(0.2)
+                time.sleep(0.1)
         finally:
             node.close()
     return problems
