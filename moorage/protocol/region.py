@@ -74,9 +74,12 @@ class RegionSettings:
             return cls(runtime=runtime)
         if not isinstance(registry, dict):
             raise ValueError("region.registry is not an object")
-        fields = {name: registry.get(name) for name in ("host", "username", "secret")}
-        if not all(isinstance(v, str) and v for v in fields.values()):
-            raise ValueError("region.registry needs a host, a username and a sealed secret")
+        fields: dict[str, str] = {}
+        for name in ("host", "username", "secret"):
+            value = registry.get(name)
+            if not isinstance(value, str) or not value:
+                raise ValueError("region.registry needs a host, a username and a sealed secret")
+            fields[name] = value
         revision = registry.get("revision")
         if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
             raise ValueError("region.registry.revision is not a positive integer")

@@ -114,6 +114,16 @@ class ImageSource:
     local: bool = False
     credential_id: int | None = None
     credential_revision: int | None = None
+    #: What a service's credential label records instead, for a login that is not a
+    #: tenant's credential (the region registry's: ``region-registry:<revision>``).
+    auth_label: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The value of :data:`LABEL_CREDENTIAL` for this login (empty when anonymous)."""
+        if self.auth_label is not None:
+            return self.auth_label
+        return credential_label(self.credential_id, self.credential_revision)
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,8 @@ class RunningApp:
     name: str = ""
     image: str = ""
     credential: tuple[int, int] | None = None
+    #: The raw :data:`LABEL_CREDENTIAL` value (what :attr:`ImageSource.label` is compared to).
+    auth_label: str = ""
 
 
 class DeployEvents(Protocol):

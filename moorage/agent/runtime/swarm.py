@@ -65,7 +65,6 @@ from moorage.agent.runtime.base import (
     ImageSource,
     RunningApp,
     Runtime,
-    credential_label,
     parse_credential_label,
 )
 from moorage.agent.runtime.docker import (
@@ -167,7 +166,7 @@ class SwarmRuntime(Runtime):
                                      api_timeout=api_timeout, stop_timeout=stop_timeout)
         self._region = region
 
-    @property  # type: ignore[override]
+    @property
     def region(self) -> str:
         """The region whose labels this runtime reads and writes."""
         return self._region
@@ -234,7 +233,8 @@ class SwarmRuntime(Runtime):
                 ids=[service["ID"]], running=running.get(service["ID"], 0),
                 desired=_replicas(service), name=service["Spec"]["Name"],
                 image=_image_of(service["Spec"]),
-                credential=parse_credential_label(labels.get(LABEL_CREDENTIAL))))
+                credential=parse_credential_label(labels.get(LABEL_CREDENTIAL)),
+                auth_label=str(labels.get(LABEL_CREDENTIAL) or "")))
         return apps
 
     def nodes(self) -> list[NodeReport]:
@@ -346,8 +346,7 @@ class SwarmRuntime(Runtime):
         if spec.port is not None:
             placement["MaxReplicas"] = 1
         labels = dict(spec.labels)
-        labels[LABEL_CREDENTIAL] = credential_label(source.credential_id,
-                                                    source.credential_revision)
+        labels[LABEL_CREDENTIAL] = source.label
         return {
             "Name": spec.app_name,
             "Labels": labels,
@@ -571,7 +570,7 @@ class SwarmRuntime(Runtime):
         the image the service runs is proven with the new login first (I9). Returns
         ``False`` when there is no service or it already carries this credential revision.
         """
-        wanted = credential_label(image.credential_id, image.credential_revision)
+        wanted = image.label
         with self._client() as api:
             found = self._app_services(api, account_id, app_id)
             if not found:
