@@ -351,6 +351,9 @@ class Deployer:
             return
         finally:
             env.clear()
+        # What runs now is reported before the deployment is: whoever sees it running can
+        # read its replicas at once.
+        self.reconciler.step(self.runtime, changed=True)
         self._finish(d, reporter, DEPLOYMENT_DONE, "running", **final)
 
     def _deploy(

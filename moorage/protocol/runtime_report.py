@@ -15,6 +15,8 @@ from typing import Any
 MAX_NODES = 1000
 MAX_SERVICES = 10000
 _TEXT_MAX = 255
+#: What a bigint id column holds.
+_INT_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -119,15 +121,16 @@ def _service(value: Any, where: str) -> ServiceReport:
 
 def _text(obj: dict[str, Any], name: str, where: str, *, empty: bool = False) -> str:
     value = obj.get(name)
-    if not isinstance(value, str) or (not value and not empty) or len(value) > _TEXT_MAX:
+    if not isinstance(value, str) or (not value and not empty) or len(value) > _TEXT_MAX \
+            or "\x00" in value:
         raise ValueError(f"{where}.{name} is not text of at most {_TEXT_MAX} characters")
     return value
 
 
 def _int(obj: dict[str, Any], name: str, where: str) -> int:
     value = obj.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{where}.{name} is not a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _INT_MAX:
+        raise ValueError(f"{where}.{name} is not a non-negative 64-bit integer")
     return value
 
 

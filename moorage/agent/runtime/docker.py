@@ -528,11 +528,13 @@ class DockerRuntime(Runtime):
         except BaseException:
             api.close()
             raise
-        return self._read_logs(api, stream, since=since, follow=follow)
+        return self.read_logs(api, stream, since=since, follow=follow)
 
-    def _read_logs(
+    def read_logs(
         self, api: docker.APIClient, stream: Any, *, since: str | None, follow: float
     ) -> Iterator[LogLine]:
+        """The lines of an Engine log ``stream`` (a container's or a service's), within the
+        follow window or :data:`LOGS_TIMEOUT`; closes the stream and ``api`` at the end."""
         try:
             yield from read_with_deadline(lambda: engine_log_lines(stream, since=since),
                                           timeout=follow if follow > 0 else LOGS_TIMEOUT,

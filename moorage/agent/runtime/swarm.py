@@ -51,8 +51,9 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+from docker.types.daemon import CancellableStream
 
-from moorage.agent.errors import DeployError
+from moorage.agent.errors import DeployError, LogsError
 from moorage.agent.runtime.base import (
     LABEL_ACCOUNT,
     LABEL_APP,
@@ -72,10 +73,13 @@ from moorage.agent.runtime.docker import (
     DEFAULT_DOCKER_HOST,
     PULL_TIMEOUT,
     DockerRuntime,
+    _EngineClient,
     classify_pull_error,
 )
+from moorage.agent.runtime.enginelogs import engine_since
 from moorage.protocol.enums import NodeState
 from moorage.protocol.enums import Runtime as RuntimeKind
+from moorage.protocol.logs import DEFAULT_TAIL, LogLine
 from moorage.protocol.runtime_report import NodeReport
 from moorage.registry import RegistryLogin
 from moorage.registry.access import AccessResult, AccessStatus, check_access
@@ -100,7 +104,7 @@ _FINAL_ROLLBACK = ("rollback_completed", "rollback_paused")
 _FAILED_TASK = ("failed", "rejected")
 
 
-class _SwarmClient(docker.APIClient):
+class _SwarmClient(_EngineClient):
     """An ``APIClient`` whose service calls carry exactly the ``X-Registry-Auth`` given.
 
     docker-py's ``create_service``/``update_service`` look the login up in the client's loaded
@@ -113,6 +117,20 @@ class _SwarmClient(docker.APIClient):
         response = self._post_json(self._url("/services/create"), data=spec,
                                    headers={"X-Registry-Auth": auth})
         return str(self._result(response, json=True)["ID"])
+
+    def service_log_stream(self, service_id: str, *, tail: int | None, since: int | None,
+                           follow: bool) -> CancellableStream:
+        """``GET /services/{id}/logs`` with timestamps, as a closable stream of frames
+        (docker-py's ``service_logs`` gives a bare generator, which cannot be cut off)."""
+        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1,
+                                  "follow": int(follow), "tail": "all" if tail is None else tail}
+        if since is not None:
+            params["since"] = since
+        response = self._get(self._url("/services/{0}/logs", service_id), params=params,
+                             stream=True)
+        self._raise_for_status(response)
+        # Services are made without a TTY: the answer is multiplexed, like a container's.
+        return CancellableStream(self._multiplexed_response_stream_helper(response), response)
 
     def service_update(self, service_id: str, version: int, spec: dict[str, Any], *,
                        auth: str | None, rollback: bool = False) -> None:
@@ -253,17 +271,37 @@ class SwarmRuntime(Runtime):
                 leader=bool(manager.get("Leader"))))
         return sorted(nodes, key=lambda n: (n.role != "manager", n.hostname, n.id))
 
-    def logs(self, account_id: int, app_id: int, *, tail: int = 100) -> Iterator[str]:
-        """The last ``tail`` lines the service's tasks wrote (stdout and stderr)."""
-        with self._client() as api:
+    def logs(
+        self, account_id: int, app_id: int, *, tail: int | None = DEFAULT_TAIL,
+        since: str | None = None, follow: float = 0.0,
+    ) -> Iterator[LogLine]:
+        """The lines the app's service's tasks wrote (``GET /services/{id}/logs``), on every
+        node, read like a container's (:mod:`.enginelogs`): same bounds, same cursor."""
+        try:
+            api = self._engine.client(_SwarmClient)
+        except DeployError as exc:
+            raise LogsError(exc.code, exc.message) from None
+        assert isinstance(api, _SwarmClient)
+        try:
             services = self._app_services(api, account_id, app_id)
             if not services:
-                return iter(())
-            raw = api.service_logs(services[0]["ID"], stdout=True, stderr=True,
-                                   tail=tail, follow=False)
-            chunks = [c if isinstance(c, bytes) else str(c).encode() for c in raw]
-        text = b"".join(chunks).decode("utf-8", "replace")
-        return iter(text.splitlines()[-tail:])
+                raise LogsError("app_not_running",
+                                f"Nothing of this app runs in region {self.region} (no "
+                                "service): deploy it first.")
+            stream = api.service_log_stream(services[0]["ID"], tail=tail,
+                                            since=engine_since(since), follow=follow > 0)
+        except requests.exceptions.RequestException as exc:
+            api.close()
+            raise LogsError("engine_unreachable", f"The Swarm manager at {self.docker_host} "
+                            f"did not answer: {type(exc).__name__}") from None
+        except docker.errors.APIError as exc:
+            api.close()
+            raise LogsError("logs_failed", "The Swarm manager did not give the logs: "
+                            f"{_short(exc)}") from None
+        except BaseException:
+            api.close()
+            raise
+        return self._engine.read_logs(api, stream, since=since, follow=follow)
 
     # -- removal -----------------------------------------------------------------------------
 
