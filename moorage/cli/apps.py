@@ -951,16 +951,18 @@ def apps_status(name: str) -> None:
     table.add_column("Region", no_wrap=True, style="bold")
     table.add_column("#", no_wrap=True)
     table.add_column("Status", no_wrap=True)
-    table.add_column("Replicas", no_wrap=True)
+    if replicas:  # only once a region reported what runs: the table stays narrow otherwise
+        table.add_column("Replicas", no_wrap=True)
     table.add_column("Digest", no_wrap=True)
     table.add_column("Pulled", overflow="fold")
     table.add_column("When", no_wrap=True)
     for region in sorted(latest):
         d = latest[region]
         running = replicas.get(region)
+        count = [f"{running['running']}/{running['desired']}" if running else ""] \
+            if replicas else []
         table.add_row(
-            escape(region), f"#{d['number']}", _status_colour(d["status"]),
-            f"{running['running']}/{running['desired']}" if running else "",
+            escape(region), f"#{d['number']}", _status_colour(d["status"]), *count,
             escape(_short_digest(d["image_digest"])), escape(_credential_label(d)),
             _when(d["finished_at"] or d["started_at"] or d["created_at"]),
         )

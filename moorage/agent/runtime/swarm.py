@@ -170,7 +170,7 @@ class SwarmRuntime(Runtime):
         pull_timeout: float = PULL_TIMEOUT,
         access_timeout: float = ACCESS_TIMEOUT,
         access_check: Callable[..., AccessResult] = check_access,
-        poll_interval: float = 0.25,
+        poll_interval: float = 0.1,
     ) -> None:
         self.docker_host = docker_host
         self.ready_timeout = ready_timeout

@@ -24,11 +24,13 @@ from moorage.credentials import services as credential_services
 from moorage.deployments.models import Deployment, DeploymentLog
 from moorage.deployments.services import deployment_create
 from moorage.deployments.tests.conftest import MakeAgent
+from moorage.deployments.tests.test_build_end_to_end import _uploads
 from moorage.errors import ValidationFailed
 from moorage.regions.models import Region, RunningService
 from moorage.regions.services import RegistryInput
 from moorage.testing.credentials import make_credential
 from moorage.testing.fixtures import BusyboxImageFactory
+from moorage.testing.gitserver import GitServer
 from moorage.testing.regions import AgentView, deploy_one, make_region, member_in
 from moorage.testing.registry import RegistryServer
 from moorage.testing.secrets_search import database_text
@@ -309,3 +311,58 @@ def test_a_region_registry_that_refuses_its_credential_is_not_saved(
         make_region("sw-k8s", runtime="kubernetes")
     assert raised.value.code == "region_runtime_invalid"
 
+
+
+def test_a_build_runs_on_every_node_from_the_region_registry_and_reaches_no_user_registry(
+    swarm_region: AgentView, swarm_agent: MakeAgent, swarm: Swarm,
+    swarm_client: docker.DockerClient, registry_token: RegistryServer,
+    registry_basic: RegistryServer, busybox_image: BusyboxImageFactory, git_server: GitServer,
+    region_registry: RegistryInput,
+) -> None:
+    """Built on the manager with the tenant's build-pull credential (for its base image
+    only), pushed to the region registry with the region's login only, pulled from there
+    by every node; the tenant's registry receives no push and never the region's login."""
+    owner = member_in(swarm_region, "Builder Swarm")
+    slug = owner.account.slug
+    base, user, password = _private_image(registry_token, busybox_image, f"{slug}/base")
+    reg = make_credential(owner, name="reg-build", server=registry_token.host, username=user,
+                          secret=password)
+    repo = git_server.create_repo(f"{slug}/api", {
+        "Dockerfile": f"FROM {base}\nRUN echo built > /built\nCMD [\"sleep\", \"600\"]\n"})
+    git_server.make_public(repo.name)
+    app = app_create(actor=owner.user, membership=owner.membership, name="api",
+                     source="build", replicas=3,
+                     build=BuildInput(git_url=repo.url, build_pull_credential_id=reg.pk))
+    registry_token.issuer.clear_requests()  # type: ignore[union-attr]
+    mark, tenant_mark = len(registry_basic.logs()), len(registry_token.logs())
+    deployment = deploy_one(owner, app.pk)
+    swarm_agent().run_until_idle()
+    deployment.refresh_from_db()
+    assert deployment.status == "running", (deployment.error_code, deployment.error_message)
+
+    service = _service(swarm_client, app.pk)
+    image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert image.startswith(f"{region_registry.host}/moorage/{slug}/api:{deployment.pk}@sha256:")
+    assert service["Spec"]["Labels"]["moorage.credential"].startswith("region-registry:")
+    assert sorted(_tasks(swarm_client, service["ID"]).values()) == sorted(
+        n.node_id for n in swarm.nodes)
+    for node in swarm.workers:  # each worker pulled the build from the region registry
+        engine = node.client()
+        try:
+            digests = [d for i in engine.images.list() for d in i.attrs.get("RepoDigests") or []]
+        finally:
+            engine.close()
+        assert any(d == f"{region_registry.host}/moorage/{slug}/api@{image.split('@')[1]}"
+                   for d in digests), digests
+    assert _uploads(registry_basic.logs()[mark:])  # the push went to the region registry
+    lines = list(deployment.logs.order_by("id").values_list("line", flat=True))
+    assert any(line.startswith("Pushing the built image to the region registry") for line in
+               lines), lines
+    # The tenant's registry served its base image to the tenant's login, and nothing else:
+    # no push scope, never the region registry's user, and no upload in its log.
+    requests = registry_token.issuer.requests  # type: ignore[union-attr]
+    assert requests and {r.username for r in requests} == {user}
+    assert not [s for r in requests for s in r.scopes if "push" in s]
+    assert _uploads(registry_token.logs()[tenant_mark:]) == []
+    assert region_registry.password not in database_text()
+    assert region_registry.password not in " ".join(lines)
