@@ -351,10 +351,9 @@ class Deployer:
             return
         finally:
             env.clear()
-        # What runs now is reported before the deployment is: whoever sees it running can
-        # read its replicas at once.
-        self.reconciler.step(self.runtime, changed=True)
         self._finish(d, reporter, DEPLOYMENT_DONE, "running", **final)
+        # Then what runs now (replicas, the credential it carries), right away.
+        self.reconciler.step(self.runtime, changed=True)
 
     def _deploy(
         self, d: ReplicaDeployment, reporter: _Reporter, env: dict[str, str]

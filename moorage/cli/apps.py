@@ -40,6 +40,8 @@ ACCOUNT_DEFAULT, NONE, CREDENTIAL = "account_default", "none", "credential"
 RUNNING, FAILED, PULLING, BUILDING = "running", "failed", "pulling", "building"
 FINISHED = frozenset({RUNNING, FAILED})
 POLL_SECONDS = 0.5
+#: Seconds ``deploy --follow`` waits for the agents' report of what runs, after the deploy.
+REPLICAS_WAIT = 3.0
 #: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT.
 INTERRUPTED = 130
 
@@ -851,7 +853,10 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
                 break
             _pause()
     ok = True
-    replicas = _replicas_by_region(config, watched[0].deployment["app_id"]) if watched else {}
+    serving = {item.deployment["region"]: item.deployment["id"] for item in watched
+               if item.deployment["status"] == RUNNING}
+    replicas = _replicas_by_region(config, watched[0].deployment["app_id"], serving) \
+        if serving else {}
     for item in watched:
         d = item.deployment
         where = escape(d["region"]) + escape(_replicas_words(replicas.get(d["region"]), d))
@@ -871,11 +876,26 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
     return ok
 
 
-def _replicas_by_region(config: clientconfig.ClientConfig,
-                        app_id: int) -> dict[str, dict[str, Any]]:
-    """Region → the replicas its agent last reported for the app (``replicas_running``)."""
-    app = request_any("GET", f"/apps/{app_id}", config=config) or {}
-    return {r["region"]: r for r in app.get("replicas_running") or []}
+def _replicas_by_region(config: clientconfig.ClientConfig, app_id: int,
+                        running: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Region → the replicas its agent reported for the app (``replicas_running``).
+
+    An agent reports what runs right after the deployment itself: for up to
+    :data:`REPLICAS_WAIT` seconds, wait until each region in ``running`` (region →
+    deployment id) reported that deployment.
+    """
+    # Only regions whose agent reports what runs at all (an older agent does not).
+    reporting = {r["slug"] for r in request_any("GET", "/regions", config=config) or []
+                 if r.get("runtime_reported_at")}
+    running = {region: d for region, d in running.items() if region in reporting}
+    deadline = time.monotonic() + REPLICAS_WAIT
+    while True:
+        app = request_any("GET", f"/apps/{app_id}", config=config) or {}
+        found = {r["region"]: r for r in app.get("replicas_running") or []}
+        if all(found.get(region, {}).get("deployment_id") == deployment_id
+               for region, deployment_id in running.items()) or time.monotonic() > deadline:
+            return found
+        _pause()
 
 
 def _replicas_words(replicas: dict[str, Any] | None, deployment: dict[str, Any]) -> str:

@@ -156,6 +156,8 @@ class RegionOut(Schema):
     registry: str | None = Field(..., description="The region registry (swarm regions).")
     nodes: list[NodeOut] = Field(..., description="The swarm's nodes as the agent reported "
                                                   "them last (none for a docker region).")
+    runtime_reported_at: datetime | None = Field(
+        ..., description="When the agent last reported what runs (null: never).")
     status: str
     last_seen_at: datetime | None
     applied_revision: int
@@ -192,6 +194,7 @@ def regions_list(request: HttpRequest) -> list[RegionOut]:
         RegionOut(slug=s.region.slug, name=s.region.name, runtime=s.region.runtime,
                   registry=s.region.registry or None,
                   nodes=[NodeOut(**n) for n in s.nodes],
+                  runtime_reported_at=s.region.runtime_reported_at,
                   status=s.status.value, last_seen_at=s.region.last_seen_at,
                   applied_revision=s.region.applied_revision, lag_revisions=s.lag_revisions,
                   lag_seconds=round(s.lag_seconds, 3), enabled=s.enabled)

@@ -167,6 +167,9 @@ class DockerRuntime(Runtime):
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.api_timeout = api_timeout
+        #: The API version negotiated with the engine once, so later clients skip the
+        #: ``GET /version`` round trip (a swarm refresh makes one client per service).
+        self._api_version: str | None = None
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -177,8 +180,9 @@ class DockerRuntime(Runtime):
         The caller closes it.
         """
         try:
-            api = cls(base_url=self.docker_host, version="auto", timeout=self.api_timeout,
-                      tls=self.tls)
+            api = cls(base_url=self.docker_host, version=self._api_version or "auto",
+                      timeout=self.api_timeout, tls=self.tls)
+            self._api_version = self._api_version or str(api.api_version)
         except docker.errors.DockerException as exc:
             raise DeployError("engine_unreachable",
                               f"The container engine at {self.docker_host} did not answer: "
@@ -196,7 +200,7 @@ class DockerRuntime(Runtime):
         api = self.client()
         try:
             yield api
-        except requests.exceptions.ConnectionError as exc:
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise DeployError("engine_unreachable",
                               f"The container engine at {self.docker_host} stopped answering: "
                               f"{type(exc).__name__}") from None

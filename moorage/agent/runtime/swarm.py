@@ -41,6 +41,7 @@ Why it looks the way it does (``docs/runtimes.md`` says it for operators):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import socket
 import time
@@ -98,6 +99,8 @@ MONITOR = 5.0
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10
 ACCESS_TIMEOUT = 30.0
+#: Seconds an I9 proof stands for another service of the same image and login (refreshes).
+PROOF_REUSE = 10.0
 LOG_TAIL = 20
 _NS = 1_000_000_000
 _FINAL_ROLLBACK = ("rollback_completed", "rollback_paused")
@@ -170,7 +173,7 @@ class SwarmRuntime(Runtime):
         pull_timeout: float = PULL_TIMEOUT,
         access_timeout: float = ACCESS_TIMEOUT,
         access_check: Callable[..., AccessResult] = check_access,
-        poll_interval: float = 0.1,
+        poll_interval: float = 0.025,
     ) -> None:
         self.docker_host = docker_host
         self.ready_timeout = ready_timeout
@@ -183,6 +186,8 @@ class SwarmRuntime(Runtime):
         self._engine = DockerRuntime(docker_host, region=region, pull_timeout=pull_timeout,
                                      api_timeout=api_timeout, stop_timeout=stop_timeout)
         self._region = region
+        #: Recent I9 proofs, keyed by a digest of login and reference (never the password).
+        self._proofs: dict[str, tuple[float, ImageReference]] = {}
 
     @property
     def region(self) -> str:
@@ -318,20 +323,33 @@ class SwarmRuntime(Runtime):
 
     # -- I9 ----------------------------------------------------------------------------------
 
-    def prove_access(self, image: ImageSource) -> ImageReference:
+    def prove_access(self, image: ImageSource, *, reuse: bool = False) -> ImageReference:
         """Prove with the registry that ``image``'s login may pull it (I9); return the
-        reference pinned to the digest the registry named. Raises :class:`DeployError`."""
+        reference pinned to the digest the registry named. Raises :class:`DeployError`.
+
+        ``reuse``: a proof made for the same login and reference in the last
+        :data:`PROOF_REUSE` seconds stands (a rotation handed to 20 services of one image
+        asks the registry once); a deploy always asks afresh.
+        """
         try:
             ref = image.reference if isinstance(image.reference, ImageReference) \
                 else parse_reference(image.reference)
         except InvalidReference as exc:
             raise DeployError("invalid_image", exc.message) from None
+        key = _proof_key(image.login, ref)
+        now = time.monotonic()
+        if reuse and key in self._proofs and now - self._proofs[key][0] < PROOF_REUSE:
+            return self._proofs[key][1]
         who = _who(image.login, image.credential_label)
         result = self.access_check(image.login, ref, timeout=self.access_timeout)
         if not result.ok:
+            self._proofs.pop(key, None)
             raise _access_error(result, ref, who, image.login)
         digest = result.digest or ref.digest
-        return dataclasses.replace(ref, digest=digest) if digest else ref
+        pinned = dataclasses.replace(ref, digest=digest) if digest else ref
+        self._proofs = {k: v for k, v in self._proofs.items() if now - v[0] < PROOF_REUSE}
+        self._proofs[key] = (now, pinned)
+        return pinned
 
     # -- deploy ------------------------------------------------------------------------------
 
@@ -353,9 +371,8 @@ class SwarmRuntime(Runtime):
         if pinned.digest:
             events.pulled(pinned.digest)
         auth = _auth_header(image.login, pinned)
-        events.phase("starting")
         with self._client() as api:
-            usable = [n for n in api.nodes() if _usable(n)]
+            usable = [n for n in api.nodes() if _usable(n)] if spec.port is not None else []
             if spec.port is not None and spec.replicas > len(usable):
                 raise DeployError(
                     "not_enough_nodes",
@@ -414,6 +431,8 @@ class SwarmRuntime(Runtime):
             raise DeployError("service_failed",
                               f"The Swarm manager refused to create {spec.app_name}: "
                               f"{_short(exc)}") from None
+        # Reported once the swarm has it: the report travels while the nodes pull.
+        events.phase("starting")
         try:
             tasks = self._wait(api, service_id, spec, events, previous_update=None)
         except BaseException:
@@ -447,6 +466,7 @@ class SwarmRuntime(Runtime):
             raise DeployError("service_failed",
                               f"The Swarm manager refused to update {spec.app_name}: "
                               f"{_short(exc)}") from None
+        events.phase("starting")
         tasks = self._wait(api, service_id, spec, events, previous_update=started or "")
         return DeployResult(digest=pinned.digest, ids=[service_id], removed=[],
                             replicas=len(tasks))
@@ -461,6 +481,7 @@ class SwarmRuntime(Runtime):
         deadline, after rolling back (update) or with the service to be removed (create).
         """
         deadline = self._deadline(spec)
+        begun = time.monotonic()
         creating = previous_update is None
         mine = str(spec.deployment_id)
         shown = -1
@@ -496,7 +517,8 @@ class SwarmRuntime(Runtime):
                         events.line(f"Port {spec.port} accepts connections on every node "
                                     "running a replica")
                     return running
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 reason = self._stall_reason(ours, running, spec)
                 if not creating:
                     self._rollback(api, service_id)
@@ -505,7 +527,8 @@ class SwarmRuntime(Runtime):
                     reason += " Moorage rolled the service back: the previous version serves."
                 raise DeployError("update_stalled" if not creating else "container_not_ready",
                                   reason)
-            time.sleep(self.poll_interval)
+            # Tasks usually run within seconds: look often at first, then less.
+            time.sleep(self.poll_interval if now - begun < 5.0 else self.poll_interval * 4)
 
     def _not_serving(self, api: docker.APIClient, running: list[dict[str, Any]],
                      port: int | None) -> list[str]:
@@ -619,7 +642,8 @@ class SwarmRuntime(Runtime):
             if labels.get(LABEL_CREDENTIAL, "") == wanted:
                 return False
             running = _image_of(spec)
-            pinned = self.prove_access(dataclasses.replace(image, reference=running))
+            pinned = self.prove_access(dataclasses.replace(image, reference=running),
+                                       reuse=True)
             labels[LABEL_CREDENTIAL] = wanted
             spec = {**spec, "Labels": labels}
             try:
@@ -654,6 +678,12 @@ def _access_error(result: AccessResult, ref: ImageReference, who: str,
         code,
         f"Pulling {image} {who} is not allowed: {said} No service was created or changed: a "
         "node that has this image cached would run it without access.")
+
+
+def _proof_key(login: RegistryLogin | None, ref: ImageReference) -> str:
+    """What a proof is for, hashed: the memo never holds a password."""
+    who = "" if login is None else f"{login.username}\0{login.password}"
+    return hashlib.sha256(f"{who}\0{ref}".encode()).hexdigest()
 
 
 def _who(login: RegistryLogin | None, label: str | None) -> str:
