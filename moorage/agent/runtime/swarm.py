@@ -97,6 +97,8 @@ MONITOR = 5.0
 #: Seconds the first tasks of a new service (or the end of an update) may take, besides
 #: the per-replica time (monitor + stop grace) of a rolling update.
 READY_TIMEOUT = 60.0
+#: Seconds per replica, besides monitor and stop grace, for a task to be replaced.
+TASK_SLACK = 5.0
 STOP_TIMEOUT = 10
 ACCESS_TIMEOUT = 30.0
 #: Seconds an I9 proof stands for another service of the same image and login (refreshes).
@@ -154,7 +156,8 @@ class SwarmRuntime(Runtime):
     """A Docker Swarm reached through one manager's Engine API at ``docker_host``.
 
     ``monitor`` is how long each rolled-out task is watched; ``ready_timeout`` bounds a
-    deploy besides ``monitor`` + ``stop_timeout`` per replica; ``api_timeout`` bounds every
+    deploy besides ``monitor`` + ``stop_timeout`` + ``task_slack`` per replica (a rolling
+    update replaces one task at a time); ``api_timeout`` bounds every
     call to the manager (a manager that does not answer is ``engine_unreachable``).
     ``access_check`` proves pull access (I9); tests may pass a recorder around the real one.
     """
@@ -174,6 +177,7 @@ class SwarmRuntime(Runtime):
         access_timeout: float = ACCESS_TIMEOUT,
         access_check: Callable[..., AccessResult] = check_access,
         poll_interval: float = 0.025,
+        task_slack: float = TASK_SLACK,
     ) -> None:
         self.docker_host = docker_host
         self.ready_timeout = ready_timeout
@@ -183,6 +187,7 @@ class SwarmRuntime(Runtime):
         self.access_timeout = access_timeout
         self.access_check = access_check
         self.poll_interval = poll_interval
+        self.task_slack = task_slack
         self._engine = DockerRuntime(docker_host, region=region, pull_timeout=pull_timeout,
                                      api_timeout=api_timeout, stop_timeout=stop_timeout)
         self._region = region
@@ -418,9 +423,11 @@ class SwarmRuntime(Runtime):
                                "Monitor": monitor, "MaxFailureRatio": 0, "Order": order},
         }
 
-    def _deadline(self, spec: AppSpec) -> float:
-        per_replica = self.monitor + self.stop_timeout + 5.0
-        return time.monotonic() + self.ready_timeout + spec.replicas * per_replica
+    def _budget(self, spec: AppSpec) -> float:
+        """Seconds a deploy of ``spec`` may take: a rolling update replaces one task at a
+        time (stop, start, monitor)."""
+        per_replica = self.monitor + self.stop_timeout + self.task_slack
+        return self.ready_timeout + spec.replicas * per_replica
 
     def _create(self, api: _SwarmClient, spec: AppSpec, body: dict[str, Any], auth: str,
                 events: DeployEvents, pinned: ImageReference) -> DeployResult:
@@ -480,8 +487,8 @@ class SwarmRuntime(Runtime):
         :class:`DeployError` after a rollback (the previous version serving again) or, at the
         deadline, after rolling back (update) or with the service to be removed (create).
         """
-        deadline = self._deadline(spec)
         begun = time.monotonic()
+        deadline = begun + self._budget(spec)
         creating = previous_update is None
         mine = str(spec.deployment_id)
         shown = -1
@@ -547,7 +554,7 @@ class SwarmRuntime(Runtime):
 
     def _stall_reason(self, ours: list[dict[str, Any]], running: list[dict[str, Any]],
                       spec: AppSpec) -> str:
-        budget = self.ready_timeout + spec.replicas * (self.monitor + self.stop_timeout + 5.0)
+        budget = self._budget(spec)
         errors = sorted({str(t["Status"].get("Err") or t["Status"].get("Message") or "")
                          for t in ours if t.get("DesiredState") == "running"
                          and t["Status"]["State"] != "running"} - {""})

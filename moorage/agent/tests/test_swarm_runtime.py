@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,17 +255,12 @@ def test_a_first_version_that_cannot_run_leaves_no_service(
     assert not swarm_client.api.services(filters={"label": "moorage.app=51"})
 
 
-@pytest.fixture
-def frozen_worker(swarm: Swarm) -> Iterator[str]:
-    yield swarm.nodes[2].node_id
-
-
-def test_an_update_that_cannot_place_its_replicas_is_rolled_back(
+def test_a_node_that_goes_down_mid_update_stalls_it_and_the_agent_rolls_back(
     runtime: SwarmRuntime, swarm: Swarm, swarm_client: docker.DockerClient,
     registry_basic: RegistryServer, busybox_image: BusyboxImageFactory,
 ) -> None:
-    """A node goes down mid-update: with a port (one replica per node) the third replica has
-    nowhere to go; the agent rolls back and says why."""
+    """With a port (one replica per node) a replica whose node went down has nowhere to go:
+    the update cannot finish, the agent rolls back and says why; nothing is half recorded."""
     repository = "sw-nodedown/api"
     image = busybox_image(registry_basic, repository, "1.0", marker=repository)
     login = _user(registry_basic, repository)
@@ -276,18 +270,36 @@ def test_an_update_that_cannot_place_its_replicas_is_rolled_back(
     first = runtime.deploy(_spec(61, port=port, command=command), _source(image, login),
                            Events())
     worker = swarm.nodes[2]
-    runtime.ready_timeout = 8
+
+    class FreezeOnUpdate(Events):
+        def phase(self, status: str) -> None:  # the update was just handed to the swarm
+            super().phase(status)
+            worker.engine.freeze()
+
+    runtime.ready_timeout, runtime.task_slack = 4, 1.0
+    try:
+        with pytest.raises(DeployError) as raised:
+            runtime.deploy(_spec(62, port=port, command=command), _source(image, login),
+                           FreezeOnUpdate())
+    finally:
+        worker.engine.thaw()
+    assert raised.value.code == "update_stalled", raised.value.message
+    assert "Moorage rolled the service back" in raised.value.message
+    assert "of 3 replica(s) of deployment 62 ran" in raised.value.message
+    spec = swarm_client.api.inspect_service(first.ids[0])["Spec"]
+    assert spec["Labels"]["moorage.deployment"] == "61"
+
+    # Asked for more replicas with a port than there are ready nodes: refused up front.
     with swarm.frozen(worker.engine):
         deadline = time.monotonic() + 30
         while swarm.node_states()[worker.node_id][0] != "down":
             assert time.monotonic() < deadline
             time.sleep(0.2)
         with pytest.raises(DeployError) as raised:
-            runtime.deploy(_spec(62, port=port, command=command), _source(image, login),
+            runtime.deploy(_spec(63, port=port, command=command), _source(image, login),
                            Events())
-    assert raised.value.code in ("not_enough_nodes", "update_stalled"), raised.value.message
-    spec = swarm_client.api.inspect_service(first.ids[0])["Spec"]
-    assert spec["Labels"]["moorage.deployment"] == "61"
+    assert raised.value.code == "not_enough_nodes", raised.value.message
+    assert "the swarm has 2 ready node(s)" in raised.value.message
 
 
 def test_a_manager_that_does_not_answer_is_engine_unreachable_and_nothing_changes(
