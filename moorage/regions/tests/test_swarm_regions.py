@@ -185,7 +185,11 @@ def test_a_runtime_report_is_taken_only_for_what_the_region_was_sent(client: Cli
     assert [(r["services"], r["services_applied"]) for r in sync["regions"]] == [(1, 1)]
 
     bad = _report(client, sw, {"runtime": "swarm", "services": [{"app_id": "x"}]})
-    assert bad.status_code == 422 and bad.json()["code"] == "runtime_report_invalid"
+    assert bad.status_code == 422 and bad.json()["code"] == "validation_error"
+    half = _report(client, sw, {"runtime": "swarm", "services": [
+        _service(api.pk, acme.account.pk) | {"credential_id": mine.pk}]})
+    assert half.status_code == 422 and half.json()["code"] == "runtime_report_invalid"
+    assert "a credential without a revision" in half.json()["message"]
     assert _report(client, AgentView("sw-1", "mrr_" + "x" * 43, sw.key),
                    body).status_code == 401
     assert RunningService.objects.count() == 1
