@@ -202,7 +202,8 @@ def test_a_default_for_another_registry_pulls_anonymously_and_says_so(
     assert change["deployment"]["pull"] == {"mode": "anonymous", "credential_id": None,
                                             "credential_name": None,
                                             "credential_revision": None,
-                                            "default_host": "docker.io"}
+                                            "default_host": "docker.io",
+                                            "account_default": True}
     assert Deployment.objects.get(id=d["id"]).logs.get().line.endswith(plan["message"])
     listing = {c["name"]: c for c in _call(client, "GET", "/credentials", owner).json()}
     assert listing["hub"]["used_by_apps"] == 0  # the app does not pull with it
