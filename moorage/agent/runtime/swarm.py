@@ -52,6 +52,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+from docker.tls import TLSConfig
 from docker.types.daemon import CancellableStream
 
 from moorage.agent.errors import DeployError, LogsError
@@ -160,6 +161,8 @@ class SwarmRuntime(Runtime):
     update replaces one task at a time); ``api_timeout`` bounds every
     call to the manager (a manager that does not answer is ``engine_unreachable``).
     ``access_check`` proves pull access (I9); tests may pass a recorder around the real one.
+    ``tls`` is docker-py's TLS configuration for a ``tcp://`` manager, as for the docker
+    runtime (``False``: none).
     """
 
     kind = RuntimeKind.SWARM
@@ -169,6 +172,7 @@ class SwarmRuntime(Runtime):
         docker_host: str = DEFAULT_DOCKER_HOST,
         *,
         region: str = "",
+        tls: TLSConfig | bool = False,
         ready_timeout: float = READY_TIMEOUT,
         monitor: float = MONITOR,
         stop_timeout: int = STOP_TIMEOUT,
@@ -188,8 +192,9 @@ class SwarmRuntime(Runtime):
         self.access_check = access_check
         self.poll_interval = poll_interval
         self.task_slack = task_slack
-        self._engine = DockerRuntime(docker_host, region=region, pull_timeout=pull_timeout,
-                                     api_timeout=api_timeout, stop_timeout=stop_timeout)
+        self._engine = DockerRuntime(docker_host, region=region, tls=tls,
+                                     pull_timeout=pull_timeout, api_timeout=api_timeout,
+                                     stop_timeout=stop_timeout)
         self._region = region
         #: Recent I9 proofs, keyed by a digest of login and reference (never the password).
         self._proofs: dict[str, tuple[float, ImageReference]] = {}

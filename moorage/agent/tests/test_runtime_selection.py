@@ -33,7 +33,8 @@ def _agent(config: AgentConfig, client: ControlPlaneClient, replica: Replica, sl
     host = runtime.engine.docker_host
 
     def runtime_for(kind: RuntimeKind) -> Runtime:
-        return make_runtime(kind, host, region="eu-1", api_timeout=2)
+        # As `moorage agent` makes them: the same options for either runtime.
+        return make_runtime(kind, host, region="eu-1", tls=False, api_timeout=2)
 
     deployer = Deployer(replica, client, runtime, logger,
                         runtime_factory=runtime_for if factory else None)
