@@ -208,7 +208,8 @@ class DeployEvents(Protocol):
 
 
 class ImageEngine(Protocol):
-    """A Docker Engine as builds use it: pull base images, build, keep the newest builds.
+    """A Docker Engine as builds use it: pull base images, build, keep the newest builds, and
+    (in a swarm region) push them to the region registry.
 
     Builds always run on one engine (a docker region's, or a Swarm manager's), whatever the
     region's runtime; :class:`~moorage.agent.runtime.docker.DockerRuntime` is one.
@@ -231,6 +232,13 @@ class ImageEngine(Protocol):
 
     def prune_builds(self, repository: str, *, keep: int = ...) -> list[str]:
         """Untag all but the newest ``keep`` builds of ``repository``."""
+
+    def push(
+        self, image_id: str, target: ImageReference, login: RegistryLogin, *,
+        on_line: Callable[[str], None] | None = None, label: str = "",
+    ) -> str:
+        """Push a build to ``target`` (a swarm region's own registry) with ``login`` only;
+        return the digest the registry stored."""
 
 
 class Runtime(abc.ABC):

@@ -28,9 +28,10 @@ def _nowhere(tmp_path: Path) -> str:
 
 
 def _agent(config: AgentConfig, client: ControlPlaneClient, replica: Replica, sleeps: Sleeps,
-           runtime: Runtime, *, factory: bool) -> tuple[SyncLoop, Deployer]:
+           runtime: DockerRuntime | SwarmRuntime, *, factory: bool
+           ) -> tuple[SyncLoop, Deployer]:
     logger = logging.getLogger("moorage.agent")
-    host = runtime.engine.docker_host
+    host = runtime.docker_host
 
     def runtime_for(kind: RuntimeKind) -> Runtime:
         # As `moorage agent` makes them: the same options for either runtime.
