@@ -18,7 +18,7 @@ import docker
 import httpx
 import pytest
 
-from moorage.agent.errors import DeployError
+from moorage.agent.errors import DeployError, LogsError
 from moorage.agent.runtime import AppSpec, ImageSource, PullProgress, SwarmRuntime
 from moorage.registry import RegistryLogin
 from moorage.testing.fixtures import BusyboxImageFactory
@@ -321,3 +321,25 @@ def test_a_manager_that_does_not_answer_is_engine_unreachable_and_nothing_change
     spec = swarm_client.api.inspect_service(first.ids[0])["Spec"]
     assert spec["Labels"]["moorage.deployment"] == "71"
     assert len(_tasks(swarm_client, first.ids[0])) == 2
+
+
+def test_logs_are_the_services_lines_from_every_node(
+    runtime: SwarmRuntime, registry_basic: RegistryServer, busybox_image: BusyboxImageFactory,
+) -> None:
+    repository = "sw-logs/api"
+    image = busybox_image(registry_basic, repository, "1.0", marker=repository)
+    login = _user(registry_basic, repository)
+    command = ["/bin/sh", "-c", "echo hello-from-a-task; sleep 600"]
+    runtime.deploy(_spec(81, app_id=81, replicas=3, command=command), _source(image, login),
+                   Events())
+    deadline = time.monotonic() + 30
+    lines: list[str] = []
+    while len(lines) < 3:
+        assert time.monotonic() < deadline, lines
+        lines = [line.text for line in runtime.logs(1, 81, tail=10)
+                 if line.text.startswith("hello-from-")]
+        time.sleep(0.3)
+    assert lines == ["hello-from-a-task"] * 3  # one line from each task, on three nodes
+    with pytest.raises(LogsError) as raised:
+        list(runtime.logs(1, 999))
+    assert raised.value.code == "app_not_running"
