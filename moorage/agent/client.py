@@ -153,6 +153,12 @@ class ControlPlaneClient:
             raise ValueError("a log chunk needs its sequence number")
         self._request("POST", f"logs/{int(request_id)}", json=body)
 
+    def runtime_report(self, body: dict[str, Any]) -> None:
+        """Report what the runtime runs (``POST /agent/runtime``): nodes, services, and the
+        credential revision each service's registry auth carries. One attempt; raises like
+        every call."""
+        self._request("POST", "runtime", json=body)
+
     def source_archive(self, archive_id: int, dest: Path, *, max_bytes: int) -> None:
         """Download an uploaded source (``GET /agent/sources/{id}``) into the file ``dest``.
 

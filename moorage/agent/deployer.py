@@ -30,6 +30,15 @@ credential, pre-pulls every base image (the build-pull credential only for its o
 host, never the account default) and builds with the Engine — and then runs the built image
 (by id) through steps 4-5; the three newest build images of the app are kept.
 
+Runtimes: the region's ``runtime`` (its snapshot's settings) picks what runs the deployments;
+with a ``runtime_factory`` the deployer switches to it when it changes, without one a region
+of another runtime fails its deployments with ``runtime_unsupported`` (so does a runtime this
+agent does not know). In a ``swarm`` region a build is pushed to the region's own registry
+(``registry_push``, with the region registry's login only) and the service pulls it from
+there; without a region registry a build deployment fails with ``region_registry_missing``
+before anything is fetched. After every step :class:`~moorage.agent.reconcile.Reconciler`
+looks at what runs: adopts it, refreshes rotated logins (I12) and reports it.
+
 Decisions:
 
 * Older pending deployments of an app are **superseded**: they are not run, and are reported
@@ -65,6 +74,7 @@ from typing import Any
 
 from moorage.agent.backoff import Backoff
 from moorage.agent.builder import (
+    Built,
     Credentials,
     check_git_host,
     git_host,
@@ -83,6 +93,7 @@ from moorage.agent.errors import (
     TransientError,
 )
 from moorage.agent.masking import mask_secrets, secret_env_values
+from moorage.agent.reconcile import REGION_REGISTRY_LABEL, Reconciler
 from moorage.agent.replica import (
     DEPLOYMENT_DONE,
     DEPLOYMENT_FAILED,
@@ -96,6 +107,7 @@ from moorage.agent.reports import ReportQueue
 from moorage.agent.runtime.base import AppSpec, ImageSource, PullProgress, Runtime
 from moorage.protocol.build import MAX_SOURCE_BYTES, BuildSpec
 from moorage.protocol.enums import PullMode
+from moorage.protocol.enums import Runtime as RuntimeKind
 from moorage.registry import RegistryLogin
 from moorage.registry.hosts import InvalidRegistryHost, hosts_match, normalize_registry_host
 from moorage.registry.reference import InvalidReference, parse_reference
@@ -170,8 +182,13 @@ class Deployer:
         clock: Callable[[], float] = time.monotonic,
         build_dir: Path | None = None,
         inspect_clone: Callable[[Path], None] | None = None,
+        runtime_factory: Callable[[RuntimeKind], Runtime] | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.replica = replica
+        #: Makes the runtime a region's settings ask for (``None``: ``runtime`` is fixed).
+        self.runtime_factory = runtime_factory
+        self.reconciler = reconciler or Reconciler(replica, client, logger, clock=clock)
         #: Where builds clone their source (a fresh temp dir each, removed afterwards).
         self.build_dir = build_dir
         #: Test hook: called with a build's clone directory before it is removed.
@@ -196,12 +213,38 @@ class Deployer:
     # -- the step ----------------------------------------------------------------------------
 
     def step(self) -> None:
-        """Send owed reports, remove deleted apps' containers, run pending deployments."""
+        """Send owed reports, remove deleted apps' containers, run pending deployments, then
+        look at what runs (adopt, refresh logins, report)."""
+        self._select_runtime()
         # The region is learned from the first snapshot; the runtime's labels carry it.
         self.runtime.region = self.replica.region() or self.runtime.region
         self.flush_reports()
-        self.remove_deleted_apps()
-        self.run_pending()
+        removed = self.remove_deleted_apps()
+        done = self.run_pending()
+        if self.replica.revision() is not None and self._runtime_problem() is None:
+            self.reconciler.step(self.runtime, changed=bool(done or removed))
+
+    def _select_runtime(self) -> None:
+        """Follow the region's runtime when it changes (with a factory to make one)."""
+        kind = self.replica.settings().known_runtime
+        if self.runtime_factory is None or kind is None or kind is self.runtime.kind:
+            return
+        self.runtime = self.runtime_factory(kind)
+        self._log(logging.INFO, "region %s runs on %s: the agent drives it",
+                  self.replica.region() or "-", kind.value)
+
+    def _runtime_problem(self) -> str | None:
+        """Why deployments cannot run on this agent's runtime, or ``None``."""
+        if self.replica.revision() is None:
+            return None
+        settings = self.replica.settings()
+        if settings.known_runtime is None:
+            return (f"Region {self.replica.region()} runs on {settings.runtime!r}, which this "
+                    "agent cannot drive (it knows docker and swarm): upgrade the agent.")
+        if settings.known_runtime is not self.runtime.kind:
+            return (f"Region {self.replica.region()} runs on {settings.runtime}, but this agent "
+                    f"was started for {self.runtime.kind.value}.")
+        return None
 
     def flush_reports(self) -> None:
         """Send the final reports the control plane has not taken, unless backing off.
@@ -218,17 +261,21 @@ class Deployer:
             if not self.send_report(deployment.id, deployment.final_report, final=True):
                 return
 
-    def remove_deleted_apps(self) -> None:
-        """Remove the containers of apps deleted (or gone from the region) since last time."""
+    def remove_deleted_apps(self) -> int:
+        """Remove the containers of apps deleted (or gone from the region) since last time;
+        return how many apps were removed."""
+        removed = 0
         for account_id, app_id in self.replica.app_removals():
             try:
                 count = self.runtime.remove_app(account_id, app_id)
             except DeployError as exc:
                 self._log(logging.WARNING, "could not remove the containers of app %d: %s",
                           app_id, exc.message)
-                return
+                return removed
             self.replica.app_removed(account_id, app_id)
+            removed += 1
             self._log(logging.INFO, "app %d deleted: removed %d containers", app_id, count)
+        return removed
 
     def run_pending(self) -> list[int]:
         """Run the newest pending deployment of each app; return the ids run (or superseded)."""
@@ -305,11 +352,16 @@ class Deployer:
         finally:
             env.clear()
         self._finish(d, reporter, DEPLOYMENT_DONE, "running", **final)
+        # Then what runs now (replicas, the credential it carries), right away.
+        self.reconciler.step(self.runtime, changed=True)
 
     def _deploy(
         self, d: ReplicaDeployment, reporter: _Reporter, env: dict[str, str]
     ) -> dict[str, Any]:
         region = self.replica.region() or ""
+        problem = self._runtime_problem()
+        if problem is not None:
+            raise DeployError("runtime_unsupported", problem)
         accounts = self.replica.accounts()
         try:
             env.update(self.replica.open_env(d))
@@ -362,7 +414,8 @@ class Deployer:
         if credential is None:
             return ImageSource(ref)
         return ImageSource(ref, login=self._open(credential, label, region),
-                           credential_label=label)
+                           credential_label=label, credential_id=credential.id,
+                           credential_revision=credential.revision)
 
     def _build(self, d: ReplicaDeployment, reporter: _Reporter, region: str) -> ImageSource:
         """Build a build-from-source deployment (``builder``); return the image to run."""
@@ -371,6 +424,13 @@ class Deployer:
         except ValueError as exc:  # the replica checked it; be explicit anyway
             raise DeployError("agent_error", f"The build of {d.app} is malformed: {exc}") \
                 from None
+        if self.runtime.kind is RuntimeKind.SWARM and self.replica.settings().registry is None:
+            raise DeployError(
+                "region_registry_missing",
+                f"Region {region} runs on Docker Swarm and has no region registry, so an image "
+                f"built from source cannot reach its nodes. The platform's operator adds one "
+                f"with 'moorage regions update {region} --registry HOST[:PORT] ...'; apps that "
+                "run an image work there meanwhile.")
         git_credential = pull_credential = None
         if spec.git is not None and spec.git.credential_id is not None:
             url_host = git_host(spec.git.url)
@@ -434,7 +494,40 @@ class Deployer:
         if pull_credential is not None:
             reporter.fields |= {"credential_id": pull_credential.id,
                                 "credential_revision": pull_credential.revision}
+        if self.runtime.kind is RuntimeKind.SWARM:
+            return self._push_to_region_registry(d, built, reporter, region)
         return ImageSource(built.image_id, local=True)
+
+    def _push_to_region_registry(self, d: ReplicaDeployment, built: Built,
+                                 reporter: _Reporter, region: str) -> ImageSource:
+        """Push a swarm region's build to the region registry, which every node pulls from.
+
+        Only the region registry's login goes with it, and only to the region registry's
+        host: a tenant's credential never goes there, and it never goes to a tenant's registry.
+        """
+        registry = self.replica.settings().registry
+        assert registry is not None  # checked before the build
+        try:
+            login = self.replica.open_registry_secret()
+        except SealedDataError:
+            login = None
+        if login is None:
+            raise DeployError("region_registry_unreadable",
+                              f"The password of region {region}'s registry cannot be opened "
+                              "here; the region key may have been replaced.")
+        slug = d.payload.get("account_slug") or str(d.account_id)
+        try:
+            target = parse_reference(f"{registry.host}/{image_repository(slug, d.app)}:{d.id}")
+        except InvalidReference as exc:
+            raise DeployError("region_registry_invalid",
+                              f"The region registry {registry.host} does not make a valid "
+                              f"image name: {exc.message}") from None
+        where = f"the region registry {registry.host}"
+        reporter.line(f"Pushing the built image to {where}, which every node pulls from")
+        digest = self.runtime.engine.push(built.image_id, target, login, label=where)
+        reporter.line(f"Pushed {target.familiar} ({digest})")
+        return ImageSource(target, login=login, credential_label=where,
+                           auth_label=f"{REGION_REGISTRY_LABEL}:{registry.revision}")
 
     def _download_source(self, archive_id: int, dest: Path) -> None:
         """An uploaded source from the control plane, as a build failure if it cannot be had."""
@@ -451,8 +544,13 @@ class Deployer:
 
     def _prune_builds(self, d: ReplicaDeployment) -> None:
         slug = d.payload.get("account_slug") or str(d.account_id)
+        repositories = [image_repository(slug, d.app)]
+        registry = self.replica.settings().registry
+        if self.runtime.kind is RuntimeKind.SWARM and registry is not None:
+            repositories.append(f"{registry.host}/{repositories[0]}")
         try:
-            removed = self.runtime.engine.prune_builds(image_repository(slug, d.app))
+            removed = [tag for repository in repositories
+                       for tag in self.runtime.engine.prune_builds(repository)]
         except DeployError as exc:
             self._log(logging.WARNING, "could not prune the build images of %s: %s", d.app,
                       exc.message)

@@ -22,6 +22,10 @@ stored; :meth:`Replica.apply_changes` hands it back (for accounts the replica ho
 the sync loop passes it to the agent's log server. An agent that dies before answering leaves
 the request to expire on the control plane.
 
+The region's own settings (``settings`` in a snapshot or a ``region.upsert``: the runtime the
+agent drives, and the region registry with its password sealed like a credential's) are kept
+as one JSON value in ``meta``, written in the same transaction as everything else.
+
 Invariant kept after every transaction: each credential belongs to an account the replica
 holds. The protocol only sends credentials of accounts enabled in the region and follows an
 ``account.upsert`` with every credential of that account, so a credential whose account is
@@ -48,6 +52,7 @@ from moorage.protocol.build import BuildSpec
 from moorage.protocol.credential import format_expiry, parse_expiry
 from moorage.protocol.enums import Op, PullMode
 from moorage.protocol.logs import LogRequestSpec
+from moorage.protocol.region import RegionSettings
 from moorage.registry import RegistryLogin
 from moorage.sealing import Key, Keyring, SealedDataError, key_id_of, open_sealed
 
@@ -255,6 +260,35 @@ class Replica:
         """The region slug learned from the first snapshot."""
         return self._meta("region")
 
+    def settings(self) -> RegionSettings:
+        """The region's runtime and registry (a docker region without one before the first
+        snapshot)."""
+        value = self._meta("settings")
+        return RegionSettings() if value is None else RegionSettings.from_payload(
+            json.loads(value))
+
+    def open_registry_secret(self) -> RegistryLogin | None:
+        """The region registry's login, opened now for one push or pull; ``None`` without a
+        region registry. Raises :class:`~moorage.sealing.SealedDataError` like
+        :meth:`open_secret`."""
+        registry = self.settings().registry
+        region = self.region()
+        if registry is None or region is None:
+            return None
+        aad = protocol.region_registry_aad(region=region, revision=registry.revision)
+        try:
+            password = open_sealed(self._keyring, registry.secret, aad).decode("utf-8")
+        except UnicodeDecodeError:
+            raise SealedDataError("The opened secret is not UTF-8 text.",
+                                  code="sealed_malformed") from None
+        return RegistryLogin(registry.username, password)
+
+    def registry_defaults(self) -> dict[int, int]:
+        """Account id → the id of its default container-registry credential."""
+        return dict(self._db.execute(
+            "SELECT account_id, MIN(id) FROM credentials WHERE is_default = 1 AND type = ? "
+            "GROUP BY account_id", (REGISTRY_TYPE,)))
+
     def accounts(self) -> dict[int, str]:
         """Account id → slug of the accounts enabled in this region."""
         return dict(self._db.execute("SELECT id, slug FROM accounts ORDER BY id").fetchall())
@@ -421,6 +455,7 @@ class Replica:
         deployments = None if "deployments" not in payload else [
             _deployment_row(d, where=f"snapshot deployment {i}")
             for i, d in enumerate(_list(payload, "deployments", where="snapshot"))]
+        settings = _settings(payload.get("settings"), where="snapshot")
         with self._transaction():
             self._check_region(region)
             apps_before = self._apps()
@@ -438,6 +473,7 @@ class Replica:
             self._db.executemany(_UPSERT, credentials)
             self._drop_orphans()
             self._queue_removals(apps_before)
+            self._set_meta("settings", settings)
             self._set_meta("region", region)
             self._set_meta("revision", str(revision))
             held = self.credentials_held()
@@ -535,6 +571,8 @@ class Replica:
         elif op == Op.DEPLOYMENT_UPSERT:
             self._upsert_deployment(
                 _deployment_row(change.get("deployment"), where=f"{where} deployment"))
+        elif op == Op.REGION_UPSERT:
+            self._set_meta("settings", _settings(change.get("settings"), where=where))
         elif op == Op.APP_DELETE:
             account_id = _int(change, "account_id", where=where)
             app_id = _int(change, "app_id", where=where)
@@ -741,6 +779,22 @@ def _log_request(value: Any, *, where: str) -> LogRequestSpec:
         return LogRequestSpec.from_payload(value)
     except ValueError as exc:
         raise MalformedPayload(f"{where}: {exc}") from None
+
+
+def _settings(value: Any, *, where: str) -> str:
+    """A ``settings`` object checked, as the JSON kept in ``meta``; its registry password
+    must be sealed: only sealed values go in the file."""
+    try:
+        settings = RegionSettings.from_payload(value)
+    except ValueError as exc:
+        raise MalformedPayload(f"{where}: {exc}") from None
+    if settings.registry is not None:
+        try:
+            key_id_of(settings.registry.secret)
+        except SealedDataError:
+            raise MalformedPayload(f"{where}: the region registry's password is not sealed") \
+                from None
+    return json.dumps(settings.to_payload(), sort_keys=True)
 
 
 def _account(value: Any, *, where: str) -> tuple[int, str]:

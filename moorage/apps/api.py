@@ -52,6 +52,10 @@ def app_out(app: App) -> dict[str, Any]:
         "build_pull_credential_name": app.build_pull_credential.name
         if app.build_pull_credential else None,
         "source_archive": archive_out(app.source_archive) if app.source_archive else None,
+        "replicas_running": [
+            {"region": s.region.slug, "deployment_id": s.deployment_id, "running": s.running,
+             "desired": s.desired, "reported_at": s.reported_at}
+            for s in sorted(app.running_services.all(), key=lambda s: s.region.slug)],
         "created_at": app.created_at, "updated_at": app.updated_at,
     }
 

@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 
 from moorage.apps.choices import RuntimePull, SourceMode
-from moorage.apps.services import BuildInput, EnvInput
+from moorage.apps.services import REPLICAS_MAX, BuildInput, EnvInput
 from moorage.credentials.models import Credential
 
 CREDENTIAL_PREFIX = "credential:"
@@ -48,6 +48,10 @@ class AppForm(forms.Form):
     image = forms.CharField(max_length=512, required=False)
     pull = forms.ChoiceField(label="Container registry for runtime pull")
     port = forms.IntegerField(required=False, min_value=1, max_value=65535)
+    replicas = forms.IntegerField(
+        required=False, min_value=1, max_value=REPLICAS_MAX,
+        help_text="A swarm region spreads them over its nodes (with a port, at most one per "
+                  "node); a docker region runs one.")
     command = forms.CharField(max_length=4096, required=False,
                               help_text="Leave empty to run the image's own command.")
     env = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}),

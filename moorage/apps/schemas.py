@@ -88,6 +88,14 @@ class SourceArchiveOut(Schema):
     created_at: datetime
 
 
+class ReplicasOut(Schema):
+    region: str
+    deployment_id: int
+    running: int
+    desired: int
+    reported_at: datetime
+
+
 class AppOut(Schema):
     id: int
     name: str
@@ -112,5 +120,8 @@ class AppOut(Schema):
     build_pull_credential_name: str | None
     source_archive: SourceArchiveOut | None = Field(
         ..., description="The uploaded source a build uses instead of a git repository.")
+    replicas_running: list[ReplicasOut] = Field(
+        ..., description="Per region, the replicas running and desired, as its agent last "
+                         "reported them.")
     created_at: datetime
     updated_at: datetime

@@ -13,7 +13,7 @@ def apps_of(*, account: Account) -> QuerySet[App]:
     return (App.objects.filter(account=account)
             .select_related("runtime_pull_credential", "git_credential", "build_pull_credential",
                             "source_archive")
-            .prefetch_related("env", "regions").order_by("name"))
+            .prefetch_related("env", "regions", "running_services__region").order_by("name"))
 
 
 def app_get(*, account: Account, app_id: int) -> App:

@@ -27,7 +27,9 @@ from moorage.credentials.selectors import credentials_of, default_credential
 from moorage.deployments import selectors as deployment_selectors
 from moorage.deployments import services as deployment_services
 from moorage.errors import ApplicationError, ValidationFailed
+from moorage.regions.choices import Runtime
 from moorage.regions.models import Region
+from moorage.regions.selectors import running_services
 
 
 def _form(membership: Membership, data: Any = None, initial: dict[str, Any] | None = None
@@ -77,6 +79,8 @@ def _save(request: HttpRequest, membership: Membership, form: AppForm,
         "port": data["port"], "command": data["command"], "env": form.env_inputs(),
         "regions": data["regions"], "build": form.build_input(),
     }
+    if data.get("replicas") is not None or app is None:
+        fields["replicas"] = data.get("replicas") or 1
     try:
         if app is None:
             return services.app_create(actor=membership.user, membership=membership,
@@ -94,7 +98,7 @@ def _save(request: HttpRequest, membership: Membership, form: AppForm,
 def app_new(request: HttpRequest) -> HttpResponse:
     membership = current_membership(request)
     require(membership, Action.DEPLOY)
-    initial = {"source": "image", "pull": "account_default",
+    initial = {"source": "image", "pull": "account_default", "replicas": 1,
                "regions": list(Region.objects.filter(account_links__account=membership.account)
                                .values_list("slug", flat=True))}
     form = _form(membership, request.POST or None, initial=initial)
@@ -113,7 +117,7 @@ def _initial(app: App) -> dict[str, Any]:
     return {
         "name": app.name, "source": app.source, "image": app.image,
         "pull": pull_value(app.runtime_pull, app.runtime_pull_credential_id),
-        "port": app.port, "command": " ".join(app.command or []),
+        "port": app.port, "replicas": app.replicas, "command": " ".join(app.command or []),
         "env": "\n".join(f"{v.name}={v.value}" for v in app.env.all() if not v.secret),
         "secret_env": "\n".join(v.name for v in app.env.all() if v.secret),
         "regions": [r.slug for r in app.regions.all()],
@@ -130,10 +134,15 @@ def _app_page(request: HttpRequest, membership: Membership, app: App, form: AppF
     preview = _preview(membership, form["image"].value() or "", form["pull"].value() or "")
     deployments = deployment_selectors.deployments_of_app(account=membership.account,
                                                           app_id=app.pk, limit=20)
+    running = running_services(app_id=app.pk)
+    swarm_regions = [r.slug for r in app.regions.all() if r.runtime == Runtime.SWARM]
     return render(request, "apps/form.html", {
         "form": form, "app": app, "preview": preview, "deployments": deployments,
         "latest": deployments[0] if deployments else None, "upload_error": upload_error,
         "max_upload_mib": sources.MAX_ARCHIVE_BYTES // (1024 * 1024),
+        "running": running, "regions_without_report": sorted(
+            {r.slug for r in app.regions.all()} - {s.region.slug for s in running}),
+        "update_gap": app.port is not None and app.replicas == 1 and swarm_regions,
     }, status=status)
 
 

@@ -38,6 +38,7 @@ class AuditAction(models.TextChoices):
     REGION_TOKEN_ROTATED = "region.token_rotated", "Region token rotated"
     REGION_KEY_ROTATED = "region.key_rotated", "Region key rotation started"
     REGION_KEY_ADOPTED = "region.key_adopted", "Region agent took the new key"
+    REGION_UPDATED = "region.updated", "Region settings changed"
     REGION_REMOVED = "region.removed", "Region removed"
     ACCOUNT_REGIONS_CHANGED = "account.regions_changed", "Regions of the account changed"
     APP_CREATED = "app.created", "App created"

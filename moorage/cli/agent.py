@@ -32,11 +32,12 @@ from moorage.agent.deployer import Deployer
 from moorage.agent.errors import AgentAuthError, ConfigurationError, ReplicaError
 from moorage.agent.logs import configure_logging
 from moorage.agent.replica import Replica
-from moorage.agent.runtime import DEFAULT_DOCKER_HOST, DockerRuntime
+from moorage.agent.runtime import DEFAULT_DOCKER_HOST, Runtime, make_runtime
 from moorage.agent.sync import Outcome, SyncLoop
 from moorage.cli.engine import engine_settings
 from moorage.cli.output import fail
 from moorage.protocol.constants import DEFAULT_WAIT
+from moorage.protocol.enums import Runtime as RuntimeKind
 from moorage.sealing import Key, KeyringError, parse_keys
 
 EXIT_UNSYNCED = 1
@@ -99,7 +100,8 @@ def _key(path: Path, logger: logging.Logger) -> Key:
 @click.option("--data-dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Where the agent keeps its replica (created, mode 0700).")
 @click.option("--docker-host", metavar="URL",
-              help="Docker Engine API the region's apps run on (default: $DOCKER_HOST, else "
+              help="Docker Engine API the region's apps run on: the engine of a docker region, "
+                   "a manager of a swarm region (default: $DOCKER_HOST, else "
                    f"{DEFAULT_DOCKER_HOST}; TLS from $DOCKER_TLS_VERIFY and "
                    "$DOCKER_CERT_PATH, as for docker).")
 @click.option("--region", metavar="SLUG",
@@ -113,7 +115,8 @@ def agent(
     region: str | None, wait: int | None, once: bool, verbose: bool,
 ) -> None:
     """Run this region's agent: keep its sealed replica in step with the control plane and
-    run the region's deployments on its Docker Engine."""
+    run the region's deployments on its Docker Engine or Docker Swarm (the region's runtime,
+    learned from the control plane)."""
     logger = configure_logging(level=logging.DEBUG if verbose else logging.INFO,
                                region=region)
     token = _token(token_file, logger)
@@ -147,9 +150,14 @@ def agent(
         # agent whose engine is down still syncs credentials (deploys then fail, saying so).
         logger.info("container engine: %s", engine.describe(),
                     extra={"region": replica.region() or region or "-"})
-        runtime = DockerRuntime(engine.docker_host, tls=engine.tls,
+
+        def runtime_for(kind: RuntimeKind) -> Runtime:
+            return make_runtime(kind, engine.docker_host, tls=engine.tls,
                                 region=replica.region() or region or "")
-        deployer = Deployer(replica, client, runtime, logger, stop_event=stop)
+
+        runtime = runtime_for(replica.settings().known_runtime or RuntimeKind.DOCKER)
+        deployer = Deployer(replica, client, runtime, logger, stop_event=stop,
+                            runtime_factory=runtime_for)
         log_server = LogServer(replica, client, lambda: deployer.runtime, logger,
                                stop_event=stop)
         loop = SyncLoop(config, client, replica, logger, stop, deployer=deployer,

@@ -40,6 +40,8 @@ ACCOUNT_DEFAULT, NONE, CREDENTIAL = "account_default", "none", "credential"
 RUNNING, FAILED, PULLING, BUILDING = "running", "failed", "pulling", "building"
 FINISHED = frozenset({RUNNING, FAILED})
 POLL_SECONDS = 0.5
+#: Seconds ``deploy --follow`` waits for the agents' report of what runs, after the deploy.
+REPLICAS_WAIT = 3.0
 #: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT.
 INTERRUPTED = 130
 
@@ -121,6 +123,7 @@ class AppOptions:
     use_account_default: bool = False
     regions: tuple[str, ...] = ()
     port: int | None = None
+    replicas: int | None = None
     command: str | None = None
     env: tuple[str, ...] = ()
     secret_env: tuple[str, ...] = ()
@@ -138,6 +141,9 @@ def _shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="A region to run in (repeat). create: default every region of the "
                           "account; update: replaces the app's regions."),
         click.option("--port", type=int, help="The port the app listens on."),
+        click.option("--replicas", type=int, metavar="N",
+                     help="How many replicas run in each region (a swarm region spreads them "
+                          "over its nodes; with a port, at most one per node)."),
         click.option("--command", metavar="CMD",
                      help="The command to run, split like a shell does: \"sh -c 'echo hi'\". "
                           "An empty string keeps the image's own."),
@@ -589,8 +595,9 @@ def _show_created(config: clientconfig.ClientConfig, app: dict[str, Any]) -> Non
 @_shared_options
 def apps_create(name: str, image: str | None, pull_credential: str | None,
                 no_pull_credential: bool, regions: tuple[str, ...], port: int | None,
-                command: str | None, env: tuple[str, ...], secret_env: tuple[str, ...],
-                secret_env_stdin: bool, **build_options: Any) -> None:
+                replicas: int | None, command: str | None, env: tuple[str, ...],
+                secret_env: tuple[str, ...], secret_env_stdin: bool,
+                **build_options: Any) -> None:
     """Create an app that runs an image (--image) or is built from a git repository (--git).
 
     An image is pulled with the account default unless told; a build's base images are
@@ -599,7 +606,7 @@ def apps_create(name: str, image: str | None, pull_credential: str | None,
     config = require_login()
     opts = AppOptions(image=image, pull_credential=pull_credential,
                       no_pull_credential=no_pull_credential, regions=regions, port=port,
-                      command=command, env=env, secret_env=secret_env,
+                      replicas=replicas, command=command, env=env, secret_env=secret_env,
                       secret_env_stdin=secret_env_stdin)
     build = BuildOptions(**build_options)
     given = [flag for flag, value in (("--image", image), ("--git", build.git),
@@ -623,6 +630,8 @@ def apps_create(name: str, image: str | None, pull_credential: str | None,
         body["regions"] = list(regions)
     if port is not None:
         body["port"] = port
+    if replicas is not None:
+        body["replicas"] = replicas
     if command is not None:
         body["command"] = _command(command)
     if _env_given(opts):
@@ -657,7 +666,8 @@ def apps_create(name: str, image: str | None, pull_credential: str | None,
 @click.option("--unset-env", multiple=True, metavar="KEY", help="Remove a variable (repeat).")
 def apps_update(name: str, new_name: str | None, image: str | None, use_account_default: bool,
                 pull_credential: str | None, no_pull_credential: bool,
-                regions: tuple[str, ...], port: int | None, command: str | None,
+                regions: tuple[str, ...], port: int | None, replicas: int | None,
+                command: str | None,
                 env: tuple[str, ...], secret_env: tuple[str, ...], secret_env_stdin: bool,
                 unset_env: tuple[str, ...], **build_options: Any) -> None:
     """Change what is given, and nothing else; it takes effect at the next deploy.
@@ -670,7 +680,7 @@ def apps_update(name: str, new_name: str | None, image: str | None, use_account_
     opts = AppOptions(image=image, pull_credential=pull_credential,
                       no_pull_credential=no_pull_credential,
                       use_account_default=use_account_default, regions=regions, port=port,
-                      command=command, env=env, secret_env=secret_env,
+                      replicas=replicas, command=command, env=env, secret_env=secret_env,
                       secret_env_stdin=secret_env_stdin, unset_env=unset_env)
     build = BuildOptions(**build_options)
     given = [flag for flag, value in (("--image", image), ("--git", build.git),
@@ -686,7 +696,8 @@ def apps_update(name: str, new_name: str | None, image: str | None, use_account_
     body |= _build_fields(config, build, app)
     if source != app["source"] and build.source_dir is None:
         body["source"] = source  # an upload makes the app a build app itself
-    for key, value in (("name", new_name), ("image", image), ("port", port)):
+    for key, value in (("name", new_name), ("image", image), ("port", port),
+                       ("replicas", replicas)):
         if value is not None:
             body[key] = value
     if regions:
@@ -842,15 +853,20 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
                 break
             _pause()
     ok = True
+    serving = {item.deployment["region"]: item.deployment["id"] for item in watched
+               if item.deployment["status"] == RUNNING}
+    replicas = _replicas_by_region(config, watched[0].deployment["app_id"], serving) \
+        if serving else {}
     for item in watched:
         d = item.deployment
+        where = escape(d["region"]) + escape(_replicas_words(replicas.get(d["region"]), d))
         if d["status"] == RUNNING and d.get("build") is not None:
             image = f" {d['image_digest']}" if d["image_digest"] else ""
-            _say(f"[green]✓[/green] {escape(d['region'])}: running the image{escape(image)} "
+            _say(f"[green]✓[/green] {where}: running the image{escape(image)} "
                  f"built from {escape(_build_words(d, used=True))}.")
         elif d["status"] == RUNNING:
             digest = f" ({d['image_digest']})" if d["image_digest"] else ""
-            _say(f"[green]✓[/green] {escape(d['region'])}: running {escape(d['image'])}"
+            _say(f"[green]✓[/green] {where}: running {escape(d['image'])}"
                  f"{escape(digest)}, pulled {escape(_pull_words(d, used=True))}.")
         else:
             ok = False
@@ -858,6 +874,35 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
                  f"[bold]{escape(d['error_code'] or 'deploy_failed')}[/bold]: "
                  f"{escape(d['error_message'] or '(no message)')}")
     return ok
+
+
+def _replicas_by_region(config: clientconfig.ClientConfig, app_id: int,
+                        running: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Region → the replicas its agent reported for the app (``replicas_running``).
+
+    An agent reports what runs right after the deployment itself: for up to
+    :data:`REPLICAS_WAIT` seconds, wait until each region in ``running`` (region →
+    deployment id) reported that deployment.
+    """
+    # Only regions whose agent reports what runs at all (an older agent does not).
+    reporting = {r["slug"] for r in request_any("GET", "/regions", config=config) or []
+                 if r.get("runtime_reported_at")}
+    running = {region: d for region, d in running.items() if region in reporting}
+    deadline = time.monotonic() + REPLICAS_WAIT
+    while True:
+        app = request_any("GET", f"/apps/{app_id}", config=config) or {}
+        found = {r["region"]: r for r in app.get("replicas_running") or []}
+        if all(found.get(region, {}).get("deployment_id") == deployment_id
+               for region, deployment_id in running.items()) or time.monotonic() > deadline:
+            return found
+        _pause()
+
+
+def _replicas_words(replicas: dict[str, Any] | None, deployment: dict[str, Any]) -> str:
+    """' (3/3 replicas)' when the region reported this deployment running, else ''."""
+    if not replicas or replicas.get("deployment_id") != deployment["id"]:
+        return ""
+    return f" ({replicas['running']}/{replicas['desired']} replicas)"
 
 
 @apps.command("deploy")
@@ -900,6 +945,7 @@ def apps_status(name: str) -> None:
     if app["source"] != BUILD_SOURCE:
         _say(f"Image:    {escape(app['image'])}")
     rows = [("Regions", ", ".join(app["regions"]) or "none"),
+            ("Replicas", str(app["replicas"])),
             ("Port", str(app["port"]) if app["port"] is not None else ""),
             ("Command", shlex.join(app["command"]) if app["command"] else ""),
             ("Env", _env_summary(app))]
@@ -919,18 +965,24 @@ def apps_status(name: str) -> None:
         _say("Never deployed. Deploy with "
              f"[bold]moorage apps deploy {escape(app['name'])} --follow[/bold].")
         return
+    replicas = {r["region"]: r for r in app.get("replicas_running") or []}
     table = Table(show_edge=False, pad_edge=False, title="Latest deployment per region",
                   title_justify="left")
     table.add_column("Region", no_wrap=True, style="bold")
     table.add_column("#", no_wrap=True)
     table.add_column("Status", no_wrap=True)
+    if replicas:  # only once a region reported what runs: the table stays narrow otherwise
+        table.add_column("Replicas", no_wrap=True)
     table.add_column("Digest", no_wrap=True)
     table.add_column("Pulled", overflow="fold")
     table.add_column("When", no_wrap=True)
     for region in sorted(latest):
         d = latest[region]
+        running = replicas.get(region)
+        count = [f"{running['running']}/{running['desired']}" if running else ""] \
+            if replicas else []
         table.add_row(
-            escape(region), f"#{d['number']}", _status_colour(d["status"]),
+            escape(region), f"#{d['number']}", _status_colour(d["status"]), *count,
             escape(_short_digest(d["image_digest"])), escape(_credential_label(d)),
             _when(d["finished_at"] or d["started_at"] or d["created_at"]),
         )

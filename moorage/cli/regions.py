@@ -1,14 +1,24 @@
-"""``moorage regions``: platform staff manage regions on the server machine."""
+"""``moorage regions``: platform staff manage regions on the server machine.
+
+A swarm region's registry password is read from standard input
+(``--registry-password-stdin``), never from an argument: any user of the machine can read
+argument lists.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
 from moorage.cli.django_setup import setup_django
 from moorage.cli.output import console, err_console, fail
+
+if TYPE_CHECKING:
+    from moorage.regions.services import RegistryInput
 
 
 @click.group()
@@ -31,51 +41,132 @@ def _write_or_print(token: str, key_encoded: str, agent_dir: str | None) -> None
     click.echo(f"key: {key_encoded}")
 
 
+def _registry_options(func: click.decorators.FC) -> click.decorators.FC:
+    options = [
+        click.option("--registry", metavar="HOST[:PORT]",
+                     help="The swarm region's own registry: images built there are pushed "
+                          "to it and every node pulls them from it."),
+        click.option("--registry-username", metavar="USER",
+                     help="The user Moorage pushes and pulls the region's builds as."),
+        click.option("--registry-password-stdin", is_flag=True,
+                     help="Read the registry password from standard input (one line)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _registry_input(host: str | None, username: str | None,
+                    password_stdin: bool) -> RegistryInput | None:
+    """The registry options as the service takes them; the password from standard input."""
+    from moorage.regions.services import RegistryInput
+
+    if host is None and username is None and not password_stdin:
+        return None
+    if not (host and username and password_stdin):
+        fail("A region registry needs --registry, --registry-username and "
+             "--registry-password-stdin together.", code="region_registry_incomplete")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        fail("No password on standard input.", code="region_registry_incomplete")
+    return RegistryInput(host=host, username=username, password=password)
+
+
 @regions.command("add")
 @click.argument("slug")
 @click.option("--name", default="", help="A display name (default: the slug).")
 @click.option("--runtime", type=click.Choice(["docker", "swarm"]), default="docker",
-              show_default=True)
+              show_default=True,
+              help="docker: one Docker Engine; swarm: a Docker Swarm, driven through a "
+                   "manager (its agent's --docker-host).")
+@_registry_options
 @click.option("--for-new-accounts", is_flag=True,
               help="Enable the region for every account created from now on.")
 @click.option("--for-all-accounts", is_flag=True,
               help="Enable the region for every existing account now.")
 @click.option("--agent-dir", type=click.Path(file_okay=False),
               help="Write the agent's token and key files here instead of printing them.")
-def regions_add(slug: str, name: str, runtime: str, for_new_accounts: bool,
-                for_all_accounts: bool, agent_dir: str | None) -> None:
-    """Add a region and print, once, its agent's token and key."""
+def regions_add(slug: str, name: str, runtime: str, registry: str | None,
+                registry_username: str | None, registry_password_stdin: bool,
+                for_new_accounts: bool, for_all_accounts: bool, agent_dir: str | None) -> None:
+    """Add a region and print, once, its agent's token and key.
+
+    A swarm region may have its own registry (--registry, --registry-username,
+    --registry-password-stdin); without one, apps built from source are refused there.
+    """
     setup_django()
     from moorage.errors import ApplicationError
     from moorage.regions.services import region_create
 
+    login = _registry_input(registry, registry_username, registry_password_stdin)
     try:
         created = region_create(actor=None, slug=slug, name=name, runtime=runtime,
                                 enabled_for_new_accounts=for_new_accounts,
-                                enable_for_existing_accounts=for_all_accounts)
+                                enable_for_existing_accounts=for_all_accounts, registry=login)
     except ApplicationError as exc:
         fail(exc.message, code=exc.code)
+    where = f", registry {created.region.registry}" if created.region.registry else ""
     err_console.print(f"[green]✓[/green] Region [bold]{created.region.slug}[/bold] "
-                      f"({created.region.runtime}) added.")
+                      f"({created.region.runtime}{where}) added.")
+    if created.region.runtime == "swarm" and not created.region.registry:
+        err_console.print("It has no region registry: apps built from source are refused "
+                          "there until 'moorage regions update' gives it one.")
     _write_or_print(created.token, created.key.encoded(), agent_dir)
     err_console.print("Run its agent with: moorage agent --url URL --token-file F --key-file K "
                       "--data-dir D")
 
 
+@regions.command("update")
+@click.argument("slug")
+@click.option("--runtime", type=click.Choice(["docker", "swarm"]),
+              help="Change the runtime (only while nothing was deployed there).")
+@_registry_options
+@click.option("--no-registry", is_flag=True, help="Remove the region registry.")
+def regions_update(slug: str, runtime: str | None, registry: str | None,
+                   registry_username: str | None, registry_password_stdin: bool,
+                   no_registry: bool) -> None:
+    """Change a region's runtime or registry; its agent follows at its next sync."""
+    setup_django()
+    from moorage.errors import ApplicationError
+    from moorage.regions.services import region_update
+
+    login = _registry_input(registry, registry_username, registry_password_stdin)
+    if login is None and runtime is None and not no_registry:
+        fail("Nothing to change: give --runtime, --registry ... or --no-registry.",
+             code="nothing_to_change")
+    try:
+        region = region_update(actor=None, slug=slug, runtime=runtime, registry=login,
+                               clear_registry=no_registry)
+    except ApplicationError as exc:
+        fail(exc.message, code=exc.code)
+    where = f", registry {region.registry}" if region.registry else ", no registry"
+    console.print(f"[green]✓[/green] Region [bold]{region.slug}[/bold]: {region.runtime}"
+                  f"{where}.")
+
+
 @regions.command("list")
 def regions_list() -> None:
-    """Regions with their agent's status and sync lag."""
+    """Regions with their runtime, nodes, agent status and sync lag."""
     setup_django()
     from moorage.regions.selectors import region_states
 
-    table = Table("Region", "Runtime", "Status", "Last seen", "Applied revision", "Lag")
+    states = region_states()
+    # Swarm columns only when a region has them: the table stays narrow otherwise.
+    registries = any(s.region.registry for s in states)
+    nodes = any(s.nodes for s in states)
+    table = Table("Region", "Runtime", *(["Registry"] if registries else []),
+                  *(["Nodes"] if nodes else []), "Status", "Last seen", "Applied revision",
+                  "Lag")
     pending = []
-    for state in region_states():
+    for state in states:
         region = state.region
         seen = region.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if region.last_seen_at else "-"
         lag = f"{state.lag_revisions} rev, {state.lag_seconds:.0f} s" if state.lag_revisions \
             else "in sync"
-        table.add_row(region.slug, region.runtime, state.status.label, seen,
+        swarm_cells = ([region.registry or "-"] if registries else []) + (
+            [f"{state.nodes_ready}/{len(state.nodes)} ready" if state.nodes else "-"]
+            if nodes else [])
+        table.add_row(region.slug, region.runtime, *swarm_cells, state.status.label, seen,
                       str(region.applied_revision), lag)
         if region.next_key_id:
             pending.append(f"Key rotation pending in {region.slug}: {region.key_id} → "

@@ -45,6 +45,9 @@ def credential_list(request: HttpRequest) -> HttpResponse:
         states = replicas.get(credential.id, [])
         credential.sync_states = states  # type: ignore[attr-defined]
         credential.synced = sum(1 for s in states if s.in_sync)  # type: ignore[attr-defined]
+        credential.services = sum(s.services for s in states)  # type: ignore[attr-defined]
+        credential.services_applied = sum(  # type: ignore[attr-defined]
+            s.services_applied for s in states)
     return render(request, "credentials/list.html",
                   {"credentials": credentials, "region_count": region_count})
 

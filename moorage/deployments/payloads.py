@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from moorage.apps.choices import RuntimePull
 from moorage.apps.models import App
 from moorage.apps.services import open_env
 from moorage.credentials.logins import current_login
@@ -83,6 +84,10 @@ def deployment_payload(
             # An anonymous pull because the account default is for this other registry: the
             # agent names it if the registry refuses the pull.
             "default_host": deployment.default_host or None,
+            # The app follows the account default: a default that moves (or a default for
+            # the image's registry that appears) moves its running services too (I12).
+            "account_default": deployment.build is None
+            and app.runtime_pull == RuntimePull.ACCOUNT_DEFAULT,
         },
         "port": app.port,
         "command": app.command,

@@ -23,7 +23,7 @@ from moorage.deployments.models import Deployment, DeploymentLog
 from moorage.deployments.payloads import check_secrets
 from moorage.errors import NotFound, ValidationFailed
 from moorage.regions.changelog import record_change
-from moorage.regions.choices import ChangeKind
+from moorage.regions.choices import ChangeKind, Runtime
 from moorage.regions.models import Region
 
 LOG_LINE_MAX = 1000
@@ -55,6 +55,7 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
     build: dict[str, Any] | None = None
     default_host = ""
     if app.source == SourceMode.BUILD:
+        _check_build_regions(regions)
         credential, build = _build_spec(app)
         image, describe = "", _describe_build(app, credential)
     else:
@@ -91,6 +92,19 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
                  "default_host": default_host or None},
     )
     return created
+
+
+def _check_build_regions(regions: list[Region]) -> None:
+    """A swarm region's nodes pull builds from its registry: without one a build cannot run
+    there, so the deploy is refused before anything is recorded."""
+    missing = [r.slug for r in regions if r.runtime == Runtime.SWARM and not r.registry]
+    if missing:
+        raise ValidationFailed(
+            f"Region {', '.join(missing)} runs on Docker Swarm and has no region registry, so "
+            "an image built from source cannot reach its nodes. Ask the platform's operator to "
+            "add one ('moorage regions update SLUG --registry HOST[:PORT] ...'), or deploy the "
+            "app to other regions.",
+            code="region_registry_missing", detail={"regions": missing})
 
 
 def _check_login_usable(credential: Credential) -> None:

@@ -122,6 +122,13 @@ REGION_NEXT_KEY = SealedField(
     describe=lambda r: f"the new key {r.next_key_id!r} of region {r.slug!r} (rotation pending)",
 )
 
+REGION_REGISTRY_PASSWORD = SealedField(
+    Region, "registry_password_sealed",
+    aad=lambda r: f"moorage/region-registry/v1|region={_id(r)}|field=password".encode(),
+    describe=lambda r: f"the password of region {r.slug!r}'s registry {r.registry}",
+)
+
 SEALED_FIELDS: tuple[SealedField, ...] = (
     CREDENTIAL_SECRET, LOGIN_TOKEN, APP_ENV_SECRET, REGION_KEY, REGION_NEXT_KEY,
+    REGION_REGISTRY_PASSWORD,
 )

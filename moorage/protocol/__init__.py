@@ -11,10 +11,16 @@ plane builds and signs what the agents verify and apply, so the two cannot drift
 - :mod:`.enums` — the names that travel: runtimes, pull modes, report statuses, change ops;
 - :mod:`.build` — a deployment's ``build`` object, parsed and checked;
 - :mod:`.logs` — app log requests, their bounds and the follow cursor;
-- :mod:`.credential` — a CREDENTIAL's ``expires_at`` (short-lived tokens).
+- :mod:`.credential` — a CREDENTIAL's ``expires_at`` (short-lived tokens);
+- :mod:`.region` — the region's own settings (runtime, region registry);
+- :mod:`.runtime_report` — what an agent reports about its runtime (nodes, services, I12).
 """
 
-from moorage.protocol.associated_data import region_env_aad, region_secret_aad
+from moorage.protocol.associated_data import (
+    region_env_aad,
+    region_registry_aad,
+    region_secret_aad,
+)
 from moorage.protocol.constants import DEFAULT_WAIT, KEY_HEADER, MAX_WAIT, REGION_TOKEN_PREFIX
 from moorage.protocol.envelopes import (
     TamperedPayload,
@@ -35,6 +41,7 @@ __all__ = [
     "key_proof_valid",
     "mac_key",
     "region_env_aad",
+    "region_registry_aad",
     "region_secret_aad",
     "sign",
     "verify",

@@ -26,3 +26,9 @@ def region_env_aad(
         f"moorage/region-app-env/v1|region={region}|account={account_id}|app={app_id}"
         f"|deployment={deployment_id}|name={name}"
     ).encode()
+
+
+def region_registry_aad(*, region: str, revision: int) -> bytes:
+    """Associated data of the region registry's password sealed for the region's agent: it
+    opens only there, for that revision of the registry settings."""
+    return f"moorage/region-registry/v1|region={region}|field=password|revision={revision}".encode()

@@ -16,6 +16,15 @@ class Runtime(enum.StrEnum):
     SWARM = "swarm"
 
 
+class NodeState(enum.StrEnum):
+    """A Swarm node as its manager reports it (the runtime report's ``nodes``)."""
+
+    READY = "ready"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+    DISCONNECTED = "disconnected"
+
+
 class PullMode(enum.StrEnum):
     """How a deployment's image pull authenticates (a DEPLOYMENT's ``pull.mode``)."""
 
@@ -43,3 +52,5 @@ class Op(enum.StrEnum):
     DEPLOYMENT_UPSERT = "deployment.upsert"
     APP_DELETE = "app.delete"
     LOGS_REQUEST = "logs.request"
+    #: The region's own settings changed (its runtime, its registry).
+    REGION_UPSERT = "region.upsert"

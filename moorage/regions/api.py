@@ -13,11 +13,15 @@ from moorage.accounts.permissions import Action, require
 from moorage.credentials.selectors import credential_get
 from moorage.errors import ValidationFailed
 from moorage.protocol.constants import DEFAULT_WAIT, KEY_HEADER, MAX_WAIT
-from moorage.regions import selectors, sync
+from moorage.protocol.runtime_report import MAX_NODES, MAX_SERVICES, RuntimeReport
+from moorage.regions import runtime, selectors, sync
 from moorage.regions.auth import AsyncRegionTokenAuth, RegionTokenAuth
 from moorage.regions.models import Region
-from moorage.schemas import MAX_ID, CredentialRevision, LogRevision, ObjectId
+from moorage.schemas import MAX_ID, CredentialRevision, LogRevision, ObjectId, StrictIn
 from moorage.sealing.keyring import KEY_ID_PATTERN
+
+#: More replicas than any report can honestly hold (the App model's bound is far lower).
+MAX_REPLICAS_REPORTED = 100_000
 
 agent_router = Router(tags=["agent"], auth=RegionTokenAuth())
 router = Router(tags=["regions"])
@@ -93,10 +97,67 @@ def agent_ack(request: HttpRequest, payload: AckIn) -> Status[None]:
     return Status(204, None)
 
 
+_TEXT = r"^[^\x00]*$"  # PostgreSQL text holds no NUL
+
+
+class NodeIn(StrictIn):
+    id: str = Field(..., min_length=1, max_length=255, pattern=_TEXT)
+    hostname: str = Field("", max_length=255, pattern=_TEXT)
+    address: str = Field("", max_length=255, pattern=_TEXT)
+    role: str = Field(..., min_length=1, max_length=255, pattern=_TEXT)
+    state: str = Field(..., min_length=1, max_length=255, pattern=_TEXT)
+    availability: str = Field(..., min_length=1, max_length=255, pattern=_TEXT)
+    leader: bool = False
+
+
+class ServiceIn(StrictIn):
+    account_id: ObjectId
+    app_id: ObjectId
+    deployment_id: LogRevision
+    name: str = Field(..., min_length=1, max_length=255, pattern=_TEXT)
+    running: int = Field(..., ge=0, le=MAX_REPLICAS_REPORTED)
+    desired: int = Field(..., ge=0, le=MAX_REPLICAS_REPORTED)
+    credential_id: ObjectId | None = None
+    credential_revision: CredentialRevision | None = None
+
+
+class RuntimeReportIn(StrictIn):
+    runtime: str = Field(..., min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")
+    nodes: list[NodeIn] = Field(default_factory=list, max_length=MAX_NODES)
+    services: list[ServiceIn] = Field(default_factory=list, max_length=MAX_SERVICES)
+
+
+@agent_router.post("/agent/runtime", response={204: None},
+                   summary="What the region's runtime runs (nodes, services, credentials)")
+def agent_runtime(request: HttpRequest, payload: RuntimeReportIn) -> Status[None]:
+    try:
+        report = RuntimeReport.from_payload(payload.dict())
+    except ValueError as exc:
+        raise ValidationFailed(f"The runtime report is malformed: {exc}.",
+                               code="runtime_report_invalid") from None
+    runtime.runtime_report_record(region=_region(request), report=report)
+    return Status(204, None)
+
+
+class NodeOut(Schema):
+    id: str
+    hostname: str
+    address: str
+    role: str
+    state: str
+    availability: str
+    leader: bool
+
+
 class RegionOut(Schema):
     slug: str
     name: str
     runtime: str
+    registry: str | None = Field(..., description="The region registry (swarm regions).")
+    nodes: list[NodeOut] = Field(..., description="The swarm's nodes as the agent reported "
+                                                  "them last (none for a docker region).")
+    runtime_reported_at: datetime | None = Field(
+        ..., description="When the agent last reported what runs (null: never).")
     status: str
     last_seen_at: datetime | None
     applied_revision: int
@@ -111,6 +172,10 @@ class ReplicaOut(Schema):
     revision: int | None
     applied_at: datetime | None
     in_sync: bool
+    services: int = Field(..., description="Services in the region whose registry auth "
+                                           "is this credential.")
+    services_applied: int = Field(..., description="Of those, the ones carrying its current "
+                                                   "revision (I12).")
 
 
 class CredentialSyncOut(Schema):
@@ -127,6 +192,9 @@ def regions_list(request: HttpRequest) -> list[RegionOut]:
     require(membership, Action.VIEW)
     return [
         RegionOut(slug=s.region.slug, name=s.region.name, runtime=s.region.runtime,
+                  registry=s.region.registry or None,
+                  nodes=[NodeOut(**n) for n in s.nodes],
+                  runtime_reported_at=s.region.runtime_reported_at,
                   status=s.status.value, last_seen_at=s.region.last_seen_at,
                   applied_revision=s.region.applied_revision, lag_revisions=s.lag_revisions,
                   lag_seconds=round(s.lag_seconds, 3), enabled=s.enabled)
@@ -145,6 +213,7 @@ def credential_sync(request: HttpRequest, credential_id: int) -> CredentialSyncO
         credential_id=credential.pk, revision=credential.revision,
         synced_regions=sum(1 for s in states if s.in_sync), enabled_regions=len(states),
         regions=[ReplicaOut(region=s.region.slug, status=s.region.status.value,
-                            revision=s.revision, applied_at=s.applied_at, in_sync=s.in_sync)
+                            revision=s.revision, applied_at=s.applied_at, in_sync=s.in_sync,
+                            services=s.services, services_applied=s.services_applied)
                  for s in states],
     )

@@ -28,3 +28,4 @@ class ChangeKind(models.TextChoices):
     DEPLOYMENT = "deployment", "Deployment of an app in a region"
     APP = "app", "App removed from a region"
     LOGS = "logs", "Logs requested from a region's agent"
+    REGION = "region", "Settings of a region (runtime, registry)"

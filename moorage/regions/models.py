@@ -37,6 +37,12 @@ class Region(models.Model):
     last_seen_at = models.DateTimeField(null=True, blank=True)
     applied_revision = models.BigIntegerField(default=0)
     applied_at = models.DateTimeField(null=True, blank=True)
+    registry = models.CharField(max_length=255, blank=True)
+    registry_username = models.CharField(max_length=255, blank=True)
+    registry_password_sealed = SealedTextField(blank=True)
+    registry_revision = models.PositiveIntegerField(default=0)
+    nodes = models.JSONField(default=list, blank=True)
+    runtime_reported_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -139,3 +145,33 @@ class CredentialReplica(models.Model):
 
     def __str__(self) -> str:
         return f"{self.credential_id}@{self.region_id} r{self.revision}"
+
+
+class RunningService(models.Model):
+    """One app as a region's agent last reported it running (its service, or its container).
+
+    ``credential``/``credential_revision`` is the credential whose login the engine keeps for
+    it (a Swarm service's registry auth: I12), ``None`` for an anonymous pull or an engine
+    that keeps none. Replaced as a whole by each report of the region.
+    """
+
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="services")
+    app = models.ForeignKey("apps.App", on_delete=models.CASCADE,
+                            related_name="running_services")
+    deployment_id = models.BigIntegerField()
+    name = models.CharField(max_length=255)
+    running = models.PositiveIntegerField()
+    desired = models.PositiveIntegerField()
+    credential = models.ForeignKey("credentials.Credential", on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="running_services")
+    credential_revision = models.PositiveIntegerField(null=True, blank=True)
+    reported_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("region__slug",)
+        constraints = [
+            models.UniqueConstraint(fields=["region", "app"], name="running_service_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.region_id} {self.running}/{self.desired}"

@@ -10,8 +10,8 @@ from moorage.credentials.logins import current_login
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict
 from moorage.keys.errors import unavailable
-from moorage.keys.registry import REGION_KEY, REGION_NEXT_KEY
-from moorage.protocol.associated_data import region_secret_aad
+from moorage.keys.registry import REGION_KEY, REGION_NEXT_KEY, REGION_REGISTRY_PASSWORD
+from moorage.protocol.associated_data import region_registry_aad, region_secret_aad
 from moorage.protocol.constants import REGION_TOKEN_PREFIX
 from moorage.regions.models import Region
 from moorage.sealing import Key, SealedDataError, generate_key, seal
@@ -98,6 +98,30 @@ def seal_for_region(region: Region, key: Key, credential: Credential) -> str:
     aad = region_secret_aad(region=region.slug, account_id=credential.account_id,
                             credential_id=credential.pk, revision=credential.revision)
     return seal(key, plaintext.encode(), aad)
+
+
+def seal_registry_password(region: Region, password: str) -> str:
+    """Seal the region registry's password under the control plane's keyring (the region
+    needs an id)."""
+    return REGION_REGISTRY_PASSWORD.seal(region, password.encode())
+
+
+def open_registry_password(region: Region) -> str:
+    """The region registry's password in clear, for re-sealing it for the region's agent.
+
+    Raises :class:`~moorage.keys.errors.SecretUnavailable` when the keyring cannot open it.
+    """
+    try:
+        return REGION_REGISTRY_PASSWORD.open_text(region)
+    except SealedDataError as exc:
+        raise unavailable(REGION_REGISTRY_PASSWORD.describe(region), exc) from None
+
+
+def registry_for_region(region: Region, key: Key) -> str:
+    """The region registry's password re-sealed so only this region's agent opens it, for
+    this revision of the registry settings."""
+    aad = region_registry_aad(region=region.slug, revision=region.registry_revision)
+    return seal(key, open_registry_password(region).encode(), aad)
 
 
 def new_region_token() -> str:

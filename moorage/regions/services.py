@@ -1,14 +1,21 @@
-"""Every change to regions: add, remove, rotate a token or a key, enable for an account.
+"""Every change to regions: add, change, remove, rotate a token or a key, enable for an
+account.
 
 Regions are managed by platform staff; which regions an account deploys to is chosen by the
 account's admins and owners. Enabling or disabling writes a region-specific change, so the
-agent of that region takes or drops the account's data on its next sync.
+agent of that region takes or drops the account's data on its next sync; so does a change
+of the region's own settings (its runtime, its registry).
+
+A ``swarm`` region may have its own registry: images built there are pushed to it and every
+node pulls them from it. Its login is checked with the registry before it is saved (a
+registry that refuses it is refused here, with nothing saved), its password is sealed like
+region keys, and it is only ever sent to that registry.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
@@ -19,6 +26,7 @@ from moorage.accounts.models import Account, Membership, User
 from moorage.accounts.permissions import Action, require, require_platform_staff
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
+from moorage.deployments.models import Deployment
 from moorage.errors import Conflict, NotFound, ValidationFailed
 from moorage.private_files import write_private
 from moorage.protocol.envelopes import key_proof_valid
@@ -26,6 +34,9 @@ from moorage.regions import changelog
 from moorage.regions import secrets as region_secrets
 from moorage.regions.choices import ChangeKind, Runtime
 from moorage.regions.models import AccountRegion, Region, RegionToken
+from moorage.registry import RegistryLogin
+from moorage.registry.access import AccessStatus, check_login
+from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
 from moorage.sealing import Key
 
 LOCAL_REGION = "local"
@@ -48,12 +59,77 @@ def _issue_token(region: Region) -> str:
     return token
 
 
-@transaction.atomic
+@dataclass(frozen=True)
+class RegistryInput:
+    """A region registry as the operator gives it: ``HOST[:PORT]``, a user and a password."""
+
+    host: str
+    username: str
+    password: str = field(repr=False)
+
+
+def _clean_runtime(runtime: str) -> Runtime:
+    try:
+        return Runtime(runtime)
+    except ValueError:
+        raise ValidationFailed(
+            f"Unknown runtime {runtime!r}; use docker or swarm.", code="region_runtime_invalid",
+            detail={"fields": {"runtime": "invalid"}},
+        ) from None
+
+
+def _clean_registry(runtime: Runtime, registry: RegistryInput) -> RegistryInput:
+    """Check a region registry, and its login with the registry itself (nothing is saved
+    when the registry refuses it). Raises :class:`ValidationFailed`."""
+    if runtime is not Runtime.SWARM:
+        raise ValidationFailed(
+            "A region registry is for swarm regions, whose nodes pull the images built there; "
+            "a docker region keeps its builds on its one engine.",
+            code="region_registry_requires_swarm", detail={"fields": {"registry": "invalid"}})
+    if not (registry.host.strip() and registry.username.strip() and registry.password):
+        raise ValidationFailed(
+            "A region registry needs a host, a username and a password.",
+            code="region_registry_incomplete", detail={"fields": {"registry": "incomplete"}})
+    try:
+        host = normalize_registry_host(registry.host.strip())
+    except InvalidRegistryHost as exc:
+        raise ValidationFailed(f"The region registry is not valid: {exc}",
+                               code="region_registry_invalid",
+                               detail={"fields": {"registry": "invalid"}}) from None
+    checked = RegistryInput(host=host, username=registry.username.strip(),
+                            password=registry.password)
+    result = check_login(RegistryLogin(checked.username, checked.password), host)
+    if result.ok:
+        return checked
+    codes = {AccessStatus.UNAUTHORIZED: "region_registry_rejected",
+             AccessStatus.UNREACHABLE: "region_registry_unreachable"}
+    raise ValidationFailed(
+        f"{result.message} The region registry was not saved.",
+        code=codes.get(result.status, "region_registry_check_failed"),
+        detail={"fields": {"registry": result.status.value}, "registry": host})
+
+
+def _set_registry(region: Region, registry: RegistryInput | None) -> None:
+    """Put ``registry`` (checked) on the region, sealed; a new revision of its settings."""
+    if registry is None:
+        region.registry = region.registry_username = region.registry_password_sealed = ""
+    else:
+        region.registry, region.registry_username = registry.host, registry.username
+        region.registry_password_sealed = region_secrets.seal_registry_password(
+            region, registry.password)
+    region.registry_revision += 1
+
+
 def region_create(
     *, actor: User | None, slug: str, name: str = "", runtime: str = Runtime.DOCKER,
     enabled_for_new_accounts: bool = False, enable_for_existing_accounts: bool = False,
+    registry: RegistryInput | None = None,
 ) -> RegionCredentials:
-    """Add a region (platform staff). Returns its agent token and key, shown once."""
+    """Add a region (platform staff). Returns its agent token and key, shown once.
+
+    A ``registry`` (swarm regions only) is checked with the registry first: nothing is
+    saved when the registry refuses its login or cannot be reached.
+    """
     if actor is not None:
         require_platform_staff(actor)
     slug = slug.strip().lower()
@@ -62,16 +138,23 @@ def region_create(
             "A region slug is 1-32 lower-case letters, digits and hyphens, like eu-1.",
             code="region_slug_invalid", detail={"fields": {"slug": "invalid"}},
         )
-    try:
-        kind = Runtime(runtime)
-    except ValueError:
-        raise ValidationFailed(
-            f"Unknown runtime {runtime!r}; use docker or swarm.", code="region_runtime_invalid",
-            detail={"fields": {"runtime": "invalid"}},
-        ) from None
+    kind = _clean_runtime(runtime)
     name = names.clean_name(name or slug, max_length=100)
     if Region.objects.filter(slug=slug).exists():
         raise Conflict(f"A region {slug!r} already exists.", code="region_exists")
+    # Checked before the transaction: a network call does not hold the database.
+    checked = _clean_registry(kind, registry) if registry is not None else None
+    return _region_create(actor=actor, slug=slug, name=name, kind=kind, registry=checked,
+                          enabled_for_new_accounts=enabled_for_new_accounts,
+                          enable_for_existing_accounts=enable_for_existing_accounts)
+
+
+@transaction.atomic
+def _region_create(
+    *, actor: User | None, slug: str, name: str, kind: Runtime,
+    enabled_for_new_accounts: bool, enable_for_existing_accounts: bool,
+    registry: RegistryInput | None,
+) -> RegionCredentials:
     key = region_secrets.new_region_key(slug)
     try:
         with transaction.atomic():
@@ -81,14 +164,70 @@ def region_create(
     except IntegrityError:
         raise Conflict(f"A region {slug!r} already exists.", code="region_exists") from None
     region.key_sealed = region_secrets.seal_region_key(region, key)
-    region.save(update_fields=["key_sealed", "key_id"])
+    fields = ["key_sealed", "key_id"]
+    if registry is not None:
+        _set_registry(region, registry)
+        fields += ["registry", "registry_username", "registry_password_sealed",
+                   "registry_revision"]
+    region.save(update_fields=fields)
     token = _issue_token(region)
     if enable_for_existing_accounts:
         for account in Account.objects.all():
             _enable(account, region)
     audit_record(account=None, actor=actor, action=AuditAction.REGION_CREATED, target=region,
-                 details={"slug": slug, "runtime": kind.value})
+                 details={"slug": slug, "runtime": kind.value,
+                          "registry": registry.host if registry else None})
     return RegionCredentials(region=region, token=token, key=key)
+
+
+def region_update(
+    *, actor: User | None, slug: str, runtime: str | None = None,
+    registry: RegistryInput | None = None, clear_registry: bool = False,
+) -> Region:
+    """Change a region's runtime or registry (platform staff); its agent follows.
+
+    The runtime changes only while nothing was ever deployed there (what runs on one
+    engine is not carried to another). A new registry login is checked with the registry
+    first; nothing is saved when it is refused.
+    """
+    if actor is not None:
+        require_platform_staff(actor)
+    region = _region(slug)
+    if registry is not None and clear_registry:
+        raise ValidationFailed("Give a registry or remove it, not both.",
+                               code="region_registry_conflict")
+    kind = _clean_runtime(runtime) if runtime is not None else Runtime(region.runtime)
+    if kind != region.runtime and Deployment.objects.filter(region=region).exists():
+        raise Conflict(
+            f"Region {slug!r} has deployments on {region.runtime}; its runtime cannot change "
+            "under them. Add a new region for the new runtime.",
+            code="region_runtime_in_use")
+    if kind is not Runtime.SWARM and region.registry and not clear_registry:
+        clear_registry = True  # a registry is for swarm regions only
+    checked = _clean_registry(kind, registry) if registry is not None else None
+    return _region_update(actor=actor, slug=slug, kind=kind, registry=checked,
+                          clear_registry=clear_registry)
+
+
+@transaction.atomic
+def _region_update(*, actor: User | None, slug: str, kind: Runtime,
+                   registry: RegistryInput | None, clear_registry: bool) -> Region:
+    region = Region.objects.select_for_update().get(slug=slug)
+    changed: dict[str, object] = {}
+    if kind != region.runtime:
+        changed["runtime"] = kind.value
+        region.runtime = kind
+    if registry is not None or (clear_registry and region.registry):
+        _set_registry(region, registry)
+        changed["registry"] = registry.host if registry is not None else None
+    if not changed:
+        return region
+    region.save()
+    changelog.record_change(account_id=0, kind=ChangeKind.REGION, object_id=region.pk,
+                            region_id=region.pk)
+    audit_record(account=None, actor=actor, action=AuditAction.REGION_UPDATED, target=region,
+                 details={"slug": slug, **changed})
+    return region
 
 
 def _region(slug: str) -> Region:

@@ -35,6 +35,7 @@ from moorage.protocol.constants import MAX_WAIT
 from moorage.protocol.credential import format_expiry
 from moorage.protocol.enums import Op
 from moorage.protocol.envelopes import sign
+from moorage.protocol.region import RegionRegistry, RegionSettings
 from moorage.regions import changelog, wakeup
 from moorage.regions import secrets as region_secrets
 from moorage.regions.batching import Batcher
@@ -176,6 +177,22 @@ def _deployment_payload(region: Region, key: Key, deployment: Deployment) -> dic
         return deployment_payload(region, key, deployment, secrets=False)
 
 
+def region_settings(region: Region, key: Key) -> dict[str, Any]:
+    """The region's ``settings`` object: its runtime and registry, the password re-sealed
+    for the region's agent. A registry password the keyring cannot open is left out (the
+    agent then refuses builds, naming the missing registry) rather than breaking the answer."""
+    registry = None
+    if region.registry:
+        try:
+            secret = region_secrets.registry_for_region(region, key)
+        except SecretUnavailable as exc:
+            logger.error("region %s: %s", region.slug, exc.message)
+        else:
+            registry = RegionRegistry(host=region.registry, username=region.registry_username,
+                                      revision=region.registry_revision, secret=secret)
+    return RegionSettings(runtime=region.runtime, registry=registry).to_payload()
+
+
 def snapshot(*, region: Region, nonce: str, key_id: str | None = None) -> dict[str, str]:
     """The whole state for ``region``, signed, echoing the agent's ``nonce``, with the region
     key ``key_id`` the agent holds (the region's key when ``None``)."""
@@ -199,6 +216,7 @@ def snapshot(*, region: Region, nonce: str, key_id: str | None = None) -> dict[s
         "credentials": [entry for c in credentials
                         if (entry := _credential_payload(region, key, c)) is not None],
         "deployments": [_deployment_payload(region, key, d) for d in deployments],
+        "settings": region_settings(Region.objects.get(pk=region.pk), key),
     }
     return sign(payload, key)
 
@@ -273,6 +291,11 @@ def _ops(region: Region, key: Key, rows: list[Change], enabled: set[int],
                 put(("deployment", deployment.app_id), change.revision,
                     {"op": Op.DEPLOYMENT_UPSERT,
                      "deployment": _deployment_payload(region, key, deployment)})
+        elif change.kind == ChangeKind.REGION:
+            if change.region_id == region.pk:
+                current_region = Region.objects.get(pk=region.pk)
+                put(("region", region.pk), change.revision,
+                    {"op": Op.REGION_UPSERT, "settings": region_settings(current_region, key)})
         elif change.kind == ChangeKind.APP:
             put(("deployment", change.object_id), change.revision,
                 {"op": Op.APP_DELETE, "account_id": change.account_id,

@@ -41,12 +41,17 @@ def region_add(request: HttpRequest) -> HttpResponse:
     form = RegionForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
+        registry = None
+        if data["registry"] or data["registry_username"] or data["registry_password"]:
+            registry = services.RegistryInput(host=data["registry"],
+                                              username=data["registry_username"],
+                                              password=data["registry_password"])
         try:
             created = services.region_create(
                 actor=request.user,  # type: ignore[arg-type]
                 slug=data["slug"], name=data["name"], runtime=data["runtime"],
                 enabled_for_new_accounts=data["for_new_accounts"],
-                enable_for_existing_accounts=data["for_all_accounts"],
+                enable_for_existing_accounts=data["for_all_accounts"], registry=registry,
             )
         except ApplicationError as exc:
             if exc.status == 403:

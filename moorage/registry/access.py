@@ -73,7 +73,9 @@ class AccessResult:
     """The outcome of a check: a status, a message naming the registry (never a secret).
 
     ``http_status`` is the registry's HTTP status when one decided the outcome;
-    ``retry_after`` the ``Retry-After`` header of a 429.
+    ``retry_after`` the ``Retry-After`` header of a 429; ``digest`` the manifest digest the
+    registry named for an image it allows (``Docker-Content-Digest``), so a caller can pin
+    exactly what was proven.
     """
 
     status: AccessStatus
@@ -81,6 +83,7 @@ class AccessResult:
     http_status: int | None = None
     host: str | None = None
     retry_after: str | None = None
+    digest: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -268,11 +271,13 @@ def _access_outcome(
     login: RegistryLogin | None,
 ) -> AccessResult:
     if status == 200:
+        digest = response.headers.get("docker-content-digest") or None
         return AccessResult(
             AccessStatus.OK,
             f"The registry {host} allows {_who(login)} to pull {image}.",
             200,
             host=host,
+            digest=digest if digest and digest.startswith("sha256:") else None,
         )
     if status in (401, 403):
         if login is None:

@@ -1,4 +1,4 @@
-"""A region's real agent in the test process: sync loop, deployer, log server, docker runtime.
+"""A region's real agent in the test process: sync loop, deployer, log server, runtime.
 
 It talks to the live server over HTTP with the region's real token and key, and to the
 session's real dockerd. Two ways to drive it:
@@ -8,12 +8,17 @@ session's real dockerd. Two ways to drive it:
 * :meth:`InProcessAgent.start` — ``run_forever`` in a thread, long-polling like ``moorage
   agent`` does, for tests that need the agent to answer while they wait (logs requests).
   :meth:`InProcessAgent.stop` ends it at once (the long poll is abandoned).
+
+The runtime is a docker runtime on ``docker_host``, or, with ``runtime_for``, whatever the
+region's settings ask for (the agent follows them as ``moorage agent`` does): a swarm
+region's tests give a factory making a :class:`~moorage.agent.runtime.SwarmRuntime`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from moorage.agent.applogs import LogServer
@@ -21,8 +26,9 @@ from moorage.agent.client import ControlPlaneClient
 from moorage.agent.config import AgentConfig
 from moorage.agent.deployer import Deployer
 from moorage.agent.replica import Replica
-from moorage.agent.runtime import DockerRuntime
+from moorage.agent.runtime import DockerRuntime, Runtime
 from moorage.agent.sync import SyncLoop
+from moorage.protocol.enums import Runtime as RuntimeKind
 from moorage.testing.regions import AgentView
 
 #: Long-poll seconds of a started agent: a stop abandons the poll, so this costs nothing.
@@ -38,8 +44,10 @@ class InProcessAgent:
     """
 
     def __init__(self, region: AgentView, *, url: str, docker_host: str, data_dir: Path,
-                 background: bool = False) -> None:
+                 background: bool = False,
+                 runtime_for: Callable[[RuntimeKind], Runtime] | None = None) -> None:
         self.region = region
+        self.runtime_for = runtime_for
         self.docker_host = docker_host
         self.data_dir = data_dir
         self.stop_event = threading.Event()
@@ -54,12 +62,14 @@ class InProcessAgent:
         client = ControlPlaneClient(self.config)
         replica = Replica.in_dir(self.config.data_dir, self.region.key)
         logger = logging.getLogger("moorage.agent")
-        runtime = DockerRuntime(self.docker_host, region=self.region.slug, pull_timeout=60,
-                                ready_timeout=20, stop_timeout=1)
+        runtime: Runtime = DockerRuntime(self.docker_host, region=self.region.slug,
+                                         pull_timeout=60, ready_timeout=20, stop_timeout=1)
+        if self.runtime_for is not None:
+            runtime = self.runtime_for(replica.settings().known_runtime or RuntimeKind.DOCKER)
         builds = self.data_dir / "builds"
         builds.mkdir(parents=True, exist_ok=True)
         deployer = Deployer(replica, client, runtime, logger, build_dir=builds,
-                            stop_event=self.stop_event)
+                            stop_event=self.stop_event, runtime_factory=self.runtime_for)
         log_server = LogServer(replica, client, lambda: deployer.runtime, logger,
                                stop_event=self.stop_event)
         return SyncLoop(self.config, client, replica, logger, self.stop_event,

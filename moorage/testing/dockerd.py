@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -136,6 +137,22 @@ class Dockerd:
     def log_path(self) -> Path:
         """dockerd's log (a managed containerd logs into it; our own logs beside it)."""
         return self.directory / "dockerd.log"
+
+    @property
+    def pid(self) -> int:
+        """The process id of dockerd (for freezing it: :meth:`freeze`)."""
+        if self._dockerd is None:
+            raise RuntimeError("dockerd is not started")
+        return self._dockerd.pid
+
+    def freeze(self) -> None:
+        """Stop dockerd with SIGSTOP: its API and swarm heartbeats go silent, its containers
+        (supervised by containerd) keep running. :meth:`thaw` resumes it."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Resume a dockerd stopped by :meth:`freeze` (harmless when it is not)."""
+        os.kill(self.pid, signal.SIGCONT)
 
     def logs(self) -> str:
         """dockerd's log so far."""
@@ -251,6 +268,8 @@ class Dockerd:
         SIGKILL after a grace period. Safe to call twice.
         """
         if self._dockerd is not None:
+            if self._dockerd.poll() is None:
+                self.thaw()  # a frozen daemon would ignore SIGTERM until SIGKILL
             self._kill_running_containers()
             stop_process(self._dockerd, grace=20)
             self._dockerd = None

@@ -5,6 +5,8 @@
   :class:`moorage.testing.registry.RegistryServer`. Tests share them, so each test should use
   its own repository names and users (e.g. derived from ``request.node.name``).
 * ``dockerd`` (session): a private real Docker Engine, :class:`moorage.testing.dockerd.Dockerd`.
+* ``swarm`` (session): three real engines joined as one swarm, :class:`moorage.testing.swarm.Swarm`;
+  ``swarm_client`` (function): a client for its manager whose teardown puts the swarm back.
 * ``docker_client`` (function): a fresh client whose teardown puts the engine back (see there).
 * ``busybox_image`` (function): a factory that pushes a busybox image to a registry.
 * ``browser`` (session) / ``page`` (function): Playwright on Debian Chromium.
@@ -18,6 +20,7 @@ never skips, so a CI machine without it cannot pass by testing less.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
@@ -34,6 +37,7 @@ from moorage.testing.images import push_busybox_image
 from moorage.testing.ports import ComponentStartError
 from moorage.testing.programs import MissingSystemBinary
 from moorage.testing.registry import RegistryServer
+from moorage.testing.swarm import Swarm
 
 #: Label that marks engine objects as test-made; the ``docker_client`` teardown removes them.
 TEST_LABEL = "moorage.test"
@@ -77,6 +81,86 @@ def dockerd() -> Iterator[Dockerd]:
         yield engine
     finally:
         engine.stop()
+
+
+@pytest.fixture(scope="session")
+def swarm() -> Iterator[Swarm]:
+    """Three private real dockerd engines joined as one swarm on 127.0.0.1 (one manager).
+
+    Shared by the session; use ``swarm_client`` in a test so that what it changed is put back.
+    """
+    cluster = _start_or_fail(Swarm(3).start)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def swarm_client(swarm: Swarm) -> Iterator[docker.DockerClient]:
+    """A client for the swarm's manager; teardown puts the swarm back.
+
+    Teardown: every frozen engine thawed, every node active and ready again, every service
+    the test made (or labelled ``moorage.test=1``) removed, and its task containers gone from
+    every node, so the next test finds the ports and names free.
+    """
+    client = swarm.client()
+    before = {s["ID"] for s in client.api.services()}
+    try:
+        yield client
+    finally:
+        try:
+            swarm.restore()
+            problems = _remove_services(swarm, before)
+        finally:
+            client.close()
+        if problems:
+            pytest.fail("swarm cleanup failed: " + "; ".join(problems), pytrace=False)
+
+
+def _remove_services(swarm: Swarm, before: set[str], *, timeout: float = 60.0) -> list[str]:
+    """Remove the services not in ``before`` (and labelled ones); wait for their containers."""
+    problems: list[str] = []
+    client = swarm.client()
+    try:
+        labelled = {s["ID"] for s in client.api.services(filters={"label": f"{TEST_LABEL}=1"})}
+        removed = []
+        for service in client.api.services():
+            if service["ID"] not in before or service["ID"] in labelled:
+                try:
+                    client.api.remove_service(service["ID"])
+                    removed.append(service["ID"])
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    problems.append(f"service {service['Spec']['Name']}: {exc}")
+    finally:
+        client.close()
+    if not removed:
+        return problems
+    # The nodes stop and remove a removed service's tasks in their own time (seconds);
+    # removing the containers directly frees their ports and names now.
+    deadline = time.monotonic() + timeout
+    for engine in swarm.engines:
+        node = engine.client(timeout=30)
+        try:
+            while True:
+                left = [c for c in node.api.containers(all=True)
+                        if c.get("Labels", {}).get("com.docker.swarm.service.id") in removed]
+                if not left:
+                    break
+                for container in left:
+                    try:
+                        node.api.remove_container(container["Id"], force=True)
+                    except docker.errors.APIError:
+                        pass  # already going; looked at again below
+                if time.monotonic() > deadline:
+                    problems.append(f"{len(left)} task container(s) left on {engine}")
+                    break
+                time.sleep(0.1)
+        finally:
+            node.close()
+    return problems
 
 
 class _Snapshot:

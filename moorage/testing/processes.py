@@ -193,8 +193,10 @@ class AgentProcess:
     (appended to across restarts)."""
 
     def __init__(self, root: Path, *, agent_dir: Path, url: str, env: dict[str, str],
-                 wait: int = 2) -> None:
+                 wait: int = 2, docker_host: str | None = None) -> None:
         self.root = root
+        #: The Engine API it drives (a swarm region: a manager's); default the agent's own.
+        self.docker_host = docker_host
         self.agent_dir = agent_dir
         self.data_dir = root / "data"
         self.url = url
@@ -216,7 +218,8 @@ class AgentProcess:
             [sys.executable, "-m", "moorage", "agent", "--url", self.url,
              "--token-file", str(self.agent_dir / "token"),
              "--key-file", str(self.agent_dir / "key"),
-             "--data-dir", str(self.data_dir), "--wait", str(self.wait)],
+             "--data-dir", str(self.data_dir), "--wait", str(self.wait),
+             *(["--docker-host", self.docker_host] if self.docker_host else [])],
             self.env, self.stdout, self.stderr)
 
     def kill(self) -> None:

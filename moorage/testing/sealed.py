@@ -11,7 +11,9 @@ import pytest
 from moorage.apps import services as app_services
 from moorage.apps.models import App
 from moorage.keys.registry import SEALED_FIELDS
+from moorage.regions import secrets as region_secrets
 from moorage.regions import services as region_services
+from moorage.regions.models import Region
 from moorage.sealing import key_id_of
 from moorage.testing.cloud import GoogleTokenEndpoint
 from moorage.testing.credentials import make_credential
@@ -48,9 +50,9 @@ def open_everything() -> dict[tuple[str, object], bytes]:
 def sealed_world(owner: Member, key_file: Path,
                  google_tokens: GoogleTokenEndpoint) -> SealedWorld:
     """Credential secrets (registry, git, and a Google key exchanged for a token), the short-
-    lived token, app secret env values, a region key and the new key of a pending region-key
-    rotation: one value at least in every sealed field, sealed under a key file
-    (``key_file``) in charge of the keyring."""
+    lived token, app secret env values, a region key, the new key of a pending region-key
+    rotation and a swarm region's registry password: one value at least in every sealed
+    field, sealed under a key file (``key_file``) in charge of the keyring."""
     region = make_region("eu-1")
     region_services.account_regions_set(actor=owner.user, membership=owner.membership,
                                         slugs=["eu-1"])
@@ -68,6 +70,15 @@ def sealed_world(owner: Member, key_file: Path,
     )
     deploy_one(owner, app.pk)
     region_services.region_rotate_key(actor=None, slug="eu-1")
+    # A swarm region's registry password. region_create checks a registry login with the
+    # registry itself; there is none here, so the sealed value is set as that service seals it.
+    swarm = make_region("sw-1", runtime="swarm")
+    swarm_region = Region.objects.get(slug=swarm.slug)
+    swarm_region.registry, swarm_region.registry_username = "registry.example.com", "pusher"
+    swarm_region.registry_password_sealed = region_secrets.seal_registry_password(
+        swarm_region, "Sealed-World-Region-Registry-Pw")
+    swarm_region.registry_revision = 1
+    swarm_region.save()
     world = SealedWorld(owner=owner, app=app, region=region, plain=open_everything())
     assert {label for label, _ in world.plain} == {s.label for s in SEALED_FIELDS}, \
         "the world must exercise every sealed field"

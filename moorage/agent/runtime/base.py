@@ -16,6 +16,8 @@ What every runtime provides:
   new lines for a few seconds (a follow window), each with the engine's timestamp;
 * :meth:`Runtime.refresh_auth` — hand a rotated login to what already runs, where the engine
   keeps one (Swarm services do; a plain container does not);
+* :meth:`Runtime.nodes` — the machines of the region as the engine reports them (a swarm's
+  nodes; none for a single engine);
 * :attr:`Runtime.engine` — the Docker Engine builds run on (the region's engine, or a Swarm
   manager's).
 """
@@ -30,6 +32,7 @@ from typing import IO, ClassVar, Protocol
 
 from moorage.protocol.enums import Runtime as RuntimeKind
 from moorage.protocol.logs import DEFAULT_TAIL, LogLine
+from moorage.protocol.runtime_report import NodeReport
 from moorage.registry import RegistryLogin
 from moorage.registry.reference import ImageReference
 
@@ -40,6 +43,21 @@ LABEL_REGION = "moorage.region"
 LABEL_PORT = "moorage.port"
 #: The credential (``id:revision``) whose login a running app was given.
 LABEL_CREDENTIAL = "moorage.credential"
+
+
+def credential_label(credential_id: int | None, revision: int | None) -> str:
+    """The value of :data:`LABEL_CREDENTIAL`: ``id:revision``, empty for an anonymous pull."""
+    if credential_id is None or revision is None:
+        return ""
+    return f"{credential_id}:{revision}"
+
+
+def parse_credential_label(value: str | None) -> tuple[int, int] | None:
+    """``(id, revision)`` of a :data:`LABEL_CREDENTIAL` value, ``None`` when empty or not ours."""
+    head, sep, tail = (value or "").partition(":")
+    if not sep or not head.isdigit() or not tail.isdigit():
+        return None
+    return int(head), int(tail)
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 
@@ -86,12 +104,26 @@ class ImageSource:
     A registry image (``local`` false) is pulled with ``login`` (``None``: anonymously);
     ``credential_label`` names the credential in messages (``'ghcr-prod' (revision 3)``).
     A ``local`` image was built on this engine and is run as it is (``reference`` is its id).
+    ``credential_id`` and ``credential_revision`` say which credential ``login`` is (what a
+    Swarm service's labels record, I12).
     """
 
     reference: str | ImageReference
     login: RegistryLogin | None = field(default=None, repr=False)
     credential_label: str | None = None
     local: bool = False
+    credential_id: int | None = None
+    credential_revision: int | None = None
+    #: What a service's credential label records instead, for a login that is not a
+    #: tenant's credential (the region registry's: ``region-registry:<revision>``).
+    auth_label: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The value of :data:`LABEL_CREDENTIAL` for this login (empty when anonymous)."""
+        if self.auth_label is not None:
+            return self.auth_label
+        return credential_label(self.credential_id, self.credential_revision)
 
 
 @dataclass(frozen=True)
@@ -139,7 +171,12 @@ class DeployResult:
 
 @dataclass(frozen=True)
 class RunningApp:
-    """One app as the engine reports it through its labels."""
+    """One app as the engine reports it through its labels.
+
+    ``credential`` is the ``(id, revision)`` whose login the engine keeps for the app (a
+    Swarm service's registry auth), ``None`` when it keeps none or pulls anonymously;
+    ``image`` what it runs.
+    """
 
     account_id: int
     app_id: int
@@ -147,6 +184,11 @@ class RunningApp:
     ids: list[str]
     running: int
     desired: int
+    name: str = ""
+    image: str = ""
+    credential: tuple[int, int] | None = None
+    #: The raw :data:`LABEL_CREDENTIAL` value (what :attr:`ImageSource.label` is compared to).
+    auth_label: str = ""
 
 
 class DeployEvents(Protocol):
@@ -166,7 +208,8 @@ class DeployEvents(Protocol):
 
 
 class ImageEngine(Protocol):
-    """A Docker Engine as builds use it: pull base images, build, keep the newest builds.
+    """A Docker Engine as builds use it: pull base images, build, keep the newest builds, and
+    (in a swarm region) push them to the region registry.
 
     Builds always run on one engine (a docker region's, or a Swarm manager's), whatever the
     region's runtime; :class:`~moorage.agent.runtime.docker.DockerRuntime` is one.
@@ -189,6 +232,13 @@ class ImageEngine(Protocol):
 
     def prune_builds(self, repository: str, *, keep: int = ...) -> list[str]:
         """Untag all but the newest ``keep`` builds of ``repository``."""
+
+    def push(
+        self, image_id: str, target: ImageReference, login: RegistryLogin, *,
+        on_line: Callable[[str], None] | None = None, label: str = "",
+    ) -> str:
+        """Push a build to ``target`` (a swarm region's own registry) with ``login`` only;
+        return the digest the registry stored."""
 
 
 class Runtime(abc.ABC):
@@ -240,5 +290,16 @@ class Runtime(abc.ABC):
     def refresh_auth(self, account_id: int, app_id: int, image: ImageSource) -> bool:
         """Give what runs of the app ``image``'s (rotated) login, without restarting it.
 
-        Returns whether anything was updated (``False`` where the engine keeps no login).
+        Returns whether anything was updated (``False`` where the engine keeps no login, or
+        it already carries this credential revision). Raises
+        :class:`~moorage.agent.errors.DeployError` when the login cannot pull what runs (I9).
         """
+
+    def keeps_logins(self) -> bool:
+        """Whether the engine keeps a login with what runs (then :meth:`refresh_auth` and the
+        credential of :class:`RunningApp` mean something)."""
+        return False
+
+    def nodes(self) -> list[NodeReport]:
+        """The region's machines as the engine reports them; none for a single engine."""
+        return []

@@ -167,6 +167,9 @@ class DockerRuntime(Runtime):
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.api_timeout = api_timeout
+        #: The API version negotiated with the engine once, so later clients skip the
+        #: ``GET /version`` round trip (a swarm refresh makes one client per service).
+        self._api_version: str | None = None
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -177,8 +180,9 @@ class DockerRuntime(Runtime):
         The caller closes it.
         """
         try:
-            api = cls(base_url=self.docker_host, version="auto", timeout=self.api_timeout,
-                      tls=self.tls)
+            api = cls(base_url=self.docker_host, version=self._api_version or "auto",
+                      timeout=self.api_timeout, tls=self.tls)
+            self._api_version = self._api_version or str(api.api_version)
         except docker.errors.DockerException as exc:
             raise DeployError("engine_unreachable",
                               f"The container engine at {self.docker_host} did not answer: "
@@ -196,7 +200,7 @@ class DockerRuntime(Runtime):
         api = self.client()
         try:
             yield api
-        except requests.exceptions.ConnectionError as exc:
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise DeployError("engine_unreachable",
                               f"The container engine at {self.docker_host} stopped answering: "
                               f"{type(exc).__name__}") from None
@@ -363,6 +367,59 @@ class DockerRuntime(Runtime):
             api.close()
         return BuildResult(image_id=image_id, tag=tag)
 
+    def push(
+        self, image_id: str, target: ImageReference, login: RegistryLogin, *,
+        on_line: Callable[[str], None] | None = None, label: str = "",
+    ) -> str:
+        """Tag the local image ``image_id`` as ``target`` and push it with ``login``; return
+        the digest the registry stored.
+
+        For images built in a swarm region: they go to the region's own registry, which every
+        node pulls from, never to a user's registry. ``X-Registry-Auth`` holds ``login`` for
+        ``target``'s host and nothing else. ``label`` names the registry in messages. Raises
+        :class:`DeployError` ``registry_push_failed`` (or ``registry_unauthorized``,
+        ``registry_unreachable``), ``pull_timeout`` or ``engine_unreachable``.
+        """
+        if target.tag is None or target.digest is not None:
+            raise ValueError("a push target has a tag and no digest")
+        host = target.registry_host
+        auth = engine_auth_config(login, host)
+        where = label or f"the registry {host}"
+        api = self.client()
+        digest: str | None = None
+        try:
+            api.tag(image_id, target.name, target.tag)
+            for value in read_with_deadline(
+                    lambda: api.push(target.name, tag=target.tag, stream=True, decode=True,
+                                     auth_config=auth),
+                    timeout=self.pull_timeout, name="moorage-agent-push"):
+                if "error" in value or "errorDetail" in value:
+                    detail = value.get("errorDetail") or {}
+                    text = scrub(str(value.get("error") or detail.get("message") or value),
+                                 login).strip()[:300]
+                    raise _push_failure(text, target, where)
+                aux = value.get("aux")
+                if isinstance(aux, dict) and str(aux.get("Digest", "")).startswith("sha256:"):
+                    digest = str(aux["Digest"])
+                status = str(value.get("status", ""))
+                if on_line is not None and status and value.get("id") is None:
+                    on_line(scrub(status, login)[:300])
+        except DeadlineExceeded:
+            raise DeployError("pull_timeout", f"Pushing {target} to {where} took longer than "
+                              f"{self.pull_timeout:.0f} s.") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise DeployError("engine_unreachable",
+                              f"The container engine at {self.docker_host} stopped answering "
+                              f"during the push: {type(exc).__name__}") from None
+        except docker.errors.APIError as exc:
+            raise _push_failure(scrub(_short(exc), login), target, where) from None
+        finally:
+            api.close()
+        if digest is None:
+            raise DeployError("registry_push_failed",
+                              f"{where} took {target} but named no digest for it.")
+        return digest
+
     def prune_builds(self, repository: str, *, keep: int = KEEP_BUILDS) -> list[str]:
         """Untag all but the ``keep`` newest ``repository:<deployment id>`` build images.
 
@@ -434,7 +491,9 @@ class DockerRuntime(Runtime):
             if seen is None or deployment_id > seen.deployment_id:
                 apps[key] = RunningApp(account_id=key[0], app_id=key[1],
                                        deployment_id=deployment_id,
-                                       ids=[str(container["Id"])], running=up, desired=1)
+                                       ids=[str(container["Id"])], running=up, desired=1,
+                                       name=str((container.get("Names") or [""])[0]).lstrip("/"),
+                                       image=str(container.get("Image") or ""))
         return list(apps.values())
 
     def logs(
@@ -473,11 +532,13 @@ class DockerRuntime(Runtime):
         except BaseException:
             api.close()
             raise
-        return self._read_logs(api, stream, since=since, follow=follow)
+        return self.read_logs(api, stream, since=since, follow=follow)
 
-    def _read_logs(
+    def read_logs(
         self, api: docker.APIClient, stream: Any, *, since: str | None, follow: float
     ) -> Iterator[LogLine]:
+        """The lines of an Engine log ``stream`` (a container's or a service's), within the
+        follow window or :data:`LOGS_TIMEOUT`; closes the stream and ``api`` at the end."""
         try:
             yield from read_with_deadline(lambda: engine_log_lines(stream, since=since),
                                           timeout=follow if follow > 0 else LOGS_TIMEOUT,
@@ -677,6 +738,24 @@ def _pull_failure(
         return exc
     return DeployError("pull_failed", f"Pulling {ref} from {host} {who} failed: "
                        f"{type(exc).__name__}")
+
+
+def _push_failure(text: str, target: ImageReference, where: str) -> DeployError:
+    """A failed push to the region registry, in the operator's words (the text is scrubbed)."""
+    low = text.lower()
+    if "unauthorized" in low or "authentication required" in low or "denied" in low:
+        return DeployError("registry_unauthorized",
+                           f"{where} refused the region registry's credential when pushing "
+                           f"{target}; the platform's operator must fix it with 'moorage "
+                           f"regions update'. The registry said: {text}")
+    network = ("dial tcp", "connection refused", "no such host", "i/o timeout", "eof",
+               "connection reset", "server gave http response")
+    if any(marker in low for marker in network):
+        return DeployError("registry_unreachable",
+                           f"{where} could not be reached to push {target}. The engine said: "
+                           f"{text}")
+    return DeployError("registry_push_failed",
+                       f"Pushing {target} to {where} failed. The engine said: {text}")
 
 
 def classify_pull_error(

@@ -80,7 +80,9 @@ class FakeControlPlane:
     ``ack_failures`` (statuses for the next acks only), ``report_failures`` (statuses for the
     next deployment reports only), ``sources`` (the uploaded archives it serves).
     ``reports`` records ``(deployment id, body)`` of every
-    report taken, ``log_chunks`` every chunk of a logs answer.
+    report taken, ``log_chunks`` every chunk of a logs answer, ``runtime_reports`` every
+    runtime report's body. ``settings`` is the region's ``settings`` object (runtime, region
+    registry), changed with :meth:`set_settings`.
     """
 
     region: str = "eu-1"
@@ -106,6 +108,9 @@ class FakeControlPlane:
     #: Chunks of logs answers taken, ``(request id, body)``; ids in ``logs_gone`` answer 404.
     log_chunks: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     logs_gone: set[int] = field(default_factory=set)
+    runtime_reports: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=lambda: {"runtime": "docker",
+                                                              "registry": None})
 
     # -- state changes (each is one revision) ------------------------------------------------
 
@@ -192,6 +197,21 @@ class FakeControlPlane:
                 "pull": pull, "port": d.port, "command": d.command, "replicas": d.replicas,
                 "env": env}
 
+    def set_settings(self, runtime: str, registry: tuple[str, str, str, int] | None = None
+                     ) -> int:
+        """Change the region's runtime and registry (``host, user, password, revision``)."""
+        self.revision += 1
+        sealed = None
+        if registry is not None:
+            host, username, password, revision = registry
+            aad = protocol.region_registry_aad(region=self.region, revision=revision)
+            sealed = {"host": host, "username": username, "revision": revision,
+                      "secret": seal(self.key, password.encode(), aad)}
+        self.settings = {"runtime": runtime, "registry": sealed}
+        self.log.append({"revision": self.revision, "op": "region.upsert",
+                         "settings": self.settings})
+        return self.revision
+
     def bump(self) -> int:
         """A change that does not concern this region: only the revision moves."""
         self.revision += 1
@@ -224,6 +244,7 @@ class FakeControlPlane:
             "credentials": [self.credential_payload(c) for _, c in
                             sorted(self.credentials.items()) if c.account_id in self.accounts],
             "deployments": [self.deployment_payload(d) for d in self._latest_deployments()],
+            "settings": self.settings,
         }
 
     def _latest_deployments(self) -> list[FakeDeployment]:
@@ -282,6 +303,9 @@ class FakeControlPlane:
             if request_id in self.logs_gone:
                 return _error(404, "log_request_not_found", "No such logs request.")
             self.log_chunks.append((request_id, json.loads(request.content)))
+            return httpx.Response(204)
+        if path == "runtime" and request.method == "POST":
+            self.runtime_reports.append(json.loads(request.content))
             return httpx.Response(204)
         if path.startswith("sources/") and request.method == "GET":
             archive = self.sources.get(int(path.split("/")[1]))

@@ -203,3 +203,25 @@ def test_the_engine_comes_from_docker_host_and_its_tls_settings(
     # pull of a private image.
     assert [body["status"] for _, body in fake.reports] == ["pulling", "failed"]
     assert fake.reports[1][1]["error"]["code"] == "registry_unauthorized"
+
+
+@pytest.mark.docker
+def test_a_swarm_region_is_driven_as_a_swarm_through_the_manager_given(
+    fake: FakeControlPlane, files: dict[str, Path], swarm: Any, swarm_client: Any,
+    registry_basic: Any,
+) -> None:
+    """The region's settings say swarm: ``moorage agent`` drives the manager as a swarm (the
+    I9 check refuses the private image before any service exists)."""
+    image = f"{registry_basic.host}/cli/swarm-private:1"
+    fake.add_account(1, "acme")
+    fake.set_settings("swarm")
+    fake.put_deployment(FakeDeployment(41, 1, 3, "api", 1, image, replicas=3))  # anonymous
+    with serve_http(fake) as base:
+        result = run(args(base, files, "--once", "--docker-host", swarm.base_url))
+    assert result.returncode == 0, result.stderr
+    assert "region eu-1 runs on swarm: the agent drives it" in result.stderr
+    [(_, failed)] = [r for r in fake.reports if r[1]["status"] == "failed"]
+    assert failed["error"]["code"] == "registry_unauthorized"
+    assert "No service was created or changed" in failed["error"]["message"]
+    assert not swarm_client.api.services(filters={"label": "moorage.app=3"})
+    assert fake.runtime_reports and len(fake.runtime_reports[-1]["nodes"]) == 3

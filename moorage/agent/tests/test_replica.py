@@ -265,3 +265,62 @@ def test_the_replica_files_hold_no_plaintext_and_only_the_owner_can_read_them(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert stat.S_IMODE(replica.path.parent.stat().st_mode) == 0o700
     assert replica._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# ----- the region's settings (runtime, region registry)
+
+
+def test_a_snapshot_without_settings_is_a_docker_region_without_registry(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    fake.add_account(1, "acme")
+    payload = fake.snapshot_payload()
+    del payload["settings"]  # a control plane from before swarm regions
+    replica.apply_snapshot(payload)
+    assert replica.settings().runtime == "docker"
+    assert replica.settings().registry is None
+    assert replica.open_registry_secret() is None
+
+
+def test_the_runtime_and_the_region_registry_come_with_the_snapshot_and_its_changes(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    fake.set_settings("swarm", ("registry.eu.test:5000", "pusher", SECRET, 1))
+    replica.apply_snapshot(fake.snapshot_payload())
+    settings = replica.settings()
+    assert (settings.runtime, settings.registry and settings.registry.host) == (
+        "swarm", "registry.eu.test:5000")
+    assert replica.open_registry_secret() == RegistryLogin("pusher", SECRET)
+    assert replica.registry_defaults() == {1: 17}
+    assert SECRET.encode() not in b"".join(
+        p.read_bytes() for p in replica.path.parent.iterdir())
+
+    held = replica.revision() or 0
+    fake.set_settings("swarm", ("registry.eu.test:5000", "pusher", "rotated-" + SECRET, 2))
+    replica.apply_changes(fake.changes_payload(held))
+    assert replica.open_registry_secret() == RegistryLogin("pusher", "rotated-" + SECRET)
+    fake.set_settings("kubernetes")  # unknown here: kept, said so by the deployer
+    replica.apply_changes(fake.changes_payload(held + 1))
+    assert replica.settings().runtime == "kubernetes"
+    assert replica.settings().known_runtime is None
+    assert replica.open_registry_secret() is None
+
+
+def test_a_region_registry_password_in_clear_or_sealed_elsewhere_is_refused(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    fake.add_account(1, "acme")
+    payload = fake.snapshot_payload()
+    payload["settings"] = {"runtime": "swarm", "registry": {
+        "host": "r.test", "username": "u", "revision": 1, "secret": SECRET}}
+    with pytest.raises(MalformedPayload, match="not sealed") as raised:
+        replica.apply_snapshot(payload)
+    assert SECRET not in str(raised.value)
+    # Sealed for another revision: stored (it is sealed) but does not open.
+    aad = protocol.region_registry_aad(region="eu-1", revision=1)
+    payload["settings"]["registry"] |= {"revision": 2,
+                                        "secret": seal(fake.key, SECRET.encode(), aad)}
+    replica.apply_snapshot(payload)
+    with pytest.raises(SealedDataError):
+        replica.open_registry_secret()

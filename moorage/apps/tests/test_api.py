@@ -157,7 +157,10 @@ def test_deploy_records_the_resolved_credential_and_reaches_the_agent(
     assert change["op"] == "deployment.upsert"
     assert change["deployment"]["pull"] == {"mode": "credential", "credential_id": ghcr.id,
                                             "credential_name": "ghcr-prod",
-                                            "credential_revision": 1, "default_host": None}
+                                            "credential_revision": 1, "default_host": None,
+                                            # resolved from "Use account default": it follows
+                                            # the default's moves on running services (I12)
+                                            "account_default": True}
     assert change["deployment"]["image"] == "ghcr.io/acme/api:1.4"
     snapshot = eu.snapshot(client)
     assert [x["id"] for x in snapshot["deployments"]] == [d["id"]]
@@ -199,7 +202,8 @@ def test_a_default_for_another_registry_pulls_anonymously_and_says_so(
     assert change["deployment"]["pull"] == {"mode": "anonymous", "credential_id": None,
                                             "credential_name": None,
                                             "credential_revision": None,
-                                            "default_host": "docker.io"}
+                                            "default_host": "docker.io",
+                                            "account_default": True}
     assert Deployment.objects.get(id=d["id"]).logs.get().line.endswith(plan["message"])
     listing = {c["name"]: c for c in _call(client, "GET", "/credentials", owner).json()}
     assert listing["hub"]["used_by_apps"] == 0  # the app does not pull with it

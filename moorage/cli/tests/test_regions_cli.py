@@ -12,6 +12,7 @@ from moorage.cli.main import cli
 from moorage.regions.models import AccountRegion, Region, RegionToken
 from moorage.regions.secrets import token_digest
 from moorage.sealing import parse_keys
+from moorage.testing.registry import RegistryServer
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +95,42 @@ def test_init_creates_the_local_region_for_every_account(
         again = runner.invoke(cli, ["init"])
         assert "Nothing changed." in again.stdout
         assert Region.objects.filter(slug="local").count() == 1
+
+
+def test_a_swarm_region_with_its_registry_the_password_from_stdin_only(
+    registry_basic: RegistryServer,
+) -> None:
+    runner = CliRunner()
+    user, password = "region-cli", "Region-Cli-Pw-" + "q7" * 6
+    registry_basic.add_user(user, password)
+    wrong = runner.invoke(cli, ["regions", "add", "sw-1", "--runtime", "swarm", "--registry",
+                                registry_basic.host, "--registry-username", user,
+                                "--registry-password-stdin"], input="not-the-password\n")
+    assert wrong.exit_code == 1 and "region_registry_rejected" in wrong.stderr
+    assert "not-the-password" not in wrong.output
+    assert not Region.objects.filter(slug="sw-1").exists()
+    partial = runner.invoke(cli, ["regions", "add", "sw-1", "--runtime", "swarm",
+                                  "--registry", registry_basic.host])
+    assert partial.exit_code == 1 and "region_registry_incomplete" in partial.stderr
+    unknown = runner.invoke(cli, ["regions", "add", "k8s-1", "--runtime", "kubernetes"])
+    assert unknown.exit_code == 2 and "kubernetes" in unknown.output
+
+    added = runner.invoke(cli, ["regions", "add", "sw-1", "--runtime", "swarm", "--registry",
+                                registry_basic.host, "--registry-username", user,
+                                "--registry-password-stdin"], input=password + "\n")
+    assert added.exit_code == 0, added.output
+    assert f"(swarm, registry {registry_basic.host}) added" in added.stderr
+    region = Region.objects.get(slug="sw-1")
+    assert (region.registry, region.registry_username, region.registry_revision) == (
+        registry_basic.host, user, 1)
+    assert password not in str(list(Region.objects.values())) and password not in added.output
+    listed = runner.invoke(cli, ["regions", "list"], env={"COLUMNS": "200"})
+    assert registry_basic.host in listed.stdout
+
+    removed = runner.invoke(cli, ["regions", "update", "sw-1", "--no-registry"])
+    assert removed.exit_code == 0 and "no registry" in removed.stdout
+    region.refresh_from_db()
+    assert (region.registry, region.registry_password_sealed, region.registry_revision) == (
+        "", "", 2)
+    nothing = runner.invoke(cli, ["regions", "update", "sw-1"])
+    assert nothing.exit_code == 1 and "nothing_to_change" in nothing.stderr

@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
-from moorage.apps.services import app_create
+from moorage.apps.services import app_create, app_delete
 from moorage.credentials import services as credential_services
 from moorage.deployments.tests.conftest import RunAgent
+from moorage.regions.models import RunningService
+from moorage.testing.agents import InProcessAgent
 from moorage.testing.credentials import make_credential
+from moorage.testing.dockerd import Dockerd
 from moorage.testing.ports import free_port
 from moorage.testing.regions import AgentView, deploy_one, member_in
 from moorage.testing.registry import RegistryServer
@@ -210,3 +215,40 @@ def test_a_refused_anonymous_pull_names_the_defaults_registry(
             f"pull from {registry_token.host} was anonymous: choose a credential for "
             f"{registry_token.host} for this app.") in deployment.error_message
     assert password not in deployment.error_message
+
+
+def test_an_agent_restarted_with_an_empty_data_dir_adopts_containers_and_removes_orphans(
+    region: AgentView, run_agent: RunAgent, registry_basic: RegistryServer,
+    busybox_image: Callable[..., str], docker_client: docker.DockerClient, dockerd: Dockerd,
+    live_server: Any, tmp_path: Path,
+) -> None:
+    """The docker runtime, too, reconciles from the engine's labels: nothing runs twice, and
+    an app deleted while the agent was away (its app.delete never seen) does not linger."""
+    owner = member_in(region, "Phoenix Docker")
+    image, user, password = _private_image(registry_basic, busybox_image, "phoenix-dk/api")
+    make_credential(owner, name="reg", server=registry_basic.host, username=user,
+                    secret=password)
+    kept = app_create(actor=owner.user, membership=owner.membership, name="kept", image=image,
+                      command=["/bin/sh", "-c", "sleep 300"])
+    gone = app_create(actor=owner.user, membership=owner.membership, name="gone", image=image,
+                      command=["/bin/sh", "-c", "sleep 300"])
+    deploy_one(owner, kept.pk)
+    deploy_one(owner, gone.pk)
+    run_agent()
+    [container] = docker_client.containers.list(filters={"label": f"moorage.app={kept.pk}"})
+    assert docker_client.containers.list(filters={"label": f"moorage.app={gone.pk}"})
+
+    app_delete(actor=owner.user, membership=owner.membership, app_id=gone.pk)
+    fresh = InProcessAgent(region, url=str(live_server.url), docker_host=dockerd.base_url,
+                           data_dir=tmp_path / "fresh")
+    try:
+        fresh.run_until_idle()
+    finally:
+        fresh.stop()
+    assert [c.id for c in docker_client.containers.list(
+        all=True, filters={"label": f"moorage.app={kept.pk}"})] == [container.id]
+    assert not docker_client.containers.list(all=True,
+                                             filters={"label": f"moorage.app={gone.pk}"})
+    [running] = RunningService.objects.filter(region__slug=region.slug)
+    assert (running.app_id, running.running, running.desired, running.credential_id) == (
+        kept.pk, 1, 1, None)  # a container keeps no registry login

@@ -26,10 +26,10 @@ def test_reseal_works_in_batches_and_reports_progress(
     progress: list[tuple[int, int]] = []
     result = sealed_values_reseal(batch_size=2,
                                   progress=lambda done, of: progress.append((done, of)))
-    assert result.resealed == total == 8 and result.unopenable == []
-    # Field by field, two rows at a time: 3 credentials, 1 login token, 2 env values, 1 key,
-    # 1 next key.
-    assert progress == [(2, 8), (3, 8), (4, 8), (6, 8), (7, 8), (8, 8)]
+    assert result.resealed == total == 10 and result.unopenable == []
+    # Field by field, two rows at a time: 3 credentials, 1 login token, 2 env values, 2 region
+    # keys (eu-1, sw-1), 1 next key, 1 region registry password.
+    assert progress == [(2, 10), (3, 10), (4, 10), (6, 10), (8, 10), (9, 10), (10, 10)]
     assert key_ids_in_use() == {"rotated"}
     assert sealed_values_reseal().resealed == 0  # nothing left to do
     assert open_everything() == sealed_world.plain

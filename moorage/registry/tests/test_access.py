@@ -112,6 +112,9 @@ def test_access_right_password_can_pull(
         f"The registry {registry.host} allows user {login.username!r} to pull {image.path}:v1."
     )
     assert_no_secret(result, login)
+    # The digest the registry named pins exactly what was proven; asking by it works too.
+    assert result.digest is not None and result.digest.startswith("sha256:")
+    assert check_access(login, parse_reference(f"{image.name}@{result.digest}")).ok
     # A string reference works too, and so does a digest-less tag pull by the admin.
     assert check_access(admin(registry), str(image)).ok
 
