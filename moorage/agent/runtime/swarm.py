@@ -61,6 +61,7 @@ from moorage.agent.runtime.base import (
     LABEL_APP,
     LABEL_CREDENTIAL,
     LABEL_DEPLOYMENT,
+    LABEL_PORT,
     LABEL_REGION,
     AppSpec,
     DeployEvents,
@@ -581,11 +582,32 @@ class SwarmRuntime(Runtime):
 
     def _finish_rollback(self, api: docker.APIClient, service_id: str, state: str,
                          deadline: float) -> None:
-        """Wait (bounded) until a rollback under way has put the previous version back."""
+        """Wait (bounded) until a rollback under way has put the previous version back.
+
+        Swarm calls a rollback ``completed`` once it has *scheduled* the previous tasks, a
+        moment before they run and, with a port, accept connections. The failure reported
+        afterwards says the previous deployment "keeps serving", so wait for that too.
+        """
         while state not in _FINAL_ROLLBACK and time.monotonic() < deadline:
             time.sleep(self.poll_interval)
             status = api.inspect_service(service_id).get("UpdateStatus") or {}
             state = str(status.get("State") or "")
+        while time.monotonic() < deadline and not self._previous_serves(api, service_id):
+            time.sleep(self.poll_interval)
+
+    def _previous_serves(self, api: docker.APIClient, service_id: str) -> bool:
+        """Whether the service's current spec runs every replica and, with a port, serves."""
+        service = api.inspect_service(service_id)
+        labels = service["Spec"].get("Labels") or {}
+        deployment = str(labels.get(LABEL_DEPLOYMENT, ""))
+        wanted = _replicas(service)
+        running = [t for t in api.tasks(filters={"service": service_id})
+                   if _deployment_of(t) == deployment and t.get("DesiredState") == "running"
+                   and t["Status"]["State"] == "running"]
+        if len(running) < wanted:
+            return False
+        port = labels.get(LABEL_PORT)
+        return not self._not_serving(api, running, int(port) if port else None)
 
     def _rolled_back(self, api: docker.APIClient, service_id: str, spec: AppSpec,
                      status: dict[str, Any]) -> DeployError:
