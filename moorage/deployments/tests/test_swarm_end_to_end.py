@@ -20,14 +20,17 @@ from django.test import Client
 from moorage.apps.services import BuildInput, app_create, app_delete, app_update
 from moorage.cli import clientconfig
 from moorage.cli.main import cli
+from moorage.credentials import refresh
 from moorage.credentials import services as credential_services
 from moorage.deployments.models import Deployment, DeploymentLog
 from moorage.deployments.services import deployment_create
 from moorage.deployments.tests.conftest import MakeAgent
 from moorage.deployments.tests.test_build_end_to_end import _uploads
+from moorage.deployments.tests.test_cloud_end_to_end import CANARY, _ecr_image
 from moorage.errors import ValidationFailed
 from moorage.regions.models import Region, RunningService
 from moorage.regions.services import RegistryInput
+from moorage.testing.cloud import MOTO_ECR_PASSWORD, MotoEcr
 from moorage.testing.credentials import make_credential
 from moorage.testing.fixtures import BusyboxImageFactory
 from moorage.testing.gitserver import GitServer
@@ -181,6 +184,38 @@ def test_a_rotation_reaches_the_running_service_without_restarting_it(
     assert service["Spec"]["Labels"]["moorage.credential"] == f"{second.pk}:{second.revision}"
     assert _tasks(swarm_client, service["ID"]) == before
     assert RunningService.objects.get(app=app).credential_id == second.pk
+
+
+def test_a_refreshed_ecr_token_reaches_the_running_service_without_restarting_it(
+    swarm_region: AgentView, swarm_agent: MakeAgent, swarm_client: docker.DockerClient,
+    registry_basic: RegistryServer, busybox_image: BusyboxImageFactory, aws_ecr: MotoEcr,
+) -> None:
+    """I10 + I12: the worker's refresh of an exchanged login is a new revision, which the
+    swarm agent hands to the running service like a rotation (same tasks), and neither the
+    long-lived key nor the token shows in what Swarm lets anyone inspect."""
+    owner = member_in(swarm_region, "Refreshing")
+    image, credential = _ecr_image(owner, registry_basic, busybox_image, "swarm")
+    app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
+                     replicas=2, command=["sleep", "600"])
+    deployment = deploy_one(owner, app.pk)
+    agent = swarm_agent()
+    agent.run_until_idle()
+    deployment.refresh_from_db()
+    assert deployment.status == "running", (deployment.error_code, deployment.error_message)
+    service = _service(swarm_client, app.pk)
+    before = _tasks(swarm_client, service["ID"])
+    assert service["Spec"]["Labels"]["moorage.credential"] == f"{credential.pk}:1"
+
+    refresh.login_token_refresh_soon(credential=credential)
+    assert refresh.login_tokens_refresh_due().refreshed == 1
+    agent.run_until_idle()
+    service = _service(swarm_client, app.pk)
+    assert service["Spec"]["Labels"]["moorage.credential"] == f"{credential.pk}:2"
+    assert _tasks(swarm_client, service["ID"]) == before  # nothing restarted
+    shown = json.dumps(swarm_client.api.inspect_service(service["ID"])) + json.dumps(
+        swarm_client.api.tasks(filters={"service": service["ID"]}))
+    assert CANARY not in shown and MOTO_ECR_PASSWORD not in shown
+    assert CANARY not in database_text()
 
 
 def test_i9_a_cached_image_is_refused_for_another_account_before_any_service(
