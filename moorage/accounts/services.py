@@ -196,9 +196,11 @@ def account_create(*, actor: User, name: str, slug: str | None = None) -> Accoun
 
 @transaction.atomic
 def account_rename(*, actor: User, membership: Membership, name: str) -> Account:
-    """Rename the member's account (owners only)."""
+    """Rename the member's account (owners only); the same name again changes nothing."""
     require(membership, Action.MANAGE_OWNERS)
     account = membership.account
+    if _clean_name(name) == account.name:
+        return account
     old, account.name = account.name, _clean_name(name)
     account.save(update_fields=["name"])
     audit_record(

@@ -14,6 +14,18 @@ from moorage.credentials.models import Credential
 CREDENTIAL_PREFIX = "credential:"
 
 
+def multi_line(value: str) -> bool:
+    """Whether a value cannot be one line of a KEY=VALUE textarea (browsers send every line
+    break as CRLF, so a lone CR does not survive either)."""
+    return "\n" in value or "\r" in value
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of a textarea as the browser sent them (CRLF). Only line feeds split:
+    ``str.splitlines`` would also cut a value at U+2028, a form feed or the like."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def pull_choices(
     credentials: list[Credential], default: Credential | None
 ) -> list[tuple[str, str]]:
@@ -52,12 +64,20 @@ class AppForm(forms.Form):
         required=False, min_value=1, max_value=REPLICAS_MAX,
         help_text="A swarm region spreads them over its nodes (with a port, at most one per "
                   "node); a docker region runs one.")
-    command = forms.CharField(max_length=4096, required=False,
-                              help_text="Leave empty to run the image's own command.")
-    env = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4}),
-                          help_text="One KEY=VALUE per line.")
+    # No length limit of its own: the service bounds the arguments, and a command saved
+    # through the API must survive a save of the page unchanged.
+    command = forms.CharField(
+        required=False, help_text="Leave empty to run the image's own command. Quoted as in a "
+                                  "shell: sh -c 'echo hi; exec httpd -f'.")
+    # strip=False: a value's trailing spaces are part of it.
+    env = forms.CharField(required=False, strip=False,
+                          widget=forms.Textarea(attrs={"rows": 4}),
+                          help_text="One KEY=VALUE per line; a KEY alone keeps its current "
+                                    "value (a value on several lines shows so: set it with "
+                                    "the API or the CLI).")
     secret_env = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        required=False, strip=False,
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
         help_text="One KEY=VALUE per line; a KEY alone keeps its current value. Never shown "
                   "again.")
     regions = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
@@ -67,7 +87,8 @@ class AppForm(forms.Form):
                                             label="Git credential")
     dockerfile = forms.CharField(max_length=255, required=False, label="Dockerfile path")
     context = forms.CharField(max_length=255, required=False, label="Context directory")
-    build_args = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
+    build_args = forms.CharField(required=False, strip=False,
+                                 widget=forms.Textarea(attrs={"rows": 2}),
                                  label="Build arguments", help_text="One NAME=value per line.")
     build_pull = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
                                         label="Container registry for build pull")
@@ -94,7 +115,7 @@ class AppForm(forms.Form):
     def build_input(self) -> BuildInput:
         data = self.cleaned_data
         args: dict[str, str] = {}
-        for line in (data.get("build_args") or "").splitlines():
+        for line in _lines(data.get("build_args") or ""):
             if line.strip():
                 name, _, value = line.partition("=")
                 args[name.strip()] = value
@@ -112,15 +133,16 @@ class AppForm(forms.Form):
         try:
             return shlex.split(text)
         except ValueError as exc:
-            raise forms.ValidationError(f"The command cannot be split into arguments: {exc}.") \
-                from None
+            raise forms.ValidationError(
+                f"The command cannot be split into arguments: {exc}. Quote it as a shell "
+                "would, like sh -c 'echo hi; exec httpd -f'.") from None
 
     def env_inputs(self) -> list[EnvInput]:
         """Plain and secret variables as the service takes them."""
         result: list[EnvInput] = []
         for text, secret in ((self.cleaned_data.get("env") or "", False),
                              (self.cleaned_data.get("secret_env") or "", True)):
-            for line in text.splitlines():
+            for line in _lines(text):
                 if not line.strip():
                     continue
                 name, sep, value = line.partition("=")

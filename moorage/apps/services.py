@@ -356,9 +356,12 @@ def app_update(
         changed.append("name")
     if source is not None:
         try:
-            app.source = SourceMode(source)
+            mode = SourceMode(source)
         except ValueError:
             raise _fail("source", "source_invalid", "Choose image or build.") from None
+        if mode != app.source:
+            app.source = mode
+            changed.append("source")
     if image is not None or source is not None:
         cleaned = _clean_image(SourceMode(app.source), app.image if image is None else image)
         if cleaned != app.image:
@@ -397,7 +400,8 @@ def app_update(
     if (app.source == SourceMode.BUILD and not app.git_url and app.source_archive_id is None
             and (source is not None or "git_url" in changed)):
         raise _fail("git_url", "git_url_required", "Give the repository to build.")
-    app.save()
+    if changed:  # a save of the App page unchanged leaves the row (and updated_at) as it is
+        app.save()
     if regions is not None:
         chosen = _clean_regions(app.account, regions)
         if {r.pk for r in chosen} != set(app.regions.values_list("id", flat=True)):

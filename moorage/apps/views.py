@@ -3,6 +3,7 @@ deploys and logs."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from django.contrib import messages
@@ -18,7 +19,7 @@ from moorage.accounts.middleware import current_membership
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
 from moorage.apps import selectors, services, sources
-from moorage.apps.forms import AppForm, pull_choices, pull_value, split_pull
+from moorage.apps.forms import AppForm, multi_line, pull_choices, pull_value, split_pull
 from moorage.apps.models import App
 from moorage.apps.pull import resolve_pull
 from moorage.apps.upload_handler import ArchiveUploadHandler
@@ -113,12 +114,17 @@ def app_new(request: HttpRequest) -> HttpResponse:
 
 
 def _initial(app: App) -> dict[str, Any]:
-    """The App page's fields as the app is now."""
+    """The App page's fields as the app is now, written so that saving them unchanged
+    changes nothing: the command quoted as a shell would (``shlex.join``, read back with
+    ``shlex.split``), and a value that cannot sit on one line as its name alone, which
+    keeps it (see :meth:`AppForm.env_inputs`)."""
     return {
         "name": app.name, "source": app.source, "image": app.image,
         "pull": pull_value(app.runtime_pull, app.runtime_pull_credential_id),
-        "port": app.port, "replicas": app.replicas, "command": " ".join(app.command or []),
-        "env": "\n".join(f"{v.name}={v.value}" for v in app.env.all() if not v.secret),
+        "port": app.port, "replicas": app.replicas,
+        "command": shlex.join(app.command) if app.command else "",
+        "env": "\n".join(v.name if multi_line(v.value) else f"{v.name}={v.value}"
+                         for v in app.env.all() if not v.secret),
         "secret_env": "\n".join(v.name for v in app.env.all() if v.secret),
         "regions": [r.slug for r in app.regions.all()],
         "git_url": app.git_url, "git_ref": app.git_ref,
