@@ -25,6 +25,9 @@ class AuditAction(models.TextChoices):
     CREDENTIAL_UPDATED = "credential.updated", "Credential changed"
     CREDENTIAL_SET_DEFAULT = "credential.set_default", "Credential set as default"
     CREDENTIAL_DELETED = "credential.deleted", "Credential deleted"
+    CREDENTIAL_DEFAULT_PROMOTED = (
+        "credential.default_promoted", "Credential became the default (the default was deleted)"
+    )
     CREDENTIAL_TESTED = "credential.tested", "Credential tested"
     CREDENTIAL_EXPORTED = "credential.exported", "Credential exported"
     CREDENTIAL_TOKEN_REFRESHED = "credential.token_refreshed", "Credential token refreshed"

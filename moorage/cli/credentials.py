@@ -338,7 +338,10 @@ def credentials_set_default(name: str) -> None:
 @click.option("--type", "kind", type=TYPES,
               help="Which one, when a registry and a git credential share the name.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def credentials_delete(name: str, kind: str | None, yes: bool) -> None:
+@click.option("--confirm", is_flag=True,
+              help="Delete the account default even though apps on \"Use account default\" "
+                   "pull with it (without it, you are asked; with --yes alone, refused).")
+def credentials_delete(name: str, kind: str | None, yes: bool, confirm: bool) -> None:
     """Delete a credential; deleting the default promotes the oldest remaining one."""
     config = require_login()
     credential, everything = _resolve(config, name, kind)
@@ -360,12 +363,26 @@ def credentials_delete(name: str, kind: str | None, yes: bool) -> None:
     _say(escape(note))
     if not yes:
         click.confirm(f"Delete credential {name!r}?", abort=True, err=True)
-    request_any("DELETE", f"/credentials/{credential['id']}", config=config)
+    path = f"/credentials/{credential['id']}"
+    try:
+        call("DELETE", path + ("?confirm=true" if confirm else ""), config=config)
+    except ApiError as exc:
+        if exc.code != "credential_default_in_use":
+            fail(exc.message, code=exc.code)
+        # The apps it strands are only known to the server: say them, then ask (or refuse
+        # when told not to ask: a script opts in with --confirm).
+        if yes:
+            fail(f"{exc.message} Add --confirm to delete it anyway.", code=exc.code)
+        _say(f"[yellow]![/yellow] {escape(exc.message)}")
+        click.confirm("Delete it anyway?", abort=True, err=True)
+        request_any("DELETE", path + "?confirm=true", config=config)
     _say(f"[green]✓[/green] Deleted [bold]{escape(name)}[/bold].")
     if credential["is_default"]:
         now = _default_of(_list(config, REGISTRY))
         if now is not None:
             _say(f"[bold]{escape(now['name'])}[/bold] is now the account default.")
+        else:
+            _say("No default left: apps on \"Use account default\" pull without a credential.")
 
 
 @credentials.command("refresh")

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 
 from moorage.accounts.models import Membership
 from moorage.accounts.permissions import Action, require
@@ -126,11 +126,26 @@ def credential_update(
     return credential_out(credential)
 
 
-@router.delete("/credentials/{credential_id}", response={204: None}, summary="Delete")
-def credential_delete(request: HttpRequest, credential_id: int) -> Status[None]:
+class DeleteQuery(Schema):
+    confirm: bool = Field(
+        False, description="Delete the account default even though apps on \"Use account "
+                           "default\" pull with it (otherwise 409 credential_default_in_use, "
+                           "naming them).")
+
+
+@router.delete(
+    "/credentials/{credential_id}", response={204: None}, summary="Delete",
+    description="Deleting the default promotes the oldest remaining registry credential. "
+                "Refused (409) while an app names the credential (credential_in_use), and, "
+                "without confirm=true, while apps pull with it as the account default "
+                "(credential_default_in_use).",
+)
+def credential_delete(request: HttpRequest, credential_id: int,
+                      query: Query[DeleteQuery]) -> Status[None]:
     membership = _membership(request)
     services.credential_delete(
-        actor=membership.user, membership=membership, credential_id=credential_id
+        actor=membership.user, membership=membership, credential_id=credential_id,
+        confirm=query.confirm,
     )
     return Status(204, None)
 

@@ -97,11 +97,22 @@ def usage_counts(*, account: Account) -> dict[int, int]:
             counts[row[field]] = counts.get(row[field], 0) + row["n"]
     default = default_credential(account=account)
     if default is not None:
-        images = apps.filter(source=SourceMode.IMAGE, runtime_pull=RuntimePull.ACCOUNT_DEFAULT
-                             ).values_list("image", flat=True)
-        by_default = sum(1 for image in images if _on_registry(image, default.server))
-        counts[default.pk] = counts.get(default.pk, 0) + by_default
+        counts[default.pk] = counts.get(default.pk, 0) + len(apps_through_default(
+            credential=default))
     return counts
+
+
+def apps_through_default(*, credential: Credential) -> list[str]:
+    """Names of the apps that pull with ``credential`` because it is the account default:
+    image apps on "Use account default" whose image is on its registry (I5; an image
+    elsewhere is pulled anonymously, and builds never use the default). Empty when it is
+    not the default."""
+    if not credential.is_default:
+        return []
+    apps = App.objects.filter(account_id=credential.account_id, source=SourceMode.IMAGE,
+                              runtime_pull=RuntimePull.ACCOUNT_DEFAULT).values_list(
+        "name", "image")
+    return sorted(name for name, image in apps if _on_registry(image, credential.server))
 
 
 def apps_naming(*, credential: Credential) -> list[str]:

@@ -410,15 +410,24 @@ def credential_refresh_request(
 
 @dataclass(frozen=True)
 class Deleted:
-    """A deleted credential's name, and the credential promoted to default in its place."""
+    """A deleted credential's name, whether it was the account default, and the credential
+    promoted to default in its place (``None`` with ``was_default``: no default is left)."""
 
     name: str
     promoted: Credential | None
+    was_default: bool = False
 
 
 @transaction.atomic
-def credential_delete(*, actor: User, membership: Membership, credential_id: int) -> Deleted:
-    """Delete a credential; deleting the default promotes the oldest remaining one."""
+def credential_delete(*, actor: User, membership: Membership, credential_id: int,
+                      confirm: bool = False) -> Deleted:
+    """Delete a credential; deleting the default promotes the oldest remaining one.
+
+    Refused while an app names it (``credential_in_use``). Deleting the default that apps
+    reach through "Use account default" changes what they pull with (the successor when it
+    is for the same registry, else nothing): refused with ``credential_default_in_use``,
+    naming them, unless ``confirm``.
+    """
     require(membership, Action.MANAGE_CREDENTIALS)
     _lock_account(membership.account)
     credential = _get_for_update(membership, credential_id)
@@ -429,29 +438,57 @@ def credential_delete(*, actor: User, membership: Membership, credential_id: int
             "another for them first.",
             code="credential_in_use", detail={"apps": naming},
         )
-    promoted: Credential | None = None
     was_default = credential.is_default
     name = credential.name
+    successor = (successor_of_default(membership.account, excluding=credential.pk)
+                 if was_default else None)
+    through_default = selectors.apps_through_default(credential=credential)
+    if through_default and not confirm:
+        raise default_in_use(credential, through_default, successor)
     audit_record(
         account=membership.account, actor=actor, action=AuditAction.CREDENTIAL_DELETED,
         target=credential,
-        details={"name": name, "type": credential.type, "was_default": was_default},
+        details={"name": name, "type": credential.type, "was_default": was_default,
+                 "promoted": successor.name if successor else None,
+                 "apps_through_default": through_default},
     )
     _changed(credential)
     credential.delete()
-    if was_default:
-        promoted = successor_of_default(membership.account)
-        if promoted is not None:
-            promoted.is_default = True
-            promoted.revision += 1
-            promoted.save(update_fields=["is_default", "revision", "updated_at"])
-            _changed(promoted)
-            audit_record(
-                account=membership.account, actor=actor,
-                action=AuditAction.CREDENTIAL_SET_DEFAULT, target=promoted,
-                details={"name": promoted.name, "previous": name, "reason": "default deleted"},
-            )
-    return Deleted(name=name, promoted=promoted)
+    if successor is not None:
+        successor.is_default = True
+        successor.revision += 1
+        successor.save(update_fields=["is_default", "revision", "updated_at"])
+        _changed(successor)
+        audit_record(
+            account=membership.account, actor=actor,
+            action=AuditAction.CREDENTIAL_DEFAULT_PROMOTED, target=successor,
+            details={"name": successor.name, "previous": name, "reason": "default deleted",
+                     "apps_through_default": through_default},
+        )
+    return Deleted(name=name, promoted=successor, was_default=was_default)
+
+
+def default_in_use(credential: Credential, apps: list[str],
+                   successor: Credential | None) -> Conflict:
+    """The refusal to delete the default that ``apps`` pull with, saying what they would
+    pull with afterwards."""
+    one = len(apps) == 1
+    they = "it" if one else "they"
+    if successor is not None and hosts_match(successor.server, credential.server):
+        after = f"{they} would pull with {successor.name!r}, the next default"
+    elif successor is not None:
+        after = (f"{they} would pull anonymously: the next default, {successor.name!r}, is "
+                 f"for {successor.server}")
+    else:
+        after = f"{they} would pull anonymously: no registry credential would be left"
+    return Conflict(
+        f"{credential.name!r} is the account default, and {len(apps)} "
+        f"app{'' if one else 's'} on \"Use account default\" pull{'s' if one else ''} with it "
+        f"from {credential.server}: {', '.join(apps)}. After the deletion {after}. Confirm the "
+        "deletion to go ahead.",
+        code="credential_default_in_use",
+        detail={"apps": apps, "successor": successor.name if successor else None},
+    )
 
 
 def successor_of_default(account: Account, *, excluding: int | None = None) -> Credential | None:

@@ -212,26 +212,48 @@ def credential_set_default(request: HttpRequest, credential_id: int) -> HttpResp
 
 @login_required
 def credential_delete(request: HttpRequest, credential_id: int) -> HttpResponse:
+    """The delete confirmation. Deleting the default that apps pull with through "Use
+    account default" needs the box ticked (the API's ``confirm=true``)."""
     membership = current_membership(request)
     require(membership, Action.MANAGE_CREDENTIALS)
     credential = selectors.credential_get(account=membership.account, credential_id=credential_id)
+    error: ApplicationError | None = None
     if request.method == "POST":
-        deleted = services.credential_delete(
-            actor=membership.user, membership=membership, credential_id=credential.id
-        )
-        text = f"Credential {deleted.name!r} deleted."
-        if deleted.promoted is not None:
-            text += f" {deleted.promoted.name!r} is now the account default."
-        messages.success(request, text)
-        return redirect("credentials")
+        try:
+            deleted = services.credential_delete(
+                actor=membership.user, membership=membership, credential_id=credential.id,
+                confirm=request.POST.get("confirm") == "on",
+            )
+        except ApplicationError as exc:
+            if exc.status in (403, 404):
+                raise
+            error = exc
+        else:
+            messages.success(request, _deleted_message(deleted))
+            return redirect("credentials")
     successor = (
         services.successor_of_default(membership.account, excluding=credential.id)
         if credential.is_default else None
     )
+    through_default = selectors.apps_through_default(credential=credential)
     return render(request, "credentials/delete.html", {
-        "credential": credential, "successor": successor,
+        "credential": credential, "successor": successor, "error": error,
         "used_by": selectors.usage_counts(account=membership.account).get(credential.id, 0),
-    })
+        "naming": selectors.apps_naming(credential=credential),
+        "through_default": through_default,
+        "default_warning": services.default_in_use(credential, through_default, successor)
+        if through_default else None,
+    }, status=error.status if error else 200)
+
+
+def _deleted_message(deleted: services.Deleted) -> str:
+    text = f"Credential {deleted.name!r} deleted."
+    if deleted.promoted is not None:
+        text += f" {deleted.promoted.name!r} is now the account default."
+    elif deleted.was_default:
+        text += (" No default left: apps on \"Use account default\" pull without a "
+                 "credential.")
+    return text
 
 
 @login_required
