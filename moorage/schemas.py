@@ -43,6 +43,10 @@ class StrictIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
 
+#: An integer and nothing else: pydantic's default (lax) mode would take ``true`` as 1 and
+#: ``"80"`` as 80, so a client's wrong type would be saved as something it did not mean.
+StrictInteger = Annotated[int, Field(strict=True)]
+
 MAX_ID = 2**63 - 1  # BigAutoField ids and change-log revisions (bigint)
 MAX_CREDENTIAL_REVISION = 2**31 - 1  # a PositiveIntegerField
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from ninja import Field, Schema
 
 from moorage.apps.choices import RuntimePull, SourceMode
-from moorage.schemas import StrictIn
+from moorage.schemas import StrictIn, StrictInteger
 
 
 class EnvIn(StrictIn):
@@ -42,9 +42,9 @@ class AppIn(BuildFieldsIn):
     image: str = Field("", max_length=512)
     runtime_pull: RuntimePull = RuntimePull.ACCOUNT_DEFAULT
     runtime_pull_credential_id: int | None = None
-    port: int | None = None
+    port: StrictInteger | None = None
     command: list[str] | None = None
-    replicas: int = 1
+    replicas: StrictInteger = 1
     env: list[EnvIn] = Field(default_factory=list)
     regions: list[str] | None = Field(None, description="Default: every region the account "
                                                          "deploys to.")
@@ -59,9 +59,9 @@ class AppPatch(BuildFieldsIn):
     image: str | None = Field(None, max_length=512)
     runtime_pull: RuntimePull | None = None
     runtime_pull_credential_id: int | None = None
-    port: int | None = None
+    port: StrictInteger | None = None
     command: list[str] | None = None
-    replicas: int | None = None
+    replicas: StrictInteger | None = None
     env: list[EnvIn] | None = None
     regions: list[str] | None = None
 

@@ -21,7 +21,7 @@ from moorage.audit.services import audit_record
 from moorage.credentials.choices import CredentialType
 from moorage.credentials.models import Credential
 from moorage.errors import Conflict, NotFound, ValidationFailed
-from moorage.keys.errors import unavailable
+from moorage.keys.errors import SecretUnavailable, unavailable
 from moorage.keys.registry import APP_ENV_SECRET
 from moorage.regions.changelog import record_change
 from moorage.regions.choices import ChangeKind
@@ -31,10 +31,18 @@ from moorage.sealing import SealedDataError
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-ENV_VALUE_MAX = 32 * 1024
+ENV_VALUE_MAX = 32 * 1024  # UTF-8 bytes of one value
 ENV_MAX = 200
+#: The most an app's environment may hold: the UTF-8 bytes of every ``NAME=value``, secret
+#: ones included. A container's process receives its command and environment through
+#: execve(2), whose total the kernel bounds by a quarter of the stack limit: 2 MiB under the
+#: usual 8 MiB (measured on dockerd: past 2,096,443 bytes of environment a start fails with
+#: "argument list too long"). Half of it leaves room for the longest command (64 arguments
+#: of 4096 bytes), the image's own environment and engines run with a smaller stack.
+ENV_TOTAL_MAX = 1024 * 1024
 REPLICAS_MAX = 20
 COMMAND_MAX = 64
+COMMAND_ARG_MAX = 4096  # UTF-8 bytes of one argument
 
 
 @dataclass(frozen=True)
@@ -215,10 +223,11 @@ def _clean_port(port: int | None) -> int | None:
 def _clean_command(command: list[str] | None) -> list[str] | None:
     if command is None or command == []:
         return None
-    if len(command) > COMMAND_MAX or any(not isinstance(a, str) or len(a) > 4096
+    if len(command) > COMMAND_MAX or any(not isinstance(a, str) or _size(a) > COMMAND_ARG_MAX
                                          for a in command):
         raise _fail("command", "command_invalid",
-                    f"A command is at most {COMMAND_MAX} arguments of at most 4096 characters.")
+                    f"A command is at most {COMMAND_MAX} arguments of at most "
+                    f"{COMMAND_ARG_MAX} bytes.")
     return command
 
 
@@ -226,6 +235,33 @@ def _clean_replicas(replicas: int) -> int:
     if not 1 <= replicas <= REPLICAS_MAX:
         raise _fail("replicas", "replicas_invalid", f"Replicas are between 1 and {REPLICAS_MAX}.")
     return replicas
+
+
+def _size(text: str) -> int:
+    """What ``text`` weighs in a process's arguments or environment: its UTF-8 bytes."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _check_env_size(env: list[EnvInput], existing: dict[str, EnvVar]) -> None:
+    """Refuse an environment the engine could not start a container with (see
+    :data:`ENV_TOTAL_MAX`). A secret given without a value counts with the value it keeps."""
+    total = 0
+    for variable in env:
+        value = variable.value
+        old = existing.get(variable.name)
+        if value is None and old is not None:
+            try:
+                value = open_env(old)
+            except SecretUnavailable:
+                value = ""  # cannot be opened: its deploy fails on that, with its own error
+        total += _size(f"{variable.name}={value or ''}")
+    if total > ENV_TOTAL_MAX:
+        message = (f"The environment holds {total:,} bytes (every NAME=value, in UTF-8); an "
+                   f"app's holds at most {ENV_TOTAL_MAX:,} (1 MiB), or its container could "
+                   "not start (\"argument list too long\"). Put large values in a file of the "
+                   "image instead.")
+        raise ValidationFailed(message, code="env_too_large", detail={
+            "fields": {"env": message}, "bytes": total, "max_bytes": ENV_TOTAL_MAX})
 
 
 def _write_env(app: App, env: list[EnvInput]) -> list[str]:
@@ -237,13 +273,15 @@ def _write_env(app: App, env: list[EnvInput]) -> list[str]:
         if not _ENV_NAME.match(variable.name):
             raise _fail("env", "env_name_invalid",
                         f"{variable.name!r} is not a variable name (letters, digits, _).")
-        if variable.value is not None and (len(variable.value) > ENV_VALUE_MAX
+        if variable.value is not None and (_size(variable.value) > ENV_VALUE_MAX
                                            or "\x00" in variable.value):
             raise _fail("env", "env_value_invalid",
-                        f"The value of {variable.name} is too long or holds a NUL character.")
+                        f"The value of {variable.name} is longer than {ENV_VALUE_MAX:,} bytes "
+                        "or holds a NUL character.")
     if len(set(names)) != len(names):
         raise _fail("env", "env_name_duplicate", "Each variable is given once.")
     existing = {v.name: v for v in app.env.all()}
+    _check_env_size(env, existing)
     changed = sorted(set(existing) - set(names))
     EnvVar.objects.filter(app=app).exclude(name__in=names).delete()
     for variable in env:
