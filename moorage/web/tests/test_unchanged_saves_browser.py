@@ -10,6 +10,7 @@ regions, name and roles, and the audit trail (every service audits what it chang
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -21,11 +22,13 @@ from moorage.apps.api import app_out
 from moorage.apps.models import App, EnvVar
 from moorage.apps.services import BuildInput, EnvInput, app_create
 from moorage.audit.models import AuditEvent
-from moorage.credentials.models import Credential
+from moorage.credentials import services as credential_services
+from moorage.credentials.models import Credential, LoginToken
 from moorage.regions.models import AccountRegion, Change
 from moorage.regions.services import account_regions_set
 from moorage.testing import factories
 from moorage.testing.browser import log_in
+from moorage.testing.cloud import GoogleTokenEndpoint, MotoEcr
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import PASSWORD, Member
 from moorage.testing.regions import make_region
@@ -55,6 +58,8 @@ def _state(account: Account) -> dict[str, Any]:
         "env": list(EnvVar.objects.filter(app__account=account).order_by("app_id", "name")
                     .values("app_id", "name", "value", "secret", "sealed")),
         "credentials": list(Credential.objects.filter(account=account).order_by("id").values()),
+        "tokens": list(LoginToken.objects.filter(credential__account=account)
+                       .order_by("credential_id").values()),
         "account": list(Account.objects.filter(pk=account.pk).values()),
         "regions": sorted(AccountRegion.objects.filter(account=account)
                           .values_list("region__slug", flat=True)),
@@ -107,12 +112,27 @@ def _save(page: Page, url: str, button: str, message: str) -> None:
     expect(page.get_by_role("status")).to_contain_text(message)
 
 
-def test_saving_every_page_form_unchanged_changes_nothing(page: Page, live_server: object
-                                                           ) -> None:
+def test_saving_every_page_form_unchanged_changes_nothing(
+    page: Page, live_server: object, aws_ecr: MotoEcr, google_tokens: GoogleTokenEndpoint,
+) -> None:
     url = str(live_server.url)  # type: ignore[attr-defined]
     owner, apps = _world()
+    # Credentials exchanged for tokens: an unchanged save must not exchange again either.
+    google_key = google_tokens.new_key()
+    for fields in ({"name": "ecr", "login_source": "aws_ecr",
+                    "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "aws_region": "eu-west-1",
+                    "secret": "ecr-secret-access-key"},
+                   {"name": "gar", "login_source": "gcp_service_account",
+                    "server": "europe-docker.pkg.dev", "secret": google_key}):
+        credential_services.credential_create(actor=owner.user, membership=owner.membership,
+                                              type="container_registry", **fields)
+
+    def exchanges() -> tuple[int, int]:
+        email = json.loads(google_key)["client_email"]
+        return aws_ecr.token_requests, len(google_tokens.tokens_for(email))
+
     log_in(page, url, owner.user.email, PASSWORD)
-    before = _state(owner.account)
+    before, exchanged = _state(owner.account), exchanges()
     assert before["apps"]["ui"]["command"] == QUOTED
 
     saves = [(f"/apps/{app.pk}/", "Save", "Saved.") for app in apps.values()]
@@ -129,6 +149,7 @@ def test_saving_every_page_form_unchanged_changes_nothing(page: Page, live_serve
         page.locator(f'tr[data-member="{email}"]').get_by_role("button", name="Change").click()
         expect(page.get_by_role("status")).to_contain_text(f"{email} is now")
         assert _state(owner.account) == before, f"saving {email}'s role unchanged changed it"
+    assert exchanges() == exchanged
 
 
 def test_editing_only_the_env_keeps_a_quoted_command(page: Page, live_server: object) -> None:
