@@ -89,7 +89,9 @@ class AppForm(forms.Form):
     context = forms.CharField(max_length=255, required=False, label="Context directory")
     build_args = forms.CharField(required=False, strip=False,
                                  widget=forms.Textarea(attrs={"rows": 2}),
-                                 label="Build arguments", help_text="One NAME=value per line.")
+                                 label="Build arguments",
+                                 help_text="One NAME=value per line; a NAME alone keeps its "
+                                           "current value.")
     build_pull = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
                                         label="Container registry for build pull")
     source_upload = forms.BooleanField(
@@ -112,13 +114,16 @@ class AppForm(forms.Form):
         git_credential.choices = [  # type: ignore[attr-defined]
             ("", "None (public repository)"), *git_options]
 
-    def build_input(self) -> BuildInput:
+    def build_input(self, current_args: dict[str, str] | None = None) -> BuildInput:
+        """The build settings; a build argument given by its name alone keeps its value in
+        ``current_args`` (how the page shows one on several lines), else is empty."""
         data = self.cleaned_data
         args: dict[str, str] = {}
         for line in _lines(data.get("build_args") or ""):
             if line.strip():
-                name, _, value = line.partition("=")
-                args[name.strip()] = value
+                name, sep, value = line.partition("=")
+                name = name.strip()
+                args[name] = value if sep else (current_args or {}).get(name, "")
         return BuildInput(
             git_url=data.get("git_url") or "", git_ref=data.get("git_ref") or "main",
             git_credential_id=data.get("git_credential"),

@@ -78,7 +78,7 @@ def _save(request: HttpRequest, membership: Membership, form: AppForm,
         "name": data["name"], "source": data["source"], "image": data["image"],
         "runtime_pull": runtime_pull, "runtime_pull_credential_id": credential_id,
         "port": data["port"], "command": data["command"], "env": form.env_inputs(),
-        "regions": data["regions"], "build": form.build_input(),
+        "regions": data["regions"], "build": form.build_input(app.build_args if app else None),
     }
     if data.get("replicas") is not None or app is None:
         fields["replicas"] = data.get("replicas") or 1
@@ -116,8 +116,8 @@ def app_new(request: HttpRequest) -> HttpResponse:
 def _initial(app: App) -> dict[str, Any]:
     """The App page's fields as the app is now, written so that saving them unchanged
     changes nothing: the command quoted as a shell would (``shlex.join``, read back with
-    ``shlex.split``), and a value that cannot sit on one line as its name alone, which
-    keeps it (see :meth:`AppForm.env_inputs`)."""
+    ``shlex.split``), and a variable or build argument whose value cannot sit on one line
+    as its name alone, which keeps it (see :class:`AppForm`)."""
     return {
         "name": app.name, "source": app.source, "image": app.image,
         "pull": pull_value(app.runtime_pull, app.runtime_pull_credential_id),
@@ -130,7 +130,8 @@ def _initial(app: App) -> dict[str, Any]:
         "git_url": app.git_url, "git_ref": app.git_ref,
         "git_credential": app.git_credential_id, "dockerfile": app.dockerfile,
         "context": app.context,
-        "build_args": "\n".join(f"{k}={v}" for k, v in (app.build_args or {}).items()),
+        "build_args": "\n".join(k if multi_line(v) else f"{k}={v}"
+                                for k, v in (app.build_args or {}).items()),
         "build_pull": app.build_pull_credential_id,
     }
 
