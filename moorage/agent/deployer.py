@@ -108,6 +108,7 @@ from moorage.agent.runtime.base import AppSpec, ImageSource, PullProgress, Runti
 from moorage.protocol.build import MAX_SOURCE_BYTES, BuildSpec
 from moorage.protocol.enums import PullMode
 from moorage.protocol.enums import Runtime as RuntimeKind
+from moorage.protocol.readiness import ready_timeout_from
 from moorage.registry import RegistryLogin
 from moorage.registry.hosts import InvalidRegistryHost, hosts_match, normalize_registry_host
 from moorage.registry.reference import InvalidReference, parse_reference
@@ -377,7 +378,8 @@ class Deployer:
                        account=accounts.get(d.account_id, str(d.account_id)),
                        app_id=d.app_id, app=d.app, deployment_id=d.id,
                        port=d.payload.get("port"), command=d.payload.get("command"),
-                       env=dict(env), replicas=d.payload.get("replicas") or 1)
+                       env=dict(env), replicas=d.payload.get("replicas") or 1,
+                       ready_timeout=ready_timeout_from(d.payload))
         try:
             result = self.runtime.deploy(spec, image, reporter)
         except DeployError as exc:

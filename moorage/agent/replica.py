@@ -52,6 +52,7 @@ from moorage.protocol.build import BuildSpec
 from moorage.protocol.credential import format_expiry, parse_expiry
 from moorage.protocol.enums import Op, PullMode
 from moorage.protocol.logs import LogRequestSpec
+from moorage.protocol.readiness import ready_timeout_from
 from moorage.protocol.region import RegionSettings
 from moorage.registry import RegistryLogin
 from moorage.sealing import Key, Keyring, SealedDataError, key_id_of, open_sealed
@@ -755,6 +756,10 @@ def _deployment_row(value: Any, *, where: str) -> tuple[Any, ...]:
     if command is not None and (not isinstance(command, list)
                                 or not all(isinstance(c, str) for c in command)):
         raise MalformedPayload(f"{where}: command is not a list of strings")
+    try:
+        ready_timeout_from(value)
+    except ValueError as exc:
+        raise MalformedPayload(f"{where}: {exc}") from None
     env = value.get("env") or []
     if not isinstance(env, list):
         raise MalformedPayload(f"{where}: env is not a list")

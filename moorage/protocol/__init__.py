@@ -13,6 +13,7 @@ plane builds and signs what the agents verify and apply, so the two cannot drift
 - :mod:`.logs` — app log requests, their bounds and the follow cursor;
 - :mod:`.credential` — a CREDENTIAL's ``expires_at`` (short-lived tokens);
 - :mod:`.region` — the region's own settings (runtime, region registry);
+- :mod:`.readiness` — an app's readiness timeout, its bounds and its default;
 - :mod:`.runtime_report` — what an agent reports about its runtime (nodes, services, I12).
 """
 

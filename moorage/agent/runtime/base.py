@@ -76,6 +76,9 @@ class AppSpec:
     command: list[str] | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)
     replicas: int = 1
+    #: Seconds the new version may take to run (and accept connections on ``port``) before
+    #: it is given up and the previous one restored; ``None``: the runtime's own default.
+    ready_timeout: float | None = None
 
     @property
     def app_name(self) -> str:

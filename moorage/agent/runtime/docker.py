@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +74,7 @@ from moorage.agent.runtime.enginelogs import engine_log_lines, engine_since
 from moorage.agent.streaming import DeadlineExceeded, read_with_deadline
 from moorage.protocol.enums import Runtime as RuntimeKind
 from moorage.protocol.logs import DEFAULT_TAIL, LogLine
+from moorage.protocol.readiness import READY_TIMEOUT_DEFAULT
 from moorage.registry import RegistryLogin
 from moorage.registry.auth import scrub
 from moorage.registry.dockerconfig import engine_auth_config, registry_config_header
@@ -84,7 +86,8 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 PULL_TIMEOUT = 600.0
 BUILD_TIMEOUT = 1800.0
 KEEP_BUILDS = 3
-READY_TIMEOUT = 30.0
+#: Seconds a new container may take to be ready when its app does not say.
+READY_TIMEOUT = float(READY_TIMEOUT_DEFAULT)
 STOP_TIMEOUT = 10
 API_TIMEOUT = 60
 LOG_TAIL = 20
@@ -597,8 +600,9 @@ class DockerRuntime(Runtime):
                         "port_in_use",
                         f"Port {spec.port} on the host is already served by something that is "
                         "not this app; the container was not started.")
-                api.start(container_id)
-                self._wait_ready(api, container_id, spec.port)
+                self._start(api, container_id, spec)
+                self._wait_ready(api, container_id, spec.port,
+                                 timeout=spec.ready_timeout or self.ready_timeout)
                 # From now on the engine brings it back after a crash or a reboot.
                 api.update_container(container_id,
                                      restart_policy={"Name": "unless-stopped"})
@@ -617,8 +621,25 @@ class DockerRuntime(Runtime):
                 removed.append(str(container["Id"]))
         return RunResult(container_id=container_id, name=spec.name, removed=removed)
 
-    def _wait_ready(self, api: docker.APIClient, container_id: str, port: int | None) -> None:
-        deadline = time.monotonic() + self.ready_timeout
+    def _start(self, api: docker.APIClient, container_id: str, spec: AppSpec) -> None:
+        """Start the created container; an engine that cannot (no such executable, a bad
+        working directory...) is ``container_start_failed`` in the engine's own words."""
+        try:
+            api.start(container_id)
+        except docker.errors.APIError as exc:
+            said = _explanation(exc)
+            what = (f"the command {shlex.join(spec.command)}" if spec.command
+                    else "the image's own command")
+            raise DeployError(
+                "container_start_failed",
+                f"The container could not start: {start_failure_reason(said)}. Check "
+                f"{what} and the image. The engine said: {said[:300]}") from None
+
+    def _wait_ready(self, api: docker.APIClient, container_id: str, port: int | None, *,
+                    timeout: float) -> None:
+        """Until the container runs (and accepts connections on ``port``), at most
+        ``timeout`` seconds; an exit ends the wait at once."""
+        deadline = time.monotonic() + timeout
         settle_until = time.monotonic() + 1.0  # without a port: still running after 1 s
         while True:
             info = api.inspect_container(container_id)
@@ -640,7 +661,8 @@ class DockerRuntime(Runtime):
                 what = f"accept connections on port {port}" if port is not None else "run"
                 raise DeployError(
                     "container_not_ready",
-                    f"The container did not {what} within {self.ready_timeout:.0f} s.",
+                    f"The container did not {what} within {timeout:g} s (the app's "
+                    "readiness timeout).",
                     logs=self._tail(api, container_id))
             time.sleep(0.2)
 
@@ -718,20 +740,49 @@ def _short(exc: BaseException) -> str:
     return str(exc)[:300]
 
 
+def _explanation(exc: docker.errors.APIError) -> str:
+    """What the engine said in a refused call, as text (some engines answer a JSON body
+    the client did not unwrap)."""
+    explanation = exc.explanation
+    if isinstance(explanation, bytes):
+        explanation = explanation.decode("utf-8", "replace")
+    text = str(explanation or exc)
+    try:
+        text = str(json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        pass
+    return text.strip()
+
+
+#: Where an OCI runtime's error chain names the cause of a failed start (runc before and
+#: after 1.1, as dockerd and swarm tasks pass it on).
+_START_CAUSE = re.compile(r".*(?:process caused|unable to start container process):\s*",
+                          re.DOTALL)
+
+
+def start_failure_reason(text: str) -> str:
+    """The cause in an engine's message for a container that could not start, e.g.
+    ``exec: "nosuchcmd": executable file not found in $PATH`` out of runc's chain
+    ``OCI runtime create failed: …: starting container process caused: exec: …: unknown``;
+    the whole text when it has no such chain (Podman's crun says it plainly)."""
+    reason = _START_CAUSE.sub("", text.strip(), count=1)
+    return reason.removesuffix(": unknown").strip()[:300] or text.strip()[:300]
+
+
+def is_start_failure(text: str) -> bool:
+    """Whether an engine's (or a swarm task's) error says the container could not start."""
+    low = text.lower()
+    return any(marker in low for marker in (
+        "oci runtime", "starting container failed", "executable file not found",
+        "unable to start container process", "exec format error"))
+
+
 def _pull_failure(
     exc: BaseException, ref: ImageReference, host: str, who: str, login: RegistryLogin | None
 ) -> BaseException:
     if isinstance(exc, docker.errors.APIError):
-        explanation = exc.explanation
-        if isinstance(explanation, bytes):
-            explanation = explanation.decode("utf-8", "replace")
-        text = str(explanation or exc)
-        try:  # some engines answer a JSON body the client did not unwrap
-            text = str(json.loads(text).get("message", text))
-        except (ValueError, AttributeError):
-            pass
-        return classify_pull_error(scrub(text, login), exc.status_code, ref=ref, host=host,
-                                   who=who)
+        return classify_pull_error(scrub(_explanation(exc), login), exc.status_code, ref=ref,
+                                   host=host, who=who)
     if isinstance(exc, requests.exceptions.ConnectionError):
         return exc  # the engine itself: handled by the caller
     if isinstance(exc, DeployError):

@@ -78,6 +78,8 @@ from moorage.agent.runtime.docker import (
     DockerRuntime,
     _EngineClient,
     classify_pull_error,
+    is_start_failure,
+    start_failure_reason,
 )
 from moorage.agent.runtime.enginelogs import engine_since
 from moorage.protocol.enums import NodeState
@@ -431,9 +433,9 @@ class SwarmRuntime(Runtime):
 
     def _budget(self, spec: AppSpec) -> float:
         """Seconds a deploy of ``spec`` may take: a rolling update replaces one task at a
-        time (stop, start, monitor)."""
+        time (stop, start, monitor); an app's longer readiness timeout extends it."""
         per_replica = self.monitor + self.stop_timeout + self.task_slack
-        return self.ready_timeout + spec.replicas * per_replica
+        return max(self.ready_timeout, spec.ready_timeout or 0) + spec.replicas * per_replica
 
     def _create(self, api: _SwarmClient, spec: AppSpec, body: dict[str, Any], auth: str,
                 events: DeployEvents, pinned: ImageReference) -> DeployResult:
@@ -498,6 +500,11 @@ class SwarmRuntime(Runtime):
         creating = previous_update is None
         mine = str(spec.deployment_id)
         shown = -1
+        #: Once every task runs, the port has the app's readiness timeout to answer, not
+        #: what is left of the whole budget: a version that runs but never listens is
+        #: rolled back then.
+        ready = spec.ready_timeout or self.ready_timeout
+        listen_by: float | None = None
         while True:
             service = api.inspect_service(service_id)
             status = service.get("UpdateStatus") or {}
@@ -530,9 +537,14 @@ class SwarmRuntime(Runtime):
                         events.line(f"Port {spec.port} accepts connections on every node "
                                     "running a replica")
                     return running
+                listen_by = listen_by or time.monotonic() + ready
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline or (listen_by is not None and now >= listen_by):
                 reason = self._stall_reason(ours, running, spec)
+                if listen_by is not None and now >= listen_by:
+                    reason = (f"Every replica of deployment {mine} runs, but port {spec.port} "
+                              f"did not accept connections on every node within {ready:g} s "
+                              "(the app's readiness timeout).")
                 if not creating:
                     self._rollback(api, service_id)
                     self._finish_rollback(api, service_id, "rollback_started",
@@ -620,7 +632,14 @@ class SwarmRuntime(Runtime):
         logs: list[str] = []
         if failed:
             newest = max(failed, key=lambda t: str(t.get("UpdatedAt", "")))
-            said = f" A task said: {newest['Status'].get('Err') or newest['Status']['State']}."
+            err = str(newest["Status"].get("Err") or "")
+            if is_start_failure(err):
+                return DeployError(
+                    "container_start_failed",
+                    f"The new version of {spec.app} could not start: "
+                    f"{start_failure_reason(err)}. Swarm rolled the service back: deployment "
+                    f"{serving} keeps serving. A task said: {err[:300]}")
+            said = f" A task said: {err or newest['Status']['State']}."
             logs = self._task_tail(api, newest["ID"])
         return DeployError(
             "update_rolled_back",
@@ -633,6 +652,11 @@ class SwarmRuntime(Runtime):
                       spec: AppSpec) -> DeployError:
         err = str(task["Status"].get("Err") or task["Status"].get("Message") or "")
         low = err.lower()
+        if is_start_failure(err):  # first: the command itself may say "pull" or "manifest"
+            return DeployError(
+                "container_start_failed",
+                f"A task of {spec.app} could not start: {start_failure_reason(err)}. No "
+                f"service was left behind. A task said: {err[:300]}")
         if "no such image" in low or "pull" in low or "manifest" in low:
             ref = parse_reference(_image_of({"TaskTemplate": task["Spec"]}))
             return classify_pull_error(err, None, ref=ref, host=ref.registry_host,

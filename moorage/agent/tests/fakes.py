@@ -67,6 +67,8 @@ class FakeDeployment:
     replicas: int = 1
     #: The protocol's ``build`` object (builds from source; ``image`` is then None).
     build: dict[str, Any] | None = None
+    #: The app's readiness timeout; ``None`` leaves the field out, as older control planes do.
+    ready_timeout: int | None = None
 
 
 @dataclass
@@ -191,11 +193,14 @@ class FakeControlPlane:
             aad = protocol.region_env_aad(region=self.region, account_id=d.account_id,
                                           app_id=d.app_id, deployment_id=d.id, name=name)
             env.append({"name": name, "secret": seal(self.key, value.encode(), aad)})
-        return {"id": d.id, "account_id": d.account_id,
-                "account_slug": self.accounts.get(d.account_id), "app_id": d.app_id,
-                "app": d.app, "number": d.number, "image": d.image, "build": d.build,
-                "pull": pull, "port": d.port, "command": d.command, "replicas": d.replicas,
-                "env": env}
+        payload = {"id": d.id, "account_id": d.account_id,
+                   "account_slug": self.accounts.get(d.account_id), "app_id": d.app_id,
+                   "app": d.app, "number": d.number, "image": d.image, "build": d.build,
+                   "pull": pull, "port": d.port, "command": d.command,
+                   "replicas": d.replicas, "env": env}
+        if d.ready_timeout is not None:
+            payload["ready_timeout"] = d.ready_timeout
+        return payload
 
     def set_settings(self, runtime: str, registry: tuple[str, str, str, int] | None = None
                      ) -> int:

@@ -168,6 +168,45 @@ def test_a_failing_deployment_reports_why_and_the_previous_one_keeps_serving(
     assert docker_client.containers.get(serving).status == "running"
 
 
+def test_a_command_that_cannot_start_is_classified_in_the_engines_words(
+    fake: FakeControlPlane, make_agent: MakeAgent, registry_basic: RegistryServer,
+    app_image: str, docker_client: docker.DockerClient,
+) -> None:
+    port = free_port()
+    seeded(fake, registry_basic, "dep-nocmd", image=app_image, port=port,
+           command=["httpd", "-f", "-p", str(port)])
+    agent = make_agent()
+    agent.run_once()
+    serving = fake.reports[-1][1]["container_id"]
+    fake.put_deployment(FakeDeployment(42, 1, 3, "api", 2, app_image, credential_id=17,
+                                       port=port, command=["nosuchcmd"]))
+    agent.run_once()
+    assert statuses(fake, 42) == ["pulling", "starting", "failed"]
+    error = fake.reports[-1][1]["error"]
+    assert error["code"] == "container_start_failed"
+    assert error["message"].startswith('The container could not start: exec: "nosuchcmd": '
+                                       "executable file not found in $PATH.")
+    assert docker_client.containers.get(serving).status == "running"
+
+
+def test_the_apps_readiness_timeout_reaches_the_runtime(
+    fake: FakeControlPlane, make_agent: MakeAgent, registry_basic: RegistryServer,
+    app_image: str, docker_client: docker.DockerClient,
+) -> None:
+    """The runtime waits 15 s by default; the deployment says 2, and 2 it is."""
+    port = free_port()
+    seeded(fake, registry_basic, "dep-ready", image=app_image, port=port,
+           command=["sleep", "60"], ready_timeout=2)
+    make_agent().run_once()
+    assert statuses(fake, 41) == ["pulling", "starting", "failed"]
+    error = fake.reports[-1][1]["error"]
+    assert error == {"code": "container_not_ready",
+                     "message": f"The container did not accept connections on port {port} "
+                                "within 2 s (the app's readiness timeout)."}
+    assert [c for c in docker_client.containers.list(all=True)
+            if c.labels.get("moorage.app") == "3"] == []
+
+
 def test_a_credential_for_another_host_fails_without_any_network_call(
     fake: FakeControlPlane, make_agent: MakeAgent, registry_basic: RegistryServer,
     app_image: str,

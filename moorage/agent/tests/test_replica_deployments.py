@@ -126,3 +126,29 @@ def test_a_deployment_the_control_plane_saw_finish_is_not_run_by_a_fresh_agent(
     fresh = Replica(replica.path.parent / "other" / "replica.sqlite3", fake.key)
     fresh.apply_snapshot(queued)
     assert len(fresh.deployments(state="pending")) == 2
+
+
+@pytest.mark.parametrize("value", [0, 601, "30", 2.5, True, [30]])
+def test_a_ready_timeout_that_is_not_whole_seconds_within_bounds_is_refused(
+    fake: FakeControlPlane, replica: Replica, value: object
+) -> None:
+    seeded(fake)
+    replica.apply_snapshot(fake.snapshot_payload())
+    fake.put_deployment(FakeDeployment(42, 1, 3, "api", 2, "registry.example/acme/api:2"))
+    payload = fake.changes_payload(fake.revision - 1)
+    payload["changes"][0]["deployment"]["ready_timeout"] = value
+    with pytest.raises(MalformedPayload, match="ready_timeout is not a whole number"):
+        replica.apply_changes(payload)
+    assert replica.get_deployment(42) is None
+
+
+def test_a_ready_timeout_travels_and_an_older_payload_without_one_is_valid(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)  # deployment 41 has no ready_timeout: an older control plane's
+    fake.put_deployment(FakeDeployment(42, 1, 4, "web", 1, "registry.example/acme/web:1",
+                                       ready_timeout=90))
+    replica.apply_snapshot(fake.snapshot_payload())
+    by_id = {d.id: d for d in replica.deployments()}
+    assert "ready_timeout" not in by_id[41].payload
+    assert by_id[42].payload["ready_timeout"] == 90

@@ -7,8 +7,10 @@ containers and images a test made, so every pull really goes to the registry.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -232,3 +234,122 @@ def test_a_container_that_never_listens_is_not_ready(
         quick.run(spec(51, free_port(), ["sleep", "60"]), pulled.by_digest)
     assert raised.value.code == "container_not_ready"
     assert quick.containers(1, 3) == []
+
+
+class Probe:
+    """Connects to 127.0.0.1:port every 50 ms in a thread and keeps when it could."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port = port
+        self.seen: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.3):
+                    up = True
+            except OSError:
+                up = False
+            self.seen.append((time.monotonic(), up))
+            self._stop.wait(0.05)
+
+    def longest_gap(self) -> float:
+        """The longest stretch, in seconds, during which nothing answered."""
+        longest, down_since = 0.0, None
+        for at, up in self.seen:
+            if not up and down_since is None:
+                down_since = at
+            elif up and down_since is not None:
+                longest, down_since = max(longest, at - down_since), None
+        if down_since is not None:
+            longest = max(longest, self.seen[-1][0] - down_since)
+        return longest
+
+
+_restore_names = itertools.count()
+
+
+@pytest.fixture
+def serving_first(
+    runtime: DockerRuntime, registry_basic: RegistryServer, busybox_image: BusyboxImageFactory,
+) -> tuple[str, int, str]:
+    """An app serving on a port: (image by digest, port, its container id)."""
+    name = f"rt-restore-{next(_restore_names)}"
+    image = busybox_image(registry_basic, f"{name}/app")
+    pulled = runtime.pull(image, user_for(registry_basic, name))
+    port = free_port()
+    first = runtime.run(spec(61, port, ["httpd", "-f", "-p", str(port)]), pulled.by_digest)
+    assert serving(port)
+    return pulled.by_digest, port, first.container_id
+
+
+def test_a_command_that_cannot_start_is_container_start_failed_and_the_old_one_serves(
+    runtime: DockerRuntime, serving_first: tuple[str, int, str],
+    docker_client: docker.DockerClient,
+) -> None:
+    image, port, first = serving_first
+    with pytest.raises(DeployError) as raised:
+        runtime.run(spec(62, port, ["nosuchcmd", "--flag"]), image)
+    assert raised.value.code == "container_start_failed"
+    # The engine's own words, the cause first, and what to check.
+    assert raised.value.message.startswith(
+        'The container could not start: exec: "nosuchcmd": executable file not found in '
+        "$PATH. Check the command nosuchcmd --flag and the image. The engine said: ")
+    # The previous version serves again and is the app's only container.
+    assert serving(port)
+    assert [c["Id"] for c in runtime.containers(1, 3)] == [first]
+    assert docker_client.containers.get(first).status == "running"
+
+
+def test_the_old_version_answers_again_at_once_when_the_new_one_exits(
+    runtime: DockerRuntime, serving_first: tuple[str, int, str],
+) -> None:
+    """Host networking, same port: the old container stops for the new one, which exits
+    after 2 s without ever listening. The old one is back right then, not at the end of the
+    readiness timeout (30 s here)."""
+    image, port, first = serving_first
+    with Probe(port) as probe:
+        began = time.monotonic()
+        with pytest.raises(DeployError) as raised:
+            runtime.run(spec(63, port, ["sh", "-c", "sleep 2; exit 4"]), image)
+        failed_after = time.monotonic() - began
+        assert serving(port, timeout=5.0)
+        time.sleep(0.3)
+    assert raised.value.code == "container_exited"
+    assert failed_after < 10.0  # the exit ended the wait (ready timeout: 30 s)
+    # Down while the old one stopped and the new one ran its 2 s, then back at once.
+    assert 1.5 < probe.longest_gap() < 8.0, probe.longest_gap()
+    assert [c["Id"] for c in runtime.containers(1, 3)] == [first]
+
+
+def test_an_apps_readiness_timeout_bounds_the_gap_of_a_version_that_never_listens(
+    runtime: DockerRuntime, serving_first: tuple[str, int, str],
+) -> None:
+    """A new version that runs but never listens is given up after the app's own
+    readiness timeout (2 s), not the runtime's (15 s), and the old one serves again."""
+    image, port, first = serving_first
+    assert runtime.ready_timeout == 15
+    with Probe(port) as probe:
+        with pytest.raises(DeployError) as raised:
+            runtime.run(replace(spec(64, port, ["sleep", "60"]), ready_timeout=2), image)
+        assert serving(port, timeout=5.0)
+        time.sleep(0.3)
+    assert raised.value.code == "container_not_ready"
+    assert raised.value.message == (f"The container did not accept connections on port {port}"
+                                    " within 2 s (the app's readiness timeout).")
+    assert 1.5 < probe.longest_gap() < 9.0, probe.longest_gap()
+    assert [c["Id"] for c in runtime.containers(1, 3)] == [first]
