@@ -40,6 +40,7 @@ def app_out(app: App) -> dict[str, Any]:
         "runtime_pull_credential_id": credential.pk if credential else None,
         "runtime_pull_credential_name": credential.name if credential else None,
         "port": app.port, "command": app.command, "replicas": app.replicas,
+        "ready_timeout": app.ready_timeout,
         "env": [{"name": v.name, "value": None if v.secret else v.value, "secret": v.secret}
                 for v in app.env.all()],
         "regions": sorted(r.slug for r in app.regions.all()),
@@ -125,7 +126,8 @@ def app_create(request: HttpRequest, payload: AppIn) -> Status[dict[str, Any]]:
         actor=membership.user, membership=membership, name=payload.name,
         source=payload.source, image=payload.image, runtime_pull=payload.runtime_pull,
         runtime_pull_credential_id=payload.runtime_pull_credential_id, port=payload.port,
-        command=payload.command, replicas=payload.replicas, env=_env(payload.env),
+        command=payload.command, replicas=payload.replicas,
+        ready_timeout=payload.ready_timeout, env=_env(payload.env),
         regions=payload.regions, build=_build(payload.model_dump(exclude_unset=True), None),
         source_upload=payload.source_upload,
     )

@@ -10,6 +10,7 @@ from django import forms
 from moorage.apps.choices import RuntimePull, SourceMode
 from moorage.apps.services import REPLICAS_MAX, BuildInput, EnvInput
 from moorage.credentials.models import Credential
+from moorage.protocol.readiness import READY_TIMEOUT_MAX, READY_TIMEOUT_MIN
 
 CREDENTIAL_PREFIX = "credential:"
 
@@ -64,6 +65,12 @@ class AppForm(forms.Form):
         required=False, min_value=1, max_value=REPLICAS_MAX,
         help_text="A swarm region spreads them over its nodes (with a port, at most one per "
                   "node); a docker region runs one.")
+    ready_timeout = forms.IntegerField(
+        required=False, min_value=READY_TIMEOUT_MIN, max_value=READY_TIMEOUT_MAX,
+        label="Readiness timeout (seconds)",
+        help_text="How long a new version may take to run and accept connections on its port. "
+                  "A version that is not ready by then (or exits) is removed and the previous "
+                  "one serves again.")
     # No length limit of its own: the service bounds the arguments, and a command saved
     # through the API must survive a save of the page unchanged.
     command = forms.CharField(

@@ -7,6 +7,11 @@ from django.db import models
 
 from moorage.apps.choices import RuntimePull, SourceMode
 from moorage.keys.fields import SealedTextField
+from moorage.protocol.readiness import (
+    READY_TIMEOUT_DEFAULT,
+    READY_TIMEOUT_MAX,
+    READY_TIMEOUT_MIN,
+)
 
 
 class App(models.Model):
@@ -58,6 +63,10 @@ class App(models.Model):
     command = models.JSONField(null=True, blank=True, help_text="Arguments, or null for the "
                                "image's own command.")
     replicas = models.PositiveSmallIntegerField(default=1)
+    ready_timeout = models.PositiveSmallIntegerField(
+        default=READY_TIMEOUT_DEFAULT,
+        help_text="Seconds a new version may take to run (and accept connections on the "
+                  "port) before it is given up and the previous version serves again.")
     regions = models.ManyToManyField("regions.Region", related_name="apps", blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
                                    null=True, blank=True, related_name="+")
@@ -76,6 +85,11 @@ class App(models.Model):
                        & models.Q(runtime_pull_credential__isnull=True))
                 ),
                 name="app_pull_credential_matches_mode",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(ready_timeout__gte=READY_TIMEOUT_MIN,
+                                   ready_timeout__lte=READY_TIMEOUT_MAX),
+                name="app_ready_timeout_bounds",
             ),
         ]
 

@@ -7,7 +7,13 @@ from datetime import datetime
 from ninja import Field, Schema
 
 from moorage.apps.choices import RuntimePull, SourceMode
+from moorage.protocol.readiness import READY_TIMEOUT_DEFAULT, READY_TIMEOUT_MAX, READY_TIMEOUT_MIN
 from moorage.schemas import StrictIn, StrictInteger
+
+READY_TIMEOUT_HELP = (
+    f"Seconds ({READY_TIMEOUT_MIN}-{READY_TIMEOUT_MAX}, a JSON integer) a new version may take "
+    "to run and accept connections on its port before it is given up and the previous "
+    "version serves again.")
 
 
 class EnvIn(StrictIn):
@@ -45,6 +51,7 @@ class AppIn(BuildFieldsIn):
     port: StrictInteger | None = None
     command: list[str] | None = None
     replicas: StrictInteger = 1
+    ready_timeout: StrictInteger = Field(READY_TIMEOUT_DEFAULT, description=READY_TIMEOUT_HELP)
     env: list[EnvIn] = Field(default_factory=list)
     regions: list[str] | None = Field(None, description="Default: every region the account "
                                                          "deploys to.")
@@ -62,6 +69,7 @@ class AppPatch(BuildFieldsIn):
     port: StrictInteger | None = None
     command: list[str] | None = None
     replicas: StrictInteger | None = None
+    ready_timeout: StrictInteger | None = Field(None, description=READY_TIMEOUT_HELP)
     env: list[EnvIn] | None = None
     regions: list[str] | None = None
 
@@ -107,6 +115,7 @@ class AppOut(Schema):
     port: int | None
     command: list[str] | None
     replicas: int
+    ready_timeout: int = Field(..., description=READY_TIMEOUT_HELP)
     env: list[EnvOut]
     regions: list[str]
     git_url: str

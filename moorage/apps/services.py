@@ -23,6 +23,11 @@ from moorage.credentials.models import Credential
 from moorage.errors import Conflict, NotFound, ValidationFailed
 from moorage.keys.errors import SecretUnavailable, unavailable
 from moorage.keys.registry import APP_ENV_SECRET
+from moorage.protocol.readiness import (
+    READY_TIMEOUT_DEFAULT,
+    READY_TIMEOUT_MAX,
+    READY_TIMEOUT_MIN,
+)
 from moorage.regions.changelog import record_change
 from moorage.regions.choices import ChangeKind
 from moorage.regions.models import Region
@@ -231,6 +236,15 @@ def _clean_command(command: list[str] | None) -> list[str] | None:
     return command
 
 
+def _clean_ready_timeout(seconds: int) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int) \
+            or not READY_TIMEOUT_MIN <= seconds <= READY_TIMEOUT_MAX:
+        raise _fail("ready_timeout", "ready_timeout_invalid",
+                    f"The readiness timeout is a whole number of seconds between "
+                    f"{READY_TIMEOUT_MIN} and {READY_TIMEOUT_MAX}.")
+    return seconds
+
+
 def _clean_replicas(replicas: int) -> int:
     if not 1 <= replicas <= REPLICAS_MAX:
         raise _fail("replicas", "replicas_invalid", f"Replicas are between 1 and {REPLICAS_MAX}.")
@@ -312,6 +326,7 @@ def app_create(
     source: str = SourceMode.IMAGE, runtime_pull: str = RuntimePull.ACCOUNT_DEFAULT,
     runtime_pull_credential_id: int | None = None, port: int | None = None,
     command: list[str] | None = None, replicas: int = 1,
+    ready_timeout: int = READY_TIMEOUT_DEFAULT,
     env: list[EnvInput] | None = None, regions: list[str] | None = None,
     build: BuildInput | None = None, source_upload: bool = False,
 ) -> App:
@@ -332,7 +347,7 @@ def app_create(
     app = App(account=account, name=name, source=mode, image=_clean_image(mode, image),
               runtime_pull=pull, runtime_pull_credential=credential, port=_clean_port(port),
               command=_clean_command(command), replicas=_clean_replicas(replicas),
-              created_by=actor)
+              ready_timeout=_clean_ready_timeout(ready_timeout), created_by=actor)
     if build is not None:
         for field, value in clean_build(account, build).items():
             setattr(app, field, value)
@@ -377,6 +392,7 @@ def app_update(
     image: str | None = None, source: str | None = None, runtime_pull: str | None = None,
     runtime_pull_credential_id: int | None = _UNSET, port: int | None = _UNSET,
     command: list[str] | None = _UNSET, replicas: int | None = None,
+    ready_timeout: int | None = None,
     env: list[EnvInput] | None = None, regions: list[str] | None = None,
     build: BuildInput | None = None,
 ) -> App:
@@ -425,6 +441,9 @@ def app_update(
     if replicas is not None and _clean_replicas(replicas) != app.replicas:
         app.replicas = replicas
         changed.append("replicas")
+    if ready_timeout is not None and _clean_ready_timeout(ready_timeout) != app.ready_timeout:
+        app.ready_timeout = ready_timeout
+        changed.append("ready_timeout")
     if build is not None:
         for field, value in clean_build(app.account, build).items():
             if getattr(app, field) != value:

@@ -28,6 +28,7 @@ from moorage.credentials.selectors import credentials_of, default_credential
 from moorage.deployments import selectors as deployment_selectors
 from moorage.deployments import services as deployment_services
 from moorage.errors import ApplicationError, ValidationFailed
+from moorage.protocol.readiness import READY_TIMEOUT_DEFAULT
 from moorage.regions.choices import Runtime
 from moorage.regions.models import Region
 from moorage.regions.selectors import running_services
@@ -82,6 +83,8 @@ def _save(request: HttpRequest, membership: Membership, form: AppForm,
     }
     if data.get("replicas") is not None or app is None:
         fields["replicas"] = data.get("replicas") or 1
+    if data.get("ready_timeout") is not None:
+        fields["ready_timeout"] = data["ready_timeout"]
     try:
         if app is None:
             return services.app_create(actor=membership.user, membership=membership,
@@ -100,6 +103,7 @@ def app_new(request: HttpRequest) -> HttpResponse:
     membership = current_membership(request)
     require(membership, Action.DEPLOY)
     initial = {"source": "image", "pull": "account_default", "replicas": 1,
+               "ready_timeout": READY_TIMEOUT_DEFAULT,
                "regions": list(Region.objects.filter(account_links__account=membership.account)
                                .values_list("slug", flat=True))}
     form = _form(membership, request.POST or None, initial=initial)
@@ -121,7 +125,7 @@ def _initial(app: App) -> dict[str, Any]:
     return {
         "name": app.name, "source": app.source, "image": app.image,
         "pull": pull_value(app.runtime_pull, app.runtime_pull_credential_id),
-        "port": app.port, "replicas": app.replicas,
+        "port": app.port, "replicas": app.replicas, "ready_timeout": app.ready_timeout,
         "command": shlex.join(app.command) if app.command else "",
         "env": "\n".join(v.name if multi_line(v.value) else f"{v.name}={v.value}"
                          for v in app.env.all() if not v.secret),

@@ -124,6 +124,7 @@ class AppOptions:
     regions: tuple[str, ...] = ()
     port: int | None = None
     replicas: int | None = None
+    ready_timeout: int | None = None
     command: str | None = None
     env: tuple[str, ...] = ()
     secret_env: tuple[str, ...] = ()
@@ -144,6 +145,9 @@ def _shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--replicas", type=int, metavar="N",
                      help="How many replicas run in each region (a swarm region spreads them "
                           "over its nodes; with a port, at most one per node)."),
+        click.option("--ready-timeout", type=int, metavar="SECONDS",
+                     help="How long a new version may take to run and accept connections on "
+                          "its port before the previous one serves again (default 30)."),
         click.option("--command", metavar="CMD",
                      help="The command to run, split like a shell does: \"sh -c 'echo hi'\". "
                           "An empty string keeps the image's own."),
@@ -595,8 +599,8 @@ def _show_created(config: clientconfig.ClientConfig, app: dict[str, Any]) -> Non
 @_shared_options
 def apps_create(name: str, image: str | None, pull_credential: str | None,
                 no_pull_credential: bool, regions: tuple[str, ...], port: int | None,
-                replicas: int | None, command: str | None, env: tuple[str, ...],
-                secret_env: tuple[str, ...], secret_env_stdin: bool,
+                replicas: int | None, ready_timeout: int | None, command: str | None,
+                env: tuple[str, ...], secret_env: tuple[str, ...], secret_env_stdin: bool,
                 **build_options: Any) -> None:
     """Create an app that runs an image (--image) or is built from a git repository (--git).
 
@@ -606,8 +610,8 @@ def apps_create(name: str, image: str | None, pull_credential: str | None,
     config = require_login()
     opts = AppOptions(image=image, pull_credential=pull_credential,
                       no_pull_credential=no_pull_credential, regions=regions, port=port,
-                      replicas=replicas, command=command, env=env, secret_env=secret_env,
-                      secret_env_stdin=secret_env_stdin)
+                      replicas=replicas, ready_timeout=ready_timeout, command=command, env=env,
+                      secret_env=secret_env, secret_env_stdin=secret_env_stdin)
     build = BuildOptions(**build_options)
     given = [flag for flag, value in (("--image", image), ("--git", build.git),
                                       ("--source", build.source_dir)) if value is not None]
@@ -632,6 +636,8 @@ def apps_create(name: str, image: str | None, pull_credential: str | None,
         body["port"] = port
     if replicas is not None:
         body["replicas"] = replicas
+    if ready_timeout is not None:
+        body["ready_timeout"] = ready_timeout
     if command is not None:
         body["command"] = _command(command)
     if _env_given(opts):
@@ -667,7 +673,7 @@ def apps_create(name: str, image: str | None, pull_credential: str | None,
 def apps_update(name: str, new_name: str | None, image: str | None, use_account_default: bool,
                 pull_credential: str | None, no_pull_credential: bool,
                 regions: tuple[str, ...], port: int | None, replicas: int | None,
-                command: str | None,
+                ready_timeout: int | None, command: str | None,
                 env: tuple[str, ...], secret_env: tuple[str, ...], secret_env_stdin: bool,
                 unset_env: tuple[str, ...], **build_options: Any) -> None:
     """Change what is given, and nothing else; it takes effect at the next deploy.
@@ -680,8 +686,9 @@ def apps_update(name: str, new_name: str | None, image: str | None, use_account_
     opts = AppOptions(image=image, pull_credential=pull_credential,
                       no_pull_credential=no_pull_credential,
                       use_account_default=use_account_default, regions=regions, port=port,
-                      replicas=replicas, command=command, env=env, secret_env=secret_env,
-                      secret_env_stdin=secret_env_stdin, unset_env=unset_env)
+                      replicas=replicas, ready_timeout=ready_timeout, command=command, env=env,
+                      secret_env=secret_env, secret_env_stdin=secret_env_stdin,
+                      unset_env=unset_env)
     build = BuildOptions(**build_options)
     given = [flag for flag, value in (("--image", image), ("--git", build.git),
                                       ("--source", build.source_dir)) if value is not None]
@@ -697,7 +704,7 @@ def apps_update(name: str, new_name: str | None, image: str | None, use_account_
     if source != app["source"] and build.source_dir is None:
         body["source"] = source  # an upload makes the app a build app itself
     for key, value in (("name", new_name), ("image", image), ("port", port),
-                       ("replicas", replicas)):
+                       ("replicas", replicas), ("ready_timeout", ready_timeout)):
         if value is not None:
             body[key] = value
     if regions:
@@ -947,6 +954,7 @@ def apps_status(name: str) -> None:
     rows = [("Regions", ", ".join(app["regions"]) or "none"),
             ("Replicas", str(app["replicas"])),
             ("Port", str(app["port"]) if app["port"] is not None else ""),
+            ("Ready in", f"{app['ready_timeout']} s at most" if "ready_timeout" in app else ""),
             ("Command", shlex.join(app["command"]) if app["command"] else ""),
             ("Env", _env_summary(app))]
     for label, value in rows:

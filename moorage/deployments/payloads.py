@@ -92,6 +92,7 @@ def deployment_payload(
         "port": app.port,
         "command": app.command,
         "replicas": app.replicas,
+        "ready_timeout": app.ready_timeout,
         "env": env,
     }
 

@@ -114,6 +114,12 @@ def test_only_the_accounts_registry_credentials_can_be_picked(
     ({"env": [{"name": "1BAD", "value": "x"}]}, "env_name_invalid"),
     ({"regions": ["mars-1"]}, "region_not_enabled"),
     ({"replicas": 0}, "replicas_invalid"),
+    ({"ready_timeout": 0}, "ready_timeout_invalid"),
+    ({"ready_timeout": 601}, "ready_timeout_invalid"),
+    # Strict: a JSON integer, not a string, a boolean or a fraction.
+    ({"ready_timeout": "30"}, "validation_error"),
+    ({"ready_timeout": True}, "validation_error"),
+    ({"ready_timeout": 2.5}, "validation_error"),
 ])
 def test_bad_input(client: Client, owner: Member, body: dict[str, Any], code: str) -> None:
     base = {"name": "api", "image": "ghcr.io/acme/api:1.4"}
@@ -257,3 +263,29 @@ def test_deleting_a_credential_apps_name_is_refused_with_their_names(
     with pytest.raises(Exception, match="api, web"):
         credential_services.credential_delete(actor=owner.user, membership=owner.membership,
                                               credential_id=hub.id)
+
+
+def test_the_readiness_timeout_is_kept_changed_and_sent_to_the_region(
+    client: Client, owner: Member, eu: AgentView
+) -> None:
+    created = _call(client, "POST", "/apps", owner,
+                    {"name": "api", "image": "ghcr.io/acme/api:1.4", "port": 8080})
+    assert created.status_code == 201, created.content
+    app = created.json()
+    assert app["ready_timeout"] == 30  # the default
+    changed = _call(client, "PATCH", f"/apps/{app['id']}", owner, {"ready_timeout": 90})
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["ready_timeout"] == 90
+    assert AuditEvent.objects.filter(action="app.updated").last().details["changed"] == [
+        "ready_timeout"]
+    # Out of bounds on a change: refused, nothing changed.
+    assert_api_error(_call(client, "PATCH", f"/apps/{app['id']}", owner,
+                           {"ready_timeout": 100000}), 422, "ready_timeout_invalid")
+    assert App.objects.get(id=app["id"]).ready_timeout == 90
+    # Null leaves it as it is (like every other unset field of a PATCH).
+    same = _call(client, "PATCH", f"/apps/{app['id']}", owner, {"ready_timeout": None})
+    assert same.json()["ready_timeout"] == 90
+    start = eu.snapshot(client)["revision"]
+    assert _call(client, "POST", f"/apps/{app['id']}/deploy", owner).status_code == 201
+    [change] = eu.changes(client, start)["changes"]
+    assert change["deployment"]["ready_timeout"] == 90

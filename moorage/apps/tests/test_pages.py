@@ -138,3 +138,25 @@ def test_viewers_see_the_app_but_cannot_change_or_deploy(client: Client, owner: 
     assert client.post(f"/apps/{app.id}/deploy/").status_code == 403
     assert client.post(f"/apps/{app.id}/delete/").status_code == 403
     assert App.objects.filter(id=app.id).exists()
+
+
+def test_the_readiness_timeout_on_the_page(client: Client, owner: Member) -> None:
+    _login(client, owner)
+    new = client.get("/apps/new/").content.decode()
+    assert re.search(r'<input type="number" name="ready_timeout" value="30"[^>]*'
+                     r'min="1"[^>]*max="600"', new), new
+    base = {"name": "api", "source": "image", "image": "ghcr.io/acme/api:1.4",
+            "pull": "none", "port": "8080"}
+    assert client.post("/apps/new/", base | {"ready_timeout": "45"}).status_code == 302
+    app = App.objects.get(name="api")
+    assert app.ready_timeout == 45
+    page = client.get(f"/apps/{app.id}/").content.decode()
+    assert 'name="ready_timeout" value="45"' in page
+    # Saved unchanged, it stays; out of bounds, the field says why and nothing changes.
+    assert client.post(f"/apps/{app.id}/", base | {"ready_timeout": "45"}).status_code == 302
+    refused = client.post(f"/apps/{app.id}/", base | {"ready_timeout": "0"})
+    assert refused.status_code == 422
+    assert re.search(r'id_ready_timeout.*?<p class="field-error">[^<]*greater than or equal '
+                     r'to 1', refused.content.decode(), re.S)
+    app.refresh_from_db()
+    assert app.ready_timeout == 45

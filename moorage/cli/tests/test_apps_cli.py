@@ -364,6 +364,21 @@ def test_errors_and_delete(run: Cli, logged_in: Member) -> None:
     assert run.json("apps", "list") == []
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_readiness_timeout_is_set_on_create_and_update(run: Cli, logged_in: Member) -> None:
+    _ok(run("apps", "create", "slow", "--image", "busybox:1", "--port", "8080",
+            "--ready-timeout", "120"))
+    assert App.objects.get(name="slow").ready_timeout == 120
+    assert "Ready in: 120 s at most" in _ok(run("apps", "status", "slow")).stdout
+    _ok(run("apps", "update", "slow", "--ready-timeout", "5"))
+    assert run.json("apps", "list")[0]["ready_timeout"] == 5
+    assert "between 1 and 600" in _fails(run("apps", "update", "slow", "--ready-timeout", "0"),
+                                         "ready_timeout_invalid")
+    assert App.objects.get(name="slow").ready_timeout == 5
+    _ok(run("apps", "create", "quick", "--image", "busybox:1"))
+    assert App.objects.get(name="quick").ready_timeout == 30
+
+
 # ----- builds from source
 
 REPO = "https://git.example.com/acme/api.git"
