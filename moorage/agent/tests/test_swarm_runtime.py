@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import docker
@@ -253,6 +253,63 @@ def test_a_first_version_that_cannot_run_leaves_no_service(
     assert raised.value.code == "container_exited", raised.value.message
     assert "non-zero exit (4)" in raised.value.message
     assert not swarm_client.api.services(filters={"label": "moorage.app=51"})
+
+
+def test_a_first_version_whose_command_cannot_start_says_so_and_leaves_no_service(
+    runtime: SwarmRuntime, swarm_client: docker.DockerClient, registry_basic: RegistryServer,
+    busybox_image: BusyboxImageFactory,
+) -> None:
+    repository = "sw-nocmd/api"
+    image = busybox_image(registry_basic, repository, "1.0", marker=repository)
+    login = _user(registry_basic, repository)
+    with pytest.raises(DeployError) as raised:
+        runtime.deploy(_spec(55, app_id=55, replicas=1, command=["nosuchcmd"]),
+                       _source(image, login), Events())
+    assert raised.value.code == "container_start_failed", raised.value.message
+    assert raised.value.message.startswith(
+        'A task of api could not start: exec: "nosuchcmd": executable file not found in '
+        "$PATH. No service was left behind. A task said: ")
+    assert not swarm_client.api.services(filters={"label": "moorage.app=55"})
+
+
+def test_an_update_that_cannot_start_or_never_listens_is_rolled_back_in_the_apps_time(
+    runtime: SwarmRuntime, swarm_client: docker.DockerClient, registry_basic: RegistryServer,
+    busybox_image: BusyboxImageFactory,
+) -> None:
+    repository = "sw-norun/api"
+    image = busybox_image(registry_basic, repository, "1.0", marker=repository)
+    login = _user(registry_basic, repository)
+    port = free_port()
+    first = runtime.deploy(_spec(61, app_id=61, replicas=1, port=port,
+                                 command=_serve(port, "one")), _source(image, login), Events())
+    assert _fetch(port) == "one"
+
+    # A command the engine cannot start: classified, in the engine's words, rolled back.
+    with pytest.raises(DeployError) as raised:
+        runtime.deploy(_spec(62, app_id=61, replicas=1, port=port, command=["nosuchcmd"]),
+                       _source(image, login), Events())
+    assert raised.value.code == "container_start_failed", raised.value.message
+    assert raised.value.message.startswith(
+        'The new version of api could not start: exec: "nosuchcmd": executable file not found '
+        "in $PATH. Swarm rolled the service back: deployment 61 keeps serving.")
+    assert _fetch(port) == "one"
+
+    # A version that runs but never listens: given up after the app's readiness timeout
+    # (3 s), not the runtime's (30 s), and rolled back.
+    began = time.monotonic()
+    with pytest.raises(DeployError) as raised:
+        runtime.deploy(replace(_spec(63, app_id=61, replicas=1, port=port,
+                                     command=["sleep", "600"]), ready_timeout=3),
+                       _source(image, login), Events())
+    assert time.monotonic() - began < 25
+    assert raised.value.code == "update_stalled", raised.value.message
+    assert raised.value.message == (
+        f"Every replica of deployment 63 runs, but port {port} did not accept connections on "
+        "every node within 3 s (the app's readiness timeout). Moorage rolled the service back: "
+        "the previous version serves.")
+    assert _fetch(port) == "one"
+    spec = swarm_client.api.inspect_service(first.ids[0])["Spec"]
+    assert spec["Labels"]["moorage.deployment"] == "61"
 
 
 def test_a_node_that_goes_down_mid_update_stalls_it_and_the_agent_rolls_back(
