@@ -89,6 +89,7 @@ class DeployError(AgentError):
     required), ``registry_forbidden`` (no access to the repository), ``image_not_found``,
     ``registry_rate_limited``, ``registry_unreachable``, ``engine_unreachable``,
     ``pull_timeout``, ``pull_failed`` (anything else the engine said), ``invalid_image``,
+    ``container_start_failed`` (the engine could not start it; its reason quoted),
     ``container_exited``, ``container_not_ready``, ``port_in_use``, ``container_failed``;
     of builds: ``build_*``, ``git_*``, ``dockerfile_*``, ``source_*``; of the deployer:
     ``credential_*``, ``env_secret_unreadable``, ``superseded``, ``agent_error``.

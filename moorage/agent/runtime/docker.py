@@ -29,8 +29,13 @@ Why it looks the way it does:
 * **Host networking, same port.** Containers use ``network_mode="host"`` (the regions'
   engines have no bridge). Two containers cannot listen on one port, so a new deployment on
   the port an old container holds stops that container first, starts the new one, and on
-  failure removes the new one and starts the old one again. A deployment on another port
-  (or without one) starts next to the old containers, which are removed once it is ready.
+  failure removes the new one and starts the old one again — at once when the new one cannot
+  start or exits, after the app's readiness timeout (:attr:`AppSpec.ready_timeout`) when it
+  runs but never listens. A deployment on another port (or without one) starts next to the
+  old containers, which are removed once it is ready.
+* **A start the engine refuses is the user's to fix.** ``POST /containers/{id}/start`` answers
+  an error for a command that does not exist (and the like); it becomes
+  ``container_start_failed`` quoting the OCI runtime's reason, not an agent error.
 """
 
 from __future__ import annotations
@@ -564,9 +569,10 @@ class DockerRuntime(Runtime):
         """Start ``image`` (pulled, by digest) for ``spec`` and make it the app's only container.
 
         Waits until the container runs and, with a port, accepts TCP connections on
-        127.0.0.1:port (``ready_timeout``); else raises :class:`DeployError`
-        ``container_exited`` (with its last log lines) or ``container_not_ready``, having
-        removed the new container and restarted any old one it stopped. On success the app's
+        127.0.0.1:port (``spec.ready_timeout``, else the runtime's ``ready_timeout``); else
+        raises :class:`DeployError` ``container_start_failed``, ``container_exited`` (with its
+        last log lines) or ``container_not_ready``, having removed the new container and
+        restarted any old one it stopped. On success the app's
         old containers (same region, account and app labels) are removed.
         """
         with self._client() as api:

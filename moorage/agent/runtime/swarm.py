@@ -35,7 +35,9 @@ Why it looks the way it does (``docs/runtimes.md`` says it for operators):
   later pull with the new login.
 * **Readiness:** every desired task of the new deployment running and, with a port, the port
   accepting TCP connections on each node that runs one (the agent must reach the nodes'
-  addresses).
+  addresses) within the app's readiness timeout from then on (Swarm does not probe ports:
+  a version that runs but never listens is rolled back by the agent). A task that cannot
+  start is ``container_start_failed``, in the engine's words.
 """
 
 from __future__ import annotations
