@@ -18,6 +18,7 @@ import pytest
 
 from moorage.agent.errors import DeployError
 from moorage.agent.runtime import AppSpec, DockerRuntime, PullProgress
+from moorage.agent.runtime.docker import is_start_failure, start_failure_reason
 from moorage.registry import RegistryLogin
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.fixtures import BusyboxImageFactory
@@ -353,3 +354,27 @@ def test_an_apps_readiness_timeout_bounds_the_gap_of_a_version_that_never_listen
                                     " within 2 s (the app's readiness timeout).")
     assert 1.5 < probe.longest_gap() < 9.0, probe.longest_gap()
     assert [c["Id"] for c in runtime.containers(1, 3)] == [first]
+
+
+@pytest.mark.parametrize(("said", "reason"), [
+    # runc before 1.1 (Debian's 20.10), and a swarm task's Err around it
+    ('OCI runtime create failed: container_linux.go:380: starting container process caused: '
+     'exec: "nosuchcmd": executable file not found in $PATH: unknown',
+     'exec: "nosuchcmd": executable file not found in $PATH'),
+    ('starting container failed: OCI runtime create failed: container_linux.go:380: starting '
+     'container process caused: chdir to cwd ("/nope") set in config.json failed: no such '
+     'file or directory: unknown',
+     'chdir to cwd ("/nope") set in config.json failed: no such file or directory'),
+    # runc 1.1+
+    ('failed to create shim task: OCI runtime create failed: runc create failed: unable to '
+     'start container process: exec: "/app": permission denied: unknown',
+     'exec: "/app": permission denied'),
+    # Podman (crun) says it plainly
+    ("crun: executable file `nosuchcmd` not found in $PATH: No such file or directory: OCI "
+     "runtime attempted to invoke a command that was not found",
+     "crun: executable file `nosuchcmd` not found in $PATH: No such file or directory: OCI "
+     "runtime attempted to invoke a command that was not found"),
+])
+def test_the_reason_of_a_start_failure_is_the_runtimes_own_words(said: str, reason: str) -> None:
+    assert is_start_failure(said)
+    assert start_failure_reason(said) == reason

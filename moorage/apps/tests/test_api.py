@@ -276,8 +276,8 @@ def test_the_readiness_timeout_is_kept_changed_and_sent_to_the_region(
     changed = _call(client, "PATCH", f"/apps/{app['id']}", owner, {"ready_timeout": 90})
     assert changed.status_code == 200, changed.content
     assert changed.json()["ready_timeout"] == 90
-    assert AuditEvent.objects.filter(action="app.updated").last().details["changed"] == [
-        "ready_timeout"]
+    updated = AuditEvent.objects.filter(action="app.updated").last()
+    assert updated is not None and updated.details["changed"] == ["ready_timeout"]
     # Out of bounds on a change: refused, nothing changed.
     assert_api_error(_call(client, "PATCH", f"/apps/{app['id']}", owner,
                            {"ready_timeout": 100000}), 422, "ready_timeout_invalid")
