@@ -42,9 +42,12 @@ looks at what runs: adopts it, refreshes rotated logins (I12) and reports it.
 Decisions:
 
 * Older pending deployments of an app are **superseded**: they are not run, and are reported
-  ``failed`` with code ``superseded`` (so the control plane does not show them queued
-  forever). A pending deployment older than one already finished for the app is superseded
+  ``failed`` with code ``superseded``, which the control plane records as the status
+  ``superseded`` (it also ends those this agent never received, at the newer one's first
+  report). A pending deployment older than one already finished for the app is superseded
   too.
+* Right before a container starts, the replica is synced once: a deployment whose app was
+  deleted during its pull or build is not started at all.
 * Progress reports never hold a deploy up: they go to a background queue
   (:mod:`moorage.agent.reports`) that sends them in order and retries them. The **final**
   report is written to the replica with the deployment's final state first, and sent once the
@@ -103,7 +106,7 @@ from moorage.agent.replica import (
     ReplicaCredential,
     ReplicaDeployment,
 )
-from moorage.agent.reports import ReportQueue
+from moorage.agent.reports import ReportQueue, refusal_level
 from moorage.agent.runtime.base import AppSpec, ImageSource, PullProgress, Runtime
 from moorage.protocol.build import MAX_SOURCE_BYTES, BuildSpec
 from moorage.protocol.enums import PullMode
@@ -124,6 +127,10 @@ class _Deferred(Exception):
     """The deployment cannot be tried now (control plane unreachable): leave it pending."""
 
 
+class _Dropped(Exception):
+    """The deployment's app was deleted while it was prepared: it is not started."""
+
+
 class _Reporter:
     """The reports of one deployment run, and the runtime's :class:`DeployEvents`.
 
@@ -142,6 +149,8 @@ class _Reporter:
         self.lines.append(text[:MAX_LINE])
 
     def phase(self, status: str) -> None:
+        if status == "starting":
+            self.deployer.check_still_wanted(self.deployment)
         self.send(status, **self.fields)
 
     def progress(self, event: PullProgress) -> None:
@@ -316,6 +325,19 @@ class Deployer:
             done.append(d.id)
         return done
 
+    def check_still_wanted(self, d: ReplicaDeployment) -> None:
+        """Right before a container starts: sync once (the pull may have taken long), and
+        raise :class:`_Dropped` if the deployment's app was deleted meanwhile, so a deleted
+        app never starts, even for a moment. Unreachable control plane: go on."""
+        if self.refresh is not None:
+            try:
+                self.refresh()
+            except (TransientError, ProtocolError, TamperedPayload, ReplicaError) as exc:
+                self._log(logging.DEBUG, "deployment %d: could not sync before starting: %s",
+                          d.id, exc)
+        if self.replica.get_deployment(d.id) is None:
+            raise _Dropped
+
     # -- one deployment ----------------------------------------------------------------------
 
     def deploy(self, d: ReplicaDeployment) -> None:
@@ -327,6 +349,10 @@ class Deployer:
             final = self._deploy(d, reporter, env)
         except _Deferred:
             raise
+        except _Dropped:
+            self._log(logging.INFO, "deployment %d (%s): its app was deleted meanwhile; not "
+                      "started", d.id, name)
+            return
         except DeployError as exc:
             secrets = secret_env_values(d.payload, env)
             masked = [mask_secrets(line, secrets) for line in exc.logs]
@@ -632,8 +658,8 @@ class Deployer:
                       "%.1f s: %s", deployment_id, body["status"], delay, exc)
             return False
         except ProtocolError as exc:
-            self._log(logging.ERROR, "the control plane refused the report of deployment %d "
-                      "(%s): %s", deployment_id, body["status"], exc)
+            self._log(refusal_level(exc), "the control plane refused the report of deployment "
+                      "%d (%s): %s", deployment_id, body["status"], exc)
         self.backoff.reset()
         if final:
             self.replica.mark_reported(deployment_id)

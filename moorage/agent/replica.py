@@ -629,13 +629,15 @@ class Replica:
         # A deployment received again (coalesced change, new snapshot) keeps its state: a
         # finished deployment is never run twice. One first seen already finished on the
         # control plane's side (an agent with a fresh data dir) is not run again either.
+        # Any status past the ones of a deployment still to run (``replaced``,
+        # ``superseded``, or one this agent does not know) is finished too.
         status = json.loads(row[5]).get("status")
-        if status == "running":
-            state, reported = DEPLOYMENT_DONE, 1
-        elif status == "failed":
-            state, reported = DEPLOYMENT_FAILED, 1
-        else:
+        if status is None or status in _TO_RUN:
             state, reported = DEPLOYMENT_PENDING, 0
+        elif status in ("running", "replaced"):
+            state, reported = DEPLOYMENT_DONE, 1
+        else:
+            state, reported = DEPLOYMENT_FAILED, 1
         self._db.execute(
             "INSERT INTO deployments (id, account_id, app_id, app, number, payload, state, "
             "reported) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -709,6 +711,8 @@ def _expiry(value: dict[str, Any], *, where: str) -> str | None:
 
 
 DEPLOYMENT_PENDING = "pending"
+#: The control plane's statuses of a deployment its agent is still to run (or finish).
+_TO_RUN = frozenset({"queued", "building", "pulling", "starting"})
 DEPLOYMENT_DONE = "done"
 DEPLOYMENT_FAILED = "failed"
 _DEPLOYMENT_COLUMNS = ("id, account_id, app_id, app, number, payload, state, final_report, "

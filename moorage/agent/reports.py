@@ -124,9 +124,9 @@ class ReportQueue:
                     self._backing_off = False
                 continue
             except ProtocolError as exc:
-                self._logger.error("the control plane refused a report of deployment %d (%s): "
-                                   "%s", report.deployment_id, body["status"], exc,
-                                   extra=self._log_extra())
+                self._logger.log(refusal_level(exc), "the control plane refused a report of "
+                                 "deployment %d (%s): %s", report.deployment_id,
+                                 body["status"], exc, extra=self._log_extra())
             except AgentAuthError as exc:
                 with self._changed:
                     self._failure = exc
@@ -142,3 +142,12 @@ class ReportQueue:
             with self._changed:
                 self._queue.popleft()
                 self._changed.notify_all()
+
+
+def refusal_level(exc: ProtocolError) -> int:
+    """How loud a refused report is logged: a deployment the control plane no longer knows
+    (its app was deleted while the agent ran it) is expected, and dropped quietly (INFO);
+    any other refusal is a bug or a version mismatch (ERROR)."""
+    if exc.status == 404 and exc.code == "deployment_not_found":
+        return logging.INFO
+    return logging.ERROR

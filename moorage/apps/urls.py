@@ -9,6 +9,7 @@ urlpatterns = [
     path("apps/<int:app_id>/", views.app_detail, name="app_detail"),
     path("apps/<int:app_id>/source/", views.app_source_upload, name="app_source_upload"),
     path("apps/<int:app_id>/deploy/", views.app_deploy, name="app_deploy"),
+    path("apps/<int:app_id>/deployments/", views.app_deployments, name="app_deployments"),
     path("apps/<int:app_id>/delete/", views.app_delete, name="app_delete"),
     path("deployments/<int:deployment_id>/log/", views.deployment_log, name="deployment_log"),
 ]

@@ -11,6 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
+from django.template.loader import render_to_string
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
@@ -27,6 +28,7 @@ from moorage.credentials.models import Credential
 from moorage.credentials.selectors import credentials_of, default_credential
 from moorage.deployments import selectors as deployment_selectors
 from moorage.deployments import services as deployment_services
+from moorage.deployments.models import Deployment
 from moorage.errors import ApplicationError, ValidationFailed
 from moorage.protocol.readiness import READY_TIMEOUT_DEFAULT
 from moorage.regions.choices import Runtime
@@ -143,13 +145,13 @@ def _initial(app: App) -> dict[str, Any]:
 def _app_page(request: HttpRequest, membership: Membership, app: App, form: AppForm, *,
               status: int = 200, upload_error: ApplicationError | None = None) -> HttpResponse:
     preview = _preview(membership, form["image"].value() or "", form["pull"].value() or "")
-    deployments = deployment_selectors.deployments_of_app(account=membership.account,
-                                                          app_id=app.pk, limit=20)
+    deployments = _deployments(membership, app)
     running = running_services(app_id=app.pk)
     swarm_regions = [r.slug for r in app.regions.all() if r.runtime == Runtime.SWARM]
     return render(request, "apps/form.html", {
         "form": form, "app": app, "preview": preview, "deployments": deployments,
         "latest": deployments[0] if deployments else None, "upload_error": upload_error,
+        "polling": any(not d.finished for d in deployments),
         "max_upload_mib": sources.MAX_ARCHIVE_BYTES // (1024 * 1024),
         "running": running, "regions_without_report": sorted(
             {r.slug for r in app.regions.all()} - {s.region.slug for s in running}),
@@ -261,3 +263,28 @@ def deployment_log(request: HttpRequest, deployment_id: int) -> HttpResponse:
         "d": deployment, "lines": list(deployment_selectors.deployment_logs(
             deployment=deployment)),
     })
+
+
+def _deployments(membership: Membership, app: App) -> list[Deployment]:
+    """The App page's deployments, newest first, each with why it is stalled (``stall``)."""
+    deployments = deployment_selectors.deployments_of_app(account=membership.account,
+                                                          app_id=app.pk, limit=20)
+    for d in deployments:
+        d.stall = deployment_selectors.deployment_stall(d)  # type: ignore[attr-defined]
+    return deployments
+
+
+@login_required
+def app_deployments(request: HttpRequest, app_id: int) -> HttpResponse:
+    """The Latest deploy card and (out of band) the Deployments table, from one read: the
+    App page polls it while a deployment is not finished, so the two always agree."""
+    membership = current_membership(request)
+    require(membership, Action.VIEW)
+    app = selectors.app_get(account=membership.account, app_id=app_id)
+    deployments = _deployments(membership, app)
+    if not deployments:
+        return HttpResponse("")
+    context = {"app": app, "deployments": deployments, "latest": deployments[0],
+               "polling": any(not d.finished for d in deployments), "oob": True}
+    return HttpResponse(render_to_string("apps/_latest.html", context, request)
+                        + render_to_string("apps/_history.html", context, request))

@@ -38,8 +38,14 @@ IMAGE_SOURCE, BUILD_SOURCE = "image", "build"
 #: The API's runtime_pull values (moorage.apps.choices.RuntimePull).
 ACCOUNT_DEFAULT, NONE, CREDENTIAL = "account_default", "none", "credential"
 RUNNING, FAILED, PULLING, BUILDING = "running", "failed", "pulling", "building"
-FINISHED = frozenset({RUNNING, FAILED})
+#: A newer deploy took its place before it started / while it ran (the API's statuses).
+SUPERSEDED, REPLACED = "superseded", "replaced"
+FINISHED = frozenset({RUNNING, FAILED, SUPERSEDED, REPLACED})
 POLL_SECONDS = 0.5
+#: ``deploy --follow`` exit statuses besides 0 (running everywhere) and 1 (failed somewhere).
+EXIT_STALLED, EXIT_SUPERSEDED, EXIT_FOLLOW_TIMEOUT = 3, 4, 5
+#: Seconds ``deploy --follow`` waits at most, whatever the agents say (``--timeout``).
+FOLLOW_TIMEOUT = 1800
 #: Seconds ``deploy --follow`` waits for the agents' report of what runs, after the deploy.
 REPLICAS_WAIT = 3.0
 #: Exit status after Ctrl-C, as a shell reports a process ended by SIGINT.
@@ -511,7 +517,8 @@ def _latest_number(deployments: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _status_colour(status: str) -> str:
-    colour = {RUNNING: "green", FAILED: "red"}.get(status, "yellow")
+    colour = {RUNNING: "green", FAILED: "red", SUPERSEDED: "dim",
+              REPLACED: "dim"}.get(status, "yellow")
     return f"[{colour}]{escape(status)}[/{colour}]"
 
 
@@ -815,11 +822,22 @@ class _Watched:
     totals: dict[str, float | None] = field(default_factory=dict)
 
 
-def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]) -> bool:
-    """Print logs, status changes and layer bars until each deployment is finished.
+def _done(deployment: dict[str, Any]) -> bool:
+    """Nothing more to wait for: finished, or stalled (the API says why)."""
+    return deployment["status"] in FINISHED or bool(deployment.get("stalled"))
 
-    Returns whether all are running.
+
+def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]], *,
+            timeout: float = FOLLOW_TIMEOUT) -> int:
+    """Print logs, status changes and layer bars until each deployment is finished or
+    stalled, or ``timeout`` seconds went by.
+
+    Returns the command's exit status: 0 when every region runs it (or ran it, and a newer
+    deploy replaced it since), else the worst of 1 (failed), :data:`EXIT_STALLED`,
+    :data:`EXIT_FOLLOW_TIMEOUT` and :data:`EXIT_SUPERSEDED`.
     """
+    deadline = time.monotonic() + timeout
+    timed_out = False
     watched = [_Watched(d) for d in deployments]
     several = len(watched) > 1
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
@@ -830,7 +848,7 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
 
         while True:
             for item in watched:
-                if item.deployment["status"] in FINISHED:
+                if _done(item.deployment):
                     continue
                 region = item.deployment["region"]
                 # The status first, then the log: a deployment seen finished has its whole
@@ -843,6 +861,8 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
                     item.after = max(item.after, int(line["id"]))
                 if current["status"] != item.deployment["status"]:
                     say(region, f"status: {_status_colour(current['status'])}")
+                if current.get("stalled") and not item.deployment.get("stalled"):
+                    say(region, f"[red]stalled:[/red] {escape(current['stalled']['message'])}")
                 for layer, (done, total) in _layers(current["progress"]).items():
                     if layer not in item.bars:
                         label = f"{region} {_short_layer(layer)}" if several \
@@ -856,10 +876,13 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
                         if item.totals.get(layer) is not None:
                             progress.update(task, completed=item.totals[layer])
                 item.deployment = current
-            if all(item.deployment["status"] in FINISHED for item in watched):
+            if all(_done(item.deployment) for item in watched):
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
                 break
             _pause()
-    ok = True
+    outcomes: set[int] = set()
     serving = {item.deployment["region"]: item.deployment["id"] for item in watched
                if item.deployment["status"] == RUNNING}
     replicas = _replicas_by_region(config, watched[0].deployment["app_id"], serving) \
@@ -875,12 +898,32 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
             digest = f" ({d['image_digest']})" if d["image_digest"] else ""
             _say(f"[green]✓[/green] {where}: running {escape(d['image'])}"
                  f"{escape(digest)}, pulled {escape(_pull_words(d, used=True))}.")
-        else:
-            ok = False
+        elif d["status"] == REPLACED:
+            _say(f"[green]✓[/green] {where}: ran, and a newer deploy of the app has "
+                 "replaced it since.")
+        elif d["status"] == FAILED:
+            outcomes.add(1)
             _say(f"[red]✗[/red] {escape(d['region'])}: failed "
                  f"[bold]{escape(d['error_code'] or 'deploy_failed')}[/bold]: "
                  f"{escape(d['error_message'] or '(no message)')}")
-    return ok
+        elif d["status"] == SUPERSEDED:
+            outcomes.add(EXIT_SUPERSEDED)
+            _say(f"[yellow]-[/yellow] {escape(d['region'])}: superseded: a newer deploy of "
+                 "the app took its place before it started; that one is what runs.")
+        elif d.get("stalled"):
+            outcomes.add(EXIT_STALLED)
+            _say(f"[red]✗[/red] {escape(d['region'])}: stalled "
+                 f"[bold]{escape(d['stalled']['code'])}[/bold]: "
+                 f"{escape(d['stalled']['message'])}")
+        else:
+            outcomes.add(EXIT_FOLLOW_TIMEOUT if timed_out else 1)
+            _say(f"[red]✗[/red] {escape(d['region'])}: still {escape(d['status'])} after "
+                 f"{timeout:.0f} s of following; the deploy goes on. Watch it with "
+                 f"[bold]moorage apps status {escape(d['app'])}[/bold].")
+    for code in (1, EXIT_STALLED, EXIT_FOLLOW_TIMEOUT, EXIT_SUPERSEDED):
+        if code in outcomes:
+            return code
+    return 0
 
 
 def _replicas_by_region(config: clientconfig.ClientConfig, app_id: int,
@@ -916,9 +959,17 @@ def _replicas_words(replicas: dict[str, Any] | None, deployment: dict[str, Any])
 @click.argument("name")
 @click.option("--follow", "-f", is_flag=True,
               help="Show logs, build output and pull progress until every region is running "
-                   "or failed.")
-def apps_deploy(name: str, follow: bool) -> None:
-    """Deploy the app in each of its regions; with --follow, exit 1 if any region failed."""
+                   "or failed (or superseded by a newer deploy, or stalled).")
+@click.option("--timeout", type=click.IntRange(1, 86400), default=FOLLOW_TIMEOUT,
+              show_default=True, help="With --follow: stop following after this many "
+                                      "seconds (exit 5); the deploy goes on.")
+def apps_deploy(name: str, follow: bool, timeout: int) -> None:
+    """Deploy the app in each of its regions.
+
+    With --follow, exit 0 when every region runs it, 1 if any region failed, 3 if a region
+    stalled (its agent is not in touch, or stopped reporting), 4 if a newer deploy
+    superseded it before it started, 5 if --timeout ran out first.
+    """
     config = require_login()
     app = _resolve_app(config, name)
     created = list(request_any("POST", f"/apps/{app['id']}/deploy", config=config) or [])
@@ -930,13 +981,13 @@ def apps_deploy(name: str, follow: bool) -> None:
         _say(f"Watch it with [bold]moorage apps status {escape(app['name'])}[/bold].")
         return
     try:
-        ok = _follow(config, created)
+        status = _follow(config, created, timeout=timeout)
     except KeyboardInterrupt:
         _say(f"Stopped following; the deploy was not cancelled and goes on. See "
              f"[bold]moorage apps status {escape(app['name'])}[/bold].", err=True)
         raise click.exceptions.Exit(INTERRUPTED) from None
-    if not ok:
-        raise click.exceptions.Exit(1)
+    if status:
+        raise click.exceptions.Exit(status)
 
 
 # ----- status
@@ -1001,6 +1052,8 @@ def apps_status(name: str) -> None:
             _say(f"[red]{escape(region)}[/red] failed "
                  f"[bold]{escape(d['error_code'] or 'deploy_failed')}[/bold]: "
                  f"{escape(d['error_message'] or '(no message)')}")
+        elif d.get("stalled"):
+            _say(f"[red]{escape(region)}[/red] stalled: {escape(d['stalled']['message'])}")
 
 
 def _short_digest(digest: str | None) -> str:

@@ -24,6 +24,10 @@ REGISTRY_PROBE_POLICY = ProbePolicy(blocked_networks=ENV.probe_blocked_networks)
 # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (MOORAGE_TRUSTED_PROXIES);
 # `moorage up` hands them to uvicorn. Empty: the socket's peer is the client.
 TRUSTED_PROXIES = ENV.trusted_proxies
+# A deployment not finished whose region's agent has not been in touch, or has not reported on
+# it, for this many seconds is shown stalled (MOORAGE_DEPLOY_STALLED_AFTER; `deploy --follow`
+# stops there).
+DEPLOY_STALLED_AFTER = ENV.deploy_stalled_after
 
 INSTALLED_APPS = [
     "django.contrib.admin",

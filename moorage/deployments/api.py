@@ -16,12 +16,20 @@ from moorage.deployments import selectors, services
 from moorage.deployments.choices import DeploymentStatus
 from moorage.deployments.models import Deployment
 from moorage.errors import NotFound
+from moorage.protocol.enums import ReportStatus
 from moorage.regions.auth import RegionTokenAuth
 from moorage.regions.models import Region
 from moorage.schemas import CredentialRevision, ObjectId, PathId
 
 router = Router(tags=["deployments"])
 agent_router = Router(tags=["agent"], auth=RegionTokenAuth())
+
+
+class StalledOut(Schema):
+    code: str = Field(..., description="agent_offline: the region's agent has not been in "
+                      "touch; agent_silent: it is, but has not reported on this deployment.")
+    message: str
+    since: datetime
 
 
 class DeploymentOut(Schema):
@@ -47,8 +55,12 @@ class DeploymentOut(Schema):
     error_message: str | None
     progress: dict[str, Any]
     created_at: datetime
-    started_at: datetime | None
+    started_at: datetime | None = Field(..., description="When its agent started it.")
     finished_at: datetime | None
+    stalled: StalledOut | None = Field(
+        ..., description="Set while the deployment is not finished and its region's agent "
+        "has not been in touch, or not reported on it, for longer than the installation's "
+        "bound (MOORAGE_DEPLOY_STALLED_AFTER): it then makes no progress, and says why.")
 
 
 class LogLineOut(Schema):
@@ -67,7 +79,7 @@ class ErrorIn(Schema):
 
 
 class EventIn(Schema):
-    status: DeploymentStatus
+    status: ReportStatus
     log: list[str] = Field(default_factory=list, max_length=1000)
     image_digest: str = Field("", max_length=200)
     credential_id: ObjectId | None = None
@@ -78,6 +90,7 @@ class EventIn(Schema):
 
 
 def deployment_out(d: Deployment) -> dict[str, Any]:
+    stall = selectors.deployment_stall(d)
     return {
         "id": d.pk, "app": d.app.name, "app_id": d.app_id, "number": d.number,
         "region": d.region.slug, "status": d.status, "image": d.image,
@@ -89,6 +102,8 @@ def deployment_out(d: Deployment) -> dict[str, Any]:
         "error_code": d.error_code or None, "error_message": d.error_message or None,
         "progress": d.progress, "created_at": d.created_at, "started_at": d.started_at,
         "finished_at": d.finished_at,
+        "stalled": None if stall is None else
+        {"code": stall.code, "message": stall.message, "since": stall.since},
     }
 
 
@@ -142,7 +157,7 @@ def agent_deployment_event(request: HttpRequest, deployment_id: PathId,
                            payload: EventIn) -> Status[None]:
     region: Region = request.auth  # type: ignore[attr-defined]
     services.deployment_report(region=region, deployment_id=deployment_id, report=services.Report(
-        status=payload.status, log=payload.log, image_digest=payload.image_digest,
+        status=DeploymentStatus(payload.status), log=payload.log, image_digest=payload.image_digest,
         credential_id=payload.credential_id, credential_revision=payload.credential_revision,
         container_id=payload.container_id,
         error_code=payload.error.code if payload.error else "",

@@ -6,7 +6,12 @@ from moorage.protocol import enums
 
 
 class DeploymentStatus(models.TextChoices):
-    """Where a deployment is; it only moves forward."""
+    """Where a deployment is; it only moves forward.
+
+    ``superseded``: a newer deployment of the app took its place in the region before it
+    started (it never ran). ``replaced``: it ran, and a newer deployment of the app now runs
+    in its place. Both are set by the control plane (``docs/sync.md``), never reported.
+    """
 
     QUEUED = "queued", "Queued"
     BUILDING = enums.ReportStatus.BUILDING.value, "Building"
@@ -14,10 +19,19 @@ class DeploymentStatus(models.TextChoices):
     STARTING = enums.ReportStatus.STARTING.value, "Starting"
     RUNNING = enums.ReportStatus.RUNNING.value, "Running"
     FAILED = enums.ReportStatus.FAILED.value, "Failed"
+    SUPERSEDED = "superseded", "Superseded"
+    REPLACED = "replaced", "Replaced"
 
     @classmethod
     def finished(cls) -> frozenset[str]:
-        return frozenset({cls.RUNNING, cls.FAILED})
+        """Statuses an agent's report no longer moves (``running`` may still become
+        ``replaced``)."""
+        return frozenset({cls.RUNNING, cls.FAILED, cls.SUPERSEDED, cls.REPLACED})
+
+    @classmethod
+    def in_progress(cls) -> frozenset[str]:
+        """Statuses of a deployment its agent is working on."""
+        return frozenset({cls.BUILDING, cls.PULLING, cls.STARTING})
 
 
 ORDER = {
@@ -27,6 +41,8 @@ ORDER = {
     DeploymentStatus.STARTING: 2,
     DeploymentStatus.RUNNING: 3,
     DeploymentStatus.FAILED: 3,
+    DeploymentStatus.SUPERSEDED: 3,
+    DeploymentStatus.REPLACED: 4,
 }
 
 

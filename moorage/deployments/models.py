@@ -11,6 +11,10 @@ from moorage.deployments.choices import DeploymentStatus, PullMode
 class Deployment(models.Model):
     """One deploy of an app in one region (a deploy of a two-region app makes two).
 
+    At most one deployment of an app per region is ``running``: the one that started last.
+    A newer one that starts makes the older ones that never started ``superseded``, and one
+    that comes up makes the one it replaced ``replaced`` (``deployment_report``).
+
     The pull is resolved when the deployment is created (I5): ``credential`` and
     ``credential_revision`` say what the agent must use at least — the runtime-pull credential
     of an image deploy, the build-pull credential of a build; ``used_revision`` is what it
@@ -48,14 +52,22 @@ class Deployment(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
                                    null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True,
+                                      help_text="When its agent started it (its first report).")
     finished_at = models.DateTimeField(null=True, blank=True)
+    reported_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When its agent last reported on it (a deployment no report moves for long "
+                  "is shown stalled).")
 
     class Meta:
         ordering = ("-number", "region__slug")
         constraints = [
             models.UniqueConstraint(fields=["app", "region", "number"],
                                     name="deployment_number_unique"),
+            models.UniqueConstraint(fields=["app", "region"],
+                                    condition=models.Q(status=DeploymentStatus.RUNNING),
+                                    name="deployment_one_running"),
         ]
         indexes = [models.Index(fields=["app", "region", "-number"], name="deployment_latest")]
 

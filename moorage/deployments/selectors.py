@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from moorage.accounts.models import Account
 from moorage.apps.models import SourceArchive
+from moorage.deployments.choices import DeploymentStatus
 from moorage.deployments.models import Deployment, DeploymentLog
 from moorage.errors import NotFound
 from moorage.regions.models import Region
@@ -49,3 +55,56 @@ def source_archive_for_region(*, region: Region, archive_id: int) -> SourceArchi
         raise NotFound("No such source archive for this region.",
                        code="source_archive_not_found")
     return archive
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Why a deployment that is not finished makes no progress (``code``: ``agent_offline``,
+    ``agent_silent``), and since when."""
+
+    code: str
+    message: str
+    since: datetime
+
+
+def deployment_stall(deployment: Deployment, *, now: datetime | None = None) -> Stall | None:
+    """Whether ``deployment`` is stalled: not finished, and its region's agent has not been in
+    touch (or, while it runs the deployment, has not reported on it) for longer than
+    ``settings.DEPLOY_STALLED_AFTER`` seconds. Not a status: the deployment goes on if the
+    agent comes back; it says why a follower should stop waiting."""
+    if deployment.finished:
+        return None
+    now = now or timezone.now()
+    bound = timedelta(seconds=settings.DEPLOY_STALLED_AFTER)
+    region = deployment.region
+    seen = region.last_seen_at
+    if seen is None and now - deployment.created_at > bound:
+        return Stall("agent_offline",
+                     f"The agent of region {region.slug} has never connected to the control "
+                     "plane, so nothing runs this deployment. Start the region's agent "
+                     "('moorage agent ...'); the deployment runs once it connects.",
+                     deployment.created_at)
+    if seen is not None and now - seen > bound:
+        return Stall("agent_offline",
+                     f"The agent of region {region.slug} has not been in touch for "
+                     f"{_duration(now - seen)} (last seen {seen:%Y-%m-%d %H:%M:%S} UTC). The "
+                     "deployment goes on when it is back; check that it runs.", seen)
+    if deployment.status in DeploymentStatus.in_progress():
+        last = deployment.reported_at or deployment.started_at or deployment.created_at
+        if now - last > bound:
+            return Stall("agent_silent",
+                         f"The agent of region {region.slug} is in touch but has not reported "
+                         f"on this deployment for {_duration(now - last)} (it was "
+                         f"{deployment.status}). Its log says why; redeploy if it restarted.",
+                         last)
+    return None
+
+
+def _duration(delta: timedelta) -> str:
+    """'45 s', '3 min 5 s', '2 h 10 min'."""
+    seconds = int(delta.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

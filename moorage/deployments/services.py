@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -208,13 +209,30 @@ class Report:
     progress: dict[str, Any] | None = None
 
 
+#: The error code of an agent's report for a deployment it did not run because a newer one
+#: of the app arrived first: recorded as the status ``superseded``, not as a failure.
+SUPERSEDED_CODE = "superseded"
+
+
 @transaction.atomic
 def deployment_report(*, region: Region, deployment_id: int, report: Report) -> Deployment:
     """Record an agent's report. Statuses only move forward; a finished deploy is audited.
 
     Only a deployment of ``region`` can be reported, and a credential it names must be the
     one the deployment pulls with, at a revision that credential has had.
+
+    Each app keeps one current deployment per region (:func:`_settle_older`): the first
+    report of a deployment ends the older ones still queued as ``superseded`` (the agent
+    only ever runs the newest, so they will never start), and one that comes up ends the
+    one it replaced as ``replaced``. A deployment reported running after a newer one came up
+    (its report was late) is recorded as ``replaced`` at once.
     """
+    # The app's row first: reports of one app's deployments (and deploys) take turns, so two
+    # deployments coming up at once cannot both stay running.
+    app_id = (Deployment.objects.filter(region=region, id=deployment_id)
+              .values_list("app_id", flat=True).first())
+    if app_id is not None:
+        list(App.objects.select_for_update().filter(pk=app_id).values_list("pk", flat=True))
     deployment = (Deployment.objects.select_for_update(of=("self",)).select_related("app")
                   .filter(region=region, id=deployment_id).first())
     if deployment is None:
@@ -231,13 +249,19 @@ def deployment_report(*, region: Region, deployment_id: int, report: Report) -> 
     if report.progress is not None:
         deployment.progress = report.progress
     now = timezone.now()
-    moved = ORDER[report.status] > ORDER[DeploymentStatus(deployment.status)] \
+    deployment.reported_at = now
+    status = report.status
+    if status is DeploymentStatus.FAILED and report.error_code == SUPERSEDED_CODE:
+        status = DeploymentStatus.SUPERSEDED
+    moved = ORDER[status] > ORDER[DeploymentStatus(deployment.status)] \
         and not deployment.finished
+    if moved and status is DeploymentStatus.RUNNING and _newer_came_up(deployment):
+        status = DeploymentStatus.REPLACED
     if moved:
-        deployment.status = report.status
-        if deployment.started_at is None:
+        deployment.status = status
+        if deployment.started_at is None and status is not DeploymentStatus.SUPERSEDED:
             deployment.started_at = now
-        if report.status in DeploymentStatus.finished():
+        if status in DeploymentStatus.finished():
             deployment.finished_at = now
             deployment.progress = {}
     if report.image_digest:
@@ -246,23 +270,68 @@ def deployment_report(*, region: Region, deployment_id: int, report: Report) -> 
         deployment.container_id = report.container_id[:80]
     if report.credential_revision is not None:
         deployment.used_revision = report.credential_revision
-    if report.status is DeploymentStatus.FAILED and moved:
+    if status is DeploymentStatus.FAILED and moved:
         deployment.error_code = report.error_code[:64] or "deploy_failed"
         deployment.error_message = (report.error_message
                                     + _refresh_note(deployment, report.error_code))[:1000]
+    if status is DeploymentStatus.SUPERSEDED and moved and report.error_message:
+        DeploymentLog.objects.create(deployment=deployment,
+                                     line=report.error_message[:LOG_LINE_MAX])
     deployment.save()
+    if moved:
+        if deployment.status == DeploymentStatus.REPLACED:
+            DeploymentLog.objects.create(
+                deployment=deployment,
+                line="Came up after a newer deployment of the app, which runs in its place.")
+        _settle_older(deployment, now)
     if moved and deployment.finished:
-        audit_record(
-            account=deployment.app.account, actor=None, action=AuditAction.DEPLOY_FINISHED,
-            target=deployment,
-            details={"app": deployment.app.name, "number": deployment.number,
-                     "region": region.slug, "status": deployment.status,
-                     "error_code": deployment.error_code or None,
-                     "image_digest": deployment.image_digest or None,
-                     "credential_name": deployment.credential_name or None,
-                     "credential_revision": deployment.used_revision},
-        )
+        _audit_finished(deployment)
     return deployment
+
+
+def _newer_came_up(deployment: Deployment) -> bool:
+    """Whether a newer deployment of the app already runs (or ran) in the region."""
+    return Deployment.objects.filter(
+        app_id=deployment.app_id, region_id=deployment.region_id,
+        number__gt=deployment.number,
+        status__in=(DeploymentStatus.RUNNING, DeploymentStatus.REPLACED)).exists()
+
+
+def _settle_older(deployment: Deployment, now: datetime) -> None:
+    """End the app's older deployments in the region that ``deployment`` (just moved on)
+    takes the place of: those still queued never start (``superseded``); one running when
+    this one came up runs no more (``replaced``)."""
+    older = Deployment.objects.select_for_update().select_related("app", "region").filter(
+        app_id=deployment.app_id, region_id=deployment.region_id,
+        number__lt=deployment.number)
+    superseded = list(older.filter(status=DeploymentStatus.QUEUED))
+    for d in superseded:
+        d.status, d.finished_at, d.progress = DeploymentStatus.SUPERSEDED, now, {}
+        d.save(update_fields=["status", "finished_at", "progress"])
+        DeploymentLog.objects.create(
+            deployment=d, line=f"Superseded by #{deployment.number} before it started: the "
+                               "region runs only the newest deploy of an app.")
+        _audit_finished(d)
+    if deployment.status != DeploymentStatus.RUNNING:
+        return
+    for d in older.filter(status=DeploymentStatus.RUNNING):
+        d.status = DeploymentStatus.REPLACED
+        d.save(update_fields=["status"])
+        DeploymentLog.objects.create(deployment=d,
+                                     line=f"Replaced by #{deployment.number}, which runs now.")
+
+
+def _audit_finished(deployment: Deployment) -> None:
+    audit_record(
+        account=deployment.app.account, actor=None, action=AuditAction.DEPLOY_FINISHED,
+        target=deployment,
+        details={"app": deployment.app.name, "number": deployment.number,
+                 "region": deployment.region.slug, "status": deployment.status,
+                 "error_code": deployment.error_code or None,
+                 "image_digest": deployment.image_digest or None,
+                 "credential_name": deployment.credential_name or None,
+                 "credential_revision": deployment.used_revision},
+    )
 
 
 def _check_reported_credential(deployment: Deployment, report: Report) -> None:
