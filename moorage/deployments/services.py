@@ -277,13 +277,14 @@ def deployment_report(*, region: Region, deployment_id: int, report: Report) -> 
     if status is DeploymentStatus.SUPERSEDED and moved and report.error_message:
         DeploymentLog.objects.create(deployment=deployment,
                                      line=report.error_message[:LOG_LINE_MAX])
-    deployment.save()
     if moved:
-        if deployment.status == DeploymentStatus.REPLACED:
-            DeploymentLog.objects.create(
-                deployment=deployment,
-                line="Came up after a newer deployment of the app, which runs in its place.")
+        # Before this one is saved running: one running deployment per app and region.
         _settle_older(deployment, now)
+    deployment.save()
+    if moved and deployment.status == DeploymentStatus.REPLACED:
+        DeploymentLog.objects.create(
+            deployment=deployment,
+            line="Came up after a newer deployment of the app, which runs in its place.")
     if moved and deployment.finished:
         _audit_finished(deployment)
     return deployment
