@@ -6,11 +6,13 @@ at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,10 @@ import docker
 import pytest
 from django.test import override_settings
 
+from moorage.agent.runtime import DockerRuntime
 from moorage.agent.runtime.base import LABEL_APP, LABEL_REGION
 from moorage.apps.models import App
-from moorage.apps.services import app_create
+from moorage.apps.services import app_create, app_delete
 from moorage.cli import apps as apps_cli
 from moorage.cli import clientconfig
 from moorage.deployments.choices import DeploymentStatus
@@ -230,3 +233,53 @@ def test_follow_stops_at_its_own_timeout(
     assert code == apps_cli.EXIT_FOLLOW_TIMEOUT, out
     assert "eu-1: still queued after 2 s of following; the deploy goes on." in out, out
     assert Deployment.objects.get(app=app).status == DeploymentStatus.QUEUED
+
+
+class DeletingRuntime(DockerRuntime):
+    """The real docker runtime; ``during_pull`` runs once its pull has finished (a test hook:
+    the app is deleted there, as a member would while the image downloads)."""
+
+    during_pull: Callable[[], None] = staticmethod(lambda: None)
+
+    def pull(self, *args: Any, **kwargs: Any) -> Any:
+        pulled = super().pull(*args, **kwargs)
+        self.during_pull()
+        return pulled
+
+
+def test_an_app_deleted_mid_pull_never_starts_and_its_late_report_is_no_error(
+    eu: AgentView, owner: Member, live_server: Any, dockerd: Dockerd, tmp_path: Path,
+    registry_basic: RegistryServer, busybox_image: Callable[..., str],
+    docker_client: docker.DockerClient, caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = _app(owner, registry_basic, busybox_image, "doomed")
+    deployment = deploy_one(owner, app.pk)
+    runtime = DeletingRuntime(dockerd.base_url, region="eu-1", pull_timeout=60,
+                              ready_timeout=20, stop_timeout=1)
+    runtime.during_pull = lambda: app_delete(actor=owner.user, membership=owner.membership,
+                                             app_id=app.pk)
+    agent = InProcessAgent(eu, url=str(live_server.url), docker_host=dockerd.base_url,
+                           data_dir=tmp_path, runtime_for=lambda kind: runtime)
+    since = datetime.now(UTC)
+    caplog.set_level(logging.INFO, logger="moorage.agent")
+    try:
+        agent.run_until_idle()
+        # No container of the app was ever created, not even for a moment.
+        created = [e for e in docker_client.events(
+            since=since, until=datetime.now(UTC), decode=True,
+            filters={"type": "container", "label": f"{LABEL_APP}={app.pk}"})
+            if e.get("Action") == "create"]
+        assert created == []
+        assert _containers(docker_client, app) == []
+        assert "its app was deleted meanwhile; not started" in caplog.text
+        # A report that still comes for it (an agent that had run it) is expected: INFO.
+        assert agent.loop is not None and agent.loop.deployer is not None
+        caplog.clear()
+        agent.loop.deployer.send_report(deployment.pk, {"status": "running"}, final=True)
+    finally:
+        agent.stop()
+    refused = [r for r in caplog.records if "refused the report" in r.getMessage()]
+    assert refused and all(r.levelno == logging.INFO for r in refused), caplog.text
+    assert "deployment_not_found" in refused[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert not Deployment.objects.filter(pk=deployment.pk).exists()
