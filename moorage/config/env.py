@@ -59,7 +59,7 @@ class Environment:
     db_pool_size: int = DEFAULT_DB_POOL_SIZE
     metrics_token: str | None = None  # None: /metrics answers loopback clients only
     #: Seconds without news from a deployment's agent after which it is shown stalled.
-    deploy_stalled_after: int = 180
+    deploy_stalled_after: int = 300
 
 
 def default_data_dir() -> Path:
@@ -93,7 +93,7 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
         trusted_proxies=_networks(env, "MOORAGE_TRUSTED_PROXIES", default=""),
         db_pool_size=pool_size,
         metrics_token=_metrics_token(env),
-        deploy_stalled_after=_positive_int(env, "MOORAGE_DEPLOY_STALLED_AFTER", default=180,
+        deploy_stalled_after=_positive_int(env, "MOORAGE_DEPLOY_STALLED_AFTER", default=300,
                                            maximum=86400),
     )
 
