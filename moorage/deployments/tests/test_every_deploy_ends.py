@@ -205,9 +205,8 @@ def test_follow_says_stalled_and_exits_3_when_the_agent_stops_mid_deploy(
         agent.start()
         try:
             follower = cli("apps", "deploy", "slow", "--follow")
-            deployment = wait_until(
-                lambda: Deployment.objects.filter(app=app, status="starting").first(),
-                timeout=90, what="the deploy to be starting")
+            wait_until(lambda: Deployment.objects.filter(app=app, status="starting").exists(),
+                       timeout=90, what="the deploy to be starting")
             agent.kill()  # mid-deploy: no report, no poll any more
         finally:
             agent.stop()
@@ -215,7 +214,7 @@ def test_follow_says_stalled_and_exits_3_when_the_agent_stops_mid_deploy(
     assert code == apps_cli.EXIT_STALLED, out
     assert "stalled: The agent of region eu-1 has not been in touch for" in out, out
     assert "eu-1: stalled agent_offline:" in out, out
-    deployment.refresh_from_db()
+    deployment = Deployment.objects.get(app=app)
     assert deployment.status == DeploymentStatus.STARTING  # not finished: it may go on
     for container in _containers(docker_client, app):
         container.remove(force=True)
