@@ -75,9 +75,21 @@ class DatabaseCollector(Collector):
     """Regions, agents and deployments as the database knows them, read at each scrape."""
 
     def collect(self) -> Iterator[Metric]:
-        from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
+        from django.db.models import (
+            Case,
+            CharField,
+            Count,
+            DurationField,
+            ExpressionWrapper,
+            F,
+            Q,
+            Sum,
+            Value,
+            When,
+        )
 
         from moorage.credentials.refresh import login_refresh_health
+        from moorage.deployments.choices import DeploymentStatus
         from moorage.deployments.models import Deployment
         from moorage.regions import changelog, selectors
         from moorage.regions.choices import RegionStatus
@@ -109,10 +121,16 @@ class DatabaseCollector(Collector):
                                      output_field=DurationField())
         buckets = {f"le_{i}": Count("id", filter=Q(duration__lte=timedelta(seconds=bound)))
                    for i, bound in enumerate(DEPLOY_BUCKETS)}
+        # A replaced deployment came up (its outcome was running); a superseded one never
+        # ran, so it has no deploy duration.
+        outcome = Case(When(status=DeploymentStatus.REPLACED,
+                            then=Value(DeploymentStatus.RUNNING.value)),
+                       default=F("status"), output_field=CharField())
         rows = (Deployment.objects.filter(finished_at__isnull=False)
-                .annotate(duration=duration).values("status")
+                .exclude(status=DeploymentStatus.SUPERSEDED)
+                .annotate(duration=duration, outcome=outcome).values("outcome")
                 .annotate(count=Count("id"), total=Sum("duration"), **buckets)
-                .order_by("status"))
+                .order_by("outcome"))
         histogram = HistogramMetricFamily(
             "moorage_deployment_duration_seconds",
             "Finished deployments: seconds from the request to the outcome, by outcome.",
@@ -122,7 +140,7 @@ class DatabaseCollector(Collector):
             counts = [(str(bound), values[f"le_{i}"]) for i, bound in enumerate(DEPLOY_BUCKETS)]
             total = values["total"]
             histogram.add_metric(
-                [values["status"]], [*counts, ("+Inf", values["count"])],
+                [values["outcome"]], [*counts, ("+Inf", values["count"])],
                 sum_value=total.total_seconds() if total is not None else 0.0)
         yield histogram
 

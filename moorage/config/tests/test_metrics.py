@@ -62,7 +62,9 @@ def test_deployment_durations_come_from_the_database_by_outcome(client: Client) 
     owner = member_in(region, "Durations")
     app = app_create(actor=owner.user, membership=owner.membership, name="api",
                      image="registry.example.com/acme/api:1", port=8080)
-    for seconds, status in ((3, "running"), (45, "running"), (4, "failed")):
+    # A replaced deployment came up: its outcome is running. A superseded one never ran.
+    for seconds, status in ((3, "replaced"), (45, "running"), (4, "failed"),
+                            (1, "superseded")):
         deployment = deploy_one(owner, app.pk)
         Deployment.objects.filter(pk=deployment.pk).update(
             status=status, finished_at=deployment.created_at + timedelta(seconds=seconds))
@@ -72,3 +74,4 @@ def test_deployment_durations_come_from_the_database_by_outcome(client: Client) 
     assert 'moorage_deployment_duration_seconds_count{outcome="running"} 2.0' in text
     assert 'moorage_deployment_duration_seconds_sum{outcome="running"} 48.0' in text
     assert 'moorage_deployment_duration_seconds_count{outcome="failed"} 1.0' in text
+    assert 'outcome="superseded"' not in text and 'outcome="replaced"' not in text
