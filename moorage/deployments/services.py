@@ -277,7 +277,7 @@ def deployment_report(*, region: Region, deployment_id: int, report: Report) -> 
     if status is DeploymentStatus.SUPERSEDED and moved and report.error_message:
         DeploymentLog.objects.create(deployment=deployment,
                                      line=report.error_message[:LOG_LINE_MAX])
-    if moved:
+    if moved and status is not DeploymentStatus.SUPERSEDED:
         # Before this one is saved running: one running deployment per app and region.
         _settle_older(deployment, now)
     deployment.save()
@@ -302,7 +302,8 @@ def _settle_older(deployment: Deployment, now: datetime) -> None:
     """End the app's older deployments in the region that ``deployment`` (just moved on)
     takes the place of: those still queued never start (``superseded``); one running when
     this one came up runs no more (``replaced``)."""
-    older = Deployment.objects.select_for_update().select_related("app", "region").filter(
+    older = Deployment.objects.select_for_update(of=("self",)).select_related(
+        "app__account", "region").filter(
         app_id=deployment.app_id, region_id=deployment.region_id,
         number__lt=deployment.number)
     superseded = list(older.filter(status=DeploymentStatus.QUEUED))
