@@ -71,11 +71,14 @@ def deployment_stall(deployment: Deployment, *, now: datetime | None = None) -> 
     """Whether ``deployment`` is stalled: not finished, and its region's agent has not been in
     touch (or, while it runs the deployment, has not reported on it) for longer than
     ``settings.DEPLOY_STALLED_AFTER`` seconds. Not a status: the deployment goes on if the
-    agent comes back; it says why a follower should stop waiting."""
+    agent comes back; it says why a follower should stop waiting.
+
+    The app's readiness timeout is added to the bound: an agent waiting for a new version
+    to come up sends nothing meanwhile (and does not poll either)."""
     if deployment.finished:
         return None
     now = now or timezone.now()
-    bound = timedelta(seconds=settings.DEPLOY_STALLED_AFTER)
+    bound = timedelta(seconds=settings.DEPLOY_STALLED_AFTER + deployment.app.ready_timeout)
     region = deployment.region
     seen = region.last_seen_at
     if seen is None and now - deployment.created_at > bound:

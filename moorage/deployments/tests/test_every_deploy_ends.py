@@ -84,7 +84,8 @@ def cli(owner: Member, live_server: Any, tmp_path: Path,
 
 
 def _app(owner: Member, registry: RegistryServer, busybox_image: Callable[..., str],
-         name: str, *, command: list[str] | None = None, port: int | None = None) -> App:
+         name: str, *, command: list[str] | None = None, port: int | None = None,
+         ready_timeout: int = 30) -> App:
     """An app pulling a busybox image from the Basic registry with a credential; by default
     an HTTP server on a free port (the deploy waits until it accepts connections)."""
     image = busybox_image(registry, f"acme/{name}", "1.0")
@@ -96,7 +97,7 @@ def _app(owner: Member, registry: RegistryServer, busybox_image: Callable[..., s
         command = ["/bin/sh", "-c", f"exec httpd -f -p {port}"]
     return app_create(actor=owner.user, membership=owner.membership, name=name, image=image,
                       runtime_pull="credential", runtime_pull_credential_id=credential.pk,
-                      port=port, command=command)
+                      port=port, command=command, ready_timeout=ready_timeout)
 
 
 def _finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
@@ -191,7 +192,7 @@ def test_follow_says_stalled_and_exits_3_when_the_agent_stops_mid_deploy(
     # A server that never listens on its port: the deploy waits in ``starting``.
     port = free_port()
     app = _app(owner, registry_basic, busybox_image, "slow",
-               command=["/bin/sh", "-c", "exec sleep 3600"], port=port)
+               command=["/bin/sh", "-c", "exec sleep 3600"], port=port, ready_timeout=15)
     files = tmp_path / "agent-files"
     files.mkdir()
     write_private(files / "token", eu.token + "\n")

@@ -35,7 +35,7 @@ def owner(eu: AgentView) -> Member:
 
 def _app(owner: Member) -> int:
     return app_create(actor=owner.user, membership=owner.membership, name="api",
-                      image="ghcr.io/acme/api:1.4", runtime_pull="none").pk
+                      image="ghcr.io/acme/api:1.4", runtime_pull="none", ready_timeout=20).pk
 
 
 def _report(client: Client, region: AgentView, deployment: Deployment, **body: Any) -> None:
@@ -139,9 +139,13 @@ def test_a_deployment_whose_agent_is_away_or_silent_is_shown_stalled(
 ) -> None:
     deployment = deploy_one(owner, _app(owner))
     assert _get(client, owner, deployment)["stalled"] is None  # just made
-    # Never connected, and made longer ago than the bound.
+    # Never connected, and made longer ago than the bound (60 s, plus the app's 20 s
+    # readiness timeout: its agent sends nothing while it waits for a new version).
     Deployment.objects.filter(pk=deployment.pk).update(
-        created_at=timezone.now() - timedelta(seconds=61))
+        created_at=timezone.now() - timedelta(seconds=75))
+    assert _get(client, owner, deployment)["stalled"] is None
+    Deployment.objects.filter(pk=deployment.pk).update(
+        created_at=timezone.now() - timedelta(seconds=85))
     stalled = _get(client, owner, deployment)["stalled"]
     assert stalled["code"] == "agent_offline"
     assert stalled["message"].startswith("The agent of region eu-1 has never connected")
