@@ -159,6 +159,11 @@ class ControlPlaneClient:
         every call."""
         self._request("POST", "runtime", json=body)
 
+    def drained(self) -> None:
+        """Say that the draining region runs no app any more (``POST /agent/drained``); safe
+        to repeat. One attempt; raises like every call."""
+        self._request("POST", "drained")
+
     def source_archive(self, archive_id: int, dest: Path, *, max_bytes: int) -> None:
         """Download an uploaded source (``GET /agent/sources/{id}``) into the file ``dest``.
 

@@ -17,6 +17,9 @@ settings; a deploy), and at least every :data:`REPORT_INTERVAL` seconds:
   :meth:`~moorage.agent.runtime.base.Runtime.refresh_auth`, without restarting its tasks. A
   refresh that fails (the registry refuses the new login: I9) is logged and tried again later;
   the service keeps its previous login meanwhile.
+* **Drain.** A region being removed (``region.drain``) holds no deployment any more, so
+  everything of it that runs is removed like an orphan; once nothing runs, the agent says
+  so (``POST /agent/drained``) and the control plane lets the region go.
 * **Report.** ``POST /agent/runtime`` with the nodes and, per app, replicas running and desired
   and the credential revision its registry auth carries (``docs/sync.md``), when it changed
   or every :data:`REPORT_INTERVAL` seconds.
@@ -88,7 +91,8 @@ class Reconciler:
         fingerprint = self._fingerprint()
         now = self._clock()
         moved = fingerprint != self._seen
-        if not (changed or moved or self._retry_refresh or not self._adopted
+        draining = self.replica.drain_pending()
+        if not (changed or moved or self._retry_refresh or not self._adopted or draining
                 or now - self._looked_at >= self.report_interval):
             return
         self._looked_at = now
@@ -106,6 +110,8 @@ class Reconciler:
             self._log(logging.WARNING, "could not read what runs on the engine: %s",
                       exc.message)
             return
+        if draining and not running and not self.replica.app_removals():
+            self._report_drained()
         self._seen = fingerprint
         self._report(RuntimeReport(runtime=runtime.kind.value, nodes=nodes,
                                    services=[_service(r) for r in running]))
@@ -115,6 +121,7 @@ class Reconciler:
     def _fingerprint(self) -> str:
         """Everything on the replica's side a running app's login or existence depends on."""
         return json.dumps([
+            self.replica.drain_pending(),
             self.replica.settings().to_payload(),
             sorted(self.replica.credentials_held().items()),
             sorted(self.replica.registry_defaults().items()),
@@ -241,6 +248,21 @@ class Reconciler:
             return normalize_registry_host(self.replica.get_credential(credential_id).server)
         except (CredentialNotFound, InvalidRegistryHost):
             return None
+
+    # -- drain -------------------------------------------------------------------------------
+
+    def _report_drained(self) -> None:
+        """The region is being removed and nothing of it runs any more: say so, once taken
+        (``POST /agent/drained``); a failure is tried again at the next step."""
+        try:
+            self.client.drained()
+        except (TransientError, ProtocolError) as exc:
+            self._log(logging.WARNING, "could not report that the region is drained "
+                      "(retrying): %s", exc)
+            return
+        self.replica.drain_reported()
+        self._log(logging.INFO, "region drained: every app is stopped and removed; the "
+                  "control plane may remove the region now")
 
     # -- report ------------------------------------------------------------------------------
 

@@ -59,6 +59,9 @@ from moorage.sealing import Key, Keyring, SealedDataError, key_id_of, open_seale
 
 SCHEMA_VERSION = "2"  # 2: credentials.expires_at
 REGISTRY_TYPE = "container_registry"
+#: The ``drain`` meta value: asked to remove every app, not reported yet / reported.
+DRAIN_PENDING = "pending"
+DRAIN_REPORTED = "reported"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -260,6 +263,16 @@ class Replica:
     def region(self) -> str | None:
         """The region slug learned from the first snapshot."""
         return self._meta("region")
+
+    def drain_pending(self) -> bool:
+        """The region is being removed (``region.drain``) and the control plane has not been
+        told yet that every app is gone."""
+        return self._meta("drain") == DRAIN_PENDING
+
+    def drain_reported(self) -> None:
+        """The control plane took the drained report."""
+        if self.drain_pending():
+            self._set_meta("drain", DRAIN_REPORTED)
 
     def settings(self) -> RegionSettings:
         """The region's runtime and registry (a docker region without one before the first
@@ -472,6 +485,11 @@ class Replica:
             self._db.executemany("INSERT OR REPLACE INTO accounts (id, slug) VALUES (?, ?)",
                                  accounts)
             self._db.executemany(_UPSERT, credentials)
+            if payload.get("draining") is True:
+                if not self.drain_pending():
+                    self._drain()
+            else:
+                self._db.execute("DELETE FROM meta WHERE key = 'drain'")
             self._drop_orphans()
             self._queue_removals(apps_before)
             self._set_meta("settings", settings)
@@ -574,6 +592,8 @@ class Replica:
                 _deployment_row(change.get("deployment"), where=f"{where} deployment"))
         elif op == Op.REGION_UPSERT:
             self._set_meta("settings", _settings(change.get("settings"), where=where))
+        elif op == Op.REGION_DRAIN:
+            self._drain()
         elif op == Op.APP_DELETE:
             account_id = _int(change, "account_id", where=where)
             app_id = _int(change, "app_id", where=where)
@@ -611,6 +631,13 @@ class Replica:
             raise ReplicaError(
                 f"The replica in {self.path.parent} belongs to region {held!r}, not "
                 f"{region!r}; give each region's agent its own data dir.")
+
+    def _drain(self) -> None:
+        """The region is being removed: forget every deployment (the batch's end queues
+        their apps for removal, and what runs for an app not held is removed too), and owe
+        the control plane the report that all is gone. A repeated op asks again."""
+        self._db.execute("DELETE FROM deployments")
+        self._set_meta("drain", DRAIN_PENDING)
 
     def _apps(self) -> set[tuple[int, int]]:
         return {(a, b) for a, b in self._db.execute(

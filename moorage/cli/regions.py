@@ -1,4 +1,5 @@
-"""``moorage regions``: platform staff manage regions on the server machine.
+"""``moorage regions``: platform staff manage regions on the server machine; ``enable`` and
+``disable`` choose the logged-in account's regions through the API.
 
 A swarm region's registry password is read from standard input
 (``--registry-password-stdin``), never from an argument: any user of the machine can read
@@ -8,8 +9,9 @@ argument lists.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -21,9 +23,14 @@ if TYPE_CHECKING:
     from moorage.regions.services import RegistryInput
 
 
+#: Seconds between looks at a draining region.
+DRAIN_POLL = 0.5
+
+
 @click.group()
 def regions() -> None:
-    """Manage regions (server machine, platform staff)."""
+    """Manage regions (server machine, platform staff); enable and disable them for the
+    logged-in account (API)."""
 
 
 def _write_or_print(token: str, key_encoded: str, agent_dir: str | None) -> None:
@@ -179,20 +186,133 @@ def regions_list() -> None:
 @regions.command("remove")
 @click.argument("slug")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def regions_remove(slug: str, yes: bool) -> None:
-    """Remove a region: its agent stops, no account deploys there any more."""
+@click.option("--drain", is_flag=True,
+              help="Have the region's agent stop and remove every app it runs first; wait "
+                   "for its report, then remove the region.")
+@click.option("--force", is_flag=True,
+              help="Remove it now even while apps run there: their containers are LEFT "
+                   "BEHIND, running, with nothing to stop them.")
+@click.option("--timeout", type=click.IntRange(1, 3600), default=120, show_default=True,
+              help="With --drain: seconds to wait for the agent's report.")
+def regions_remove(slug: str, yes: bool, drain: bool, force: bool, timeout: int) -> None:
+    """Remove a region: its agent stops, no account deploys there any more.
+
+    Refused while apps run there (naming them) unless --drain or --force. If the agent does
+    not report in time the region stays draining (no new deploy goes there): run the command
+    again once its agent runs, or use --force.
+    """
     setup_django()
     from moorage.errors import ApplicationError
     from moorage.regions.services import region_remove
 
+    if drain and force:
+        fail("Give --drain or --force, not both.", code="region_remove_options")
     if not yes:
-        click.confirm(f"Remove region {slug}? Its agent's token stops working.", abort=True,
-                      err=True)
+        what = (" Its agent first stops and removes every app it runs." if drain else
+                " Containers still running there are left behind." if force else "")
+        click.confirm(f"Remove region {slug}?{what} Its agent's token stops working.",
+                      abort=True, err=True)
     try:
-        region_remove(actor=None, slug=slug)
+        result = region_remove(actor=None, slug=slug, drain=drain, force=force)
+        if result.draining:
+            _wait_for_drain(slug, result.apps, timeout)
+            result = region_remove(actor=None, slug=slug)
     except ApplicationError as exc:
         fail(exc.message, code=exc.code)
+    if result.apps:
+        err_console.print(f"[yellow]![/yellow] Left behind, still running: "
+                          f"{', '.join(result.apps)}.", highlight=False, soft_wrap=True)
     console.print(f"[green]✓[/green] Region [bold]{slug}[/bold] removed.")
+
+
+def _wait_for_drain(slug: str, apps: list[str], timeout: int) -> None:
+    """Wait (bounded) until the region's agent reports that every app is gone, showing
+    what it still reports running; on time-out, fail saying what the operator can do."""
+    from moorage.regions.models import RunningService
+    from moorage.regions.services import region_drain_state, region_draining_error
+
+    names = ", ".join(apps) if apps else "whatever still runs there"
+    err_console.print(f"Region [bold]{slug}[/bold] is draining: its agent stops and removes "
+                      f"{names}.", highlight=False, soft_wrap=True)
+    started = time.monotonic()
+    said: tuple[int, ...] | None = None
+    while True:
+        region = region_drain_state(slug=slug)
+        if region.drained_at is not None:
+            err_console.print(f"The agent of {slug} removed every app "
+                              f"({time.monotonic() - started:.0f} s).")
+            return
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            error = region_draining_error(region)
+            fail(f"Waited {timeout} s. {error.message}", code=error.code)
+        running = RunningService.objects.filter(region=region).count()
+        if said != (running,):
+            said = (running,)
+            err_console.print(f"  waiting for the agent of {slug}: {running} app"
+                              f"{'s' if running != 1 else ''} still reported running "
+                              f"({waited:.0f}/{timeout} s)", highlight=False)
+        time.sleep(DRAIN_POLL)
+
+
+def _account_regions(config: Any) -> list[str]:
+    from moorage.cli.remote import request
+
+    answer = request("GET", "/account/regions", config=config)
+    return [r["slug"] for r in answer["regions"] if r["enabled"]]
+
+
+@regions.command("enable")
+@click.argument("slug")
+@click.option("--redeploy", is_flag=True,
+              help="Deploy again the apps stopped when a region was disabled.")
+def regions_enable(slug: str, redeploy: bool) -> None:
+    """Let the logged-in account deploy to SLUG (account admins and owners; API)."""
+    from moorage.cli.remote import request, require_login
+
+    config = require_login()
+    enabled = _account_regions(config)
+    answer = request("PUT", "/account/regions", config=config,
+                     json={"regions": sorted({*enabled, slug}), "redeploy": redeploy})
+    console.print(f"[green]✓[/green] The account deploys to [bold]{slug}[/bold]"
+                  f"{' (it already did)' if slug in enabled else ''}.")
+    if answer["redeployed"]:
+        console.print(f"Deploying again: {len(answer['redeployed'])} deployment"
+                      f"{'s' if len(answer['redeployed']) != 1 else ''} queued.")
+    elif answer["redeployable"]:
+        names = ", ".join(f"{a['app']} in {a['region']}" for a in answer["redeployable"])
+        console.print(f"Stopped when a region was disabled: {names}. Deploy them again with "
+                      f"'moorage regions enable {slug} --redeploy'.", highlight=False,
+                      soft_wrap=True)
+
+
+@regions.command("disable")
+@click.argument("slug")
+@click.option("--yes", "-y", is_flag=True, help="Stop the apps there without asking.")
+def regions_disable(slug: str, yes: bool) -> None:
+    """Stop the logged-in account deploying to SLUG; its apps there stop (asks first)."""
+    from moorage.cli.remote import ApiError, call, require_login
+
+    config = require_login()
+    enabled = _account_regions(config)
+    if slug not in enabled:
+        fail(f"The account does not deploy to {slug}.", code="region_not_enabled")
+    body: dict[str, Any] = {"regions": [s for s in enabled if s != slug], "confirm": yes}
+    try:
+        answer = call("PUT", "/account/regions", config=config, json=body)
+    except ApiError as exc:
+        if exc.code != "region_disable_stops_apps":
+            fail(exc.message, code=exc.code)
+        err_console.print(exc.message, highlight=False, soft_wrap=True)
+        click.confirm(f"Disable {slug} and stop them?", abort=True, err=True)
+        try:
+            answer = call("PUT", "/account/regions", config=config,
+                          json={**body, "confirm": True})
+        except ApiError as again:
+            fail(again.message, code=again.code)
+    stopped = ", ".join(a["app"] for a in answer["stopped"])
+    console.print(f"[green]✓[/green] The account no longer deploys to [bold]{slug}[/bold]"
+                  f"{'; stopped: ' + stopped if stopped else ''}.", highlight=False)
 
 
 @regions.command("rotate-token")

@@ -21,12 +21,15 @@ class DeploymentStatus(models.TextChoices):
     FAILED = enums.ReportStatus.FAILED.value, "Failed"
     SUPERSEDED = "superseded", "Superseded"
     REPLACED = "replaced", "Replaced"
+    #: Set by the control plane, not an agent: the app was stopped in this region (the
+    #: region was disabled for the account); its message says why and by whom.
+    STOPPED = "stopped", "Stopped"
 
     @classmethod
     def finished(cls) -> frozenset[str]:
         """Statuses an agent's report no longer moves (``running`` may still become
         ``replaced``)."""
-        return frozenset({cls.RUNNING, cls.FAILED, cls.SUPERSEDED, cls.REPLACED})
+        return frozenset({cls.RUNNING, cls.FAILED, cls.SUPERSEDED, cls.REPLACED, cls.STOPPED})
 
     @classmethod
     def in_progress(cls) -> frozenset[str]:
@@ -43,6 +46,7 @@ ORDER = {
     DeploymentStatus.FAILED: 3,
     DeploymentStatus.SUPERSEDED: 3,
     DeploymentStatus.REPLACED: 4,
+    DeploymentStatus.STOPPED: 4,
 }
 
 

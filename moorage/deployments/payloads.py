@@ -10,7 +10,7 @@ from moorage.apps.models import App
 from moorage.apps.services import open_env
 from moorage.credentials.logins import current_login
 from moorage.credentials.models import Credential
-from moorage.deployments.choices import PullMode
+from moorage.deployments.choices import DeploymentStatus, PullMode
 from moorage.deployments.models import Deployment
 from moorage.protocol.associated_data import region_env_aad
 from moorage.regions.models import Region
@@ -98,7 +98,11 @@ def deployment_payload(
 
 
 def latest_deployments(region: Region, account_ids: Iterable[int]) -> list[Deployment]:
-    """The newest deployment of every app of these accounts in ``region``."""
+    """The newest deployment of every app of these accounts in ``region``; none while the
+    region drains, and none for an app whose newest one there was stopped (the region was
+    disabled for its account since): the agent must not run those again."""
+    if region.draining_since is not None:
+        return []
     seen: set[int] = set()
     latest = []
     for deployment in (Deployment.objects.filter(region=region, app__account_id__in=account_ids)
@@ -107,5 +111,6 @@ def latest_deployments(region: Region, account_ids: Iterable[int]) -> list[Deplo
                        .order_by("app_id", "-number")):
         if deployment.app_id not in seen:
             seen.add(deployment.app_id)
-            latest.append(deployment)
+            if deployment.status != DeploymentStatus.STOPPED:
+                latest.append(deployment)
     return latest

@@ -22,7 +22,7 @@ from moorage.credentials.models import Credential
 from moorage.deployments.choices import ORDER, DeploymentStatus, PullMode
 from moorage.deployments.models import Deployment, DeploymentLog
 from moorage.deployments.payloads import check_secrets
-from moorage.errors import NotFound, ValidationFailed
+from moorage.errors import Conflict, NotFound, ValidationFailed
 from moorage.regions.changelog import record_change
 from moorage.regions.choices import ChangeKind, Runtime
 from moorage.regions.models import Region
@@ -32,8 +32,10 @@ LOG_LINES_PER_REPORT = 200
 
 
 @transaction.atomic
-def deployment_create(*, actor: User, membership: Membership, app_id: int) -> list[Deployment]:
-    """Record the app's wanted deployment in each of its regions; their agents pick it up.
+def deployment_create(*, actor: User, membership: Membership, app_id: int,
+                      only_regions: list[str] | None = None) -> list[Deployment]:
+    """Record the app's wanted deployment in each of its regions (or in ``only_regions`` of
+    them); their agents pick it up. A region being removed (draining) takes no new deploy.
 
     The pull is resolved now (I5) and checked (I4): a credential chosen for another
     registry than the image's refuses the deploy with ``credential_host_mismatch``, before
@@ -48,6 +50,14 @@ def deployment_create(*, actor: User, membership: Membership, app_id: int) -> li
     if app is None:
         raise NotFound("No such app in this account.", code="app_not_found")
     regions = list(app.regions.filter(account_links__account=app.account).order_by("slug"))
+    if only_regions is not None:
+        regions = [r for r in regions if r.slug in only_regions]
+    draining = [r.slug for r in regions if r.draining_since is not None]
+    if draining:
+        raise Conflict(
+            f"Region {', '.join(draining)} is being removed: no new deploy goes there. Take "
+            "it out of the app's regions to deploy elsewhere.", code="region_draining",
+            detail={"regions": draining})
     if not regions:
         raise ValidationFailed(
             "The app runs in no region the account deploys to; choose a region for it.",

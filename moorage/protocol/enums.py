@@ -54,3 +54,6 @@ class Op(enum.StrEnum):
     LOGS_REQUEST = "logs.request"
     #: The region's own settings changed (its runtime, its registry).
     REGION_UPSERT = "region.upsert"
+    #: The region is being removed: stop and remove every app it runs, then say so
+    #: (``POST /agent/drained``).
+    REGION_DRAIN = "region.drain"

@@ -7,14 +7,15 @@ from datetime import datetime
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
+from pydantic import StrictBool, StrictStr
 
 from moorage.accounts.models import Membership
-from moorage.accounts.permissions import Action, require
+from moorage.accounts.permissions import Action, require, require_platform_staff
 from moorage.credentials.selectors import credential_get
 from moorage.errors import ValidationFailed
 from moorage.protocol.constants import DEFAULT_WAIT, KEY_HEADER, MAX_WAIT
 from moorage.protocol.runtime_report import MAX_NODES, MAX_SERVICES, RuntimeReport
-from moorage.regions import runtime, selectors, sync
+from moorage.regions import runtime, selectors, services, sync
 from moorage.regions.auth import AsyncRegionTokenAuth, RegionTokenAuth
 from moorage.regions.models import Region
 from moorage.schemas import MAX_ID, CredentialRevision, LogRevision, ObjectId, StrictIn
@@ -94,6 +95,14 @@ def agent_ack(request: HttpRequest, payload: AckIn) -> Status[None]:
     sync.ack(region=_region(request), revision=payload.revision,
              credentials=payload.credentials, removed=payload.removed,
              snapshot=payload.snapshot, key_id=payload.key_id, key_proof=payload.key_proof)
+    return Status(204, None)
+
+
+@agent_router.post("/agent/drained", response={204: None},
+                   summary="The agent removed every app of its draining region")
+def agent_drained(request: HttpRequest) -> Status[None]:
+    # Scoped by the token: an agent can only say this of its own region.
+    services.region_drained(region=_region(request))
     return Status(204, None)
 
 
@@ -217,3 +226,99 @@ def credential_sync(request: HttpRequest, credential_id: int) -> CredentialSyncO
                             services=s.services, services_applied=s.services_applied)
                  for s in states],
     )
+
+
+class RemovalQuery(Schema):
+    drain: bool = Field(False, description="Have the region's agent stop and remove every "
+                                           "app first; the region goes once it reported.")
+    force: bool = Field(False, description="Remove now, leaving its containers behind.")
+
+
+class RemovalOut(Schema):
+    region: str
+    status: str = Field(..., description="`draining`: the agent was asked to remove `apps` "
+                                         "and has not reported yet; ask again to finish.")
+    apps: list[str]
+    draining_since: datetime | None
+
+
+@router.delete("/regions/{slug}", response={202: RemovalOut, 204: None},
+               summary="Remove a region (platform staff)")
+def region_remove(request: HttpRequest, slug: str,
+                  query: Query[RemovalQuery]) -> Status[RemovalOut | None]:
+    membership: Membership = request.auth  # type: ignore[attr-defined]
+    require_platform_staff(membership.user)
+    result = services.region_remove(actor=membership.user, slug=slug, drain=query.drain,
+                                    force=query.force)
+    if result.removed:
+        return Status(204, None)
+    return Status(202, RemovalOut(region=slug, status="draining", apps=result.apps,
+                                  draining_since=result.draining_since))
+
+
+class AccountRegionOut(Schema):
+    slug: str
+    name: str
+    enabled: bool
+    draining: bool
+
+
+class AppInRegionOut(Schema):
+    app_id: int
+    app: str
+    region: str
+    deployment_id: int
+    number: int
+
+
+class AccountRegionsOut(Schema):
+    regions: list[AccountRegionOut]
+    stopped: list[AppInRegionOut] = Field(
+        ..., description="Apps this change stopped (their deployments ended as `stopped`).")
+    redeployable: list[AppInRegionOut] = Field(
+        ..., description="Apps stopped when a region was disabled, in a region enabled now: "
+                         "PUT again with `redeploy: true` to deploy them.")
+    redeployed: list[int] = Field(..., description="Deployments this change started.")
+
+
+class AccountRegionsIn(StrictIn):
+    regions: list[StrictStr] = Field(..., max_length=1000,
+                                     description="Every region the account deploys to.")
+    confirm: StrictBool = Field(False, description="Go on although apps stop (else 409 "
+                                                   "`region_disable_stops_apps`).")
+    redeploy: StrictBool = Field(False, description="Deploy again the apps stopped when a "
+                                                    "region now enabled was disabled.")
+
+
+def _account_regions(membership: Membership,
+                     change: services.AccountRegionsChange | None = None) -> AccountRegionsOut:
+    account = membership.account
+    enabled = set(account.region_links.values_list("region_id", flat=True))
+    regions = [AccountRegionOut(slug=r.slug, name=r.name, enabled=r.pk in enabled,
+                                draining=r.draining_since is not None)
+               for r in Region.objects.order_by("slug")]
+    redeployable = change.redeployable if change is not None \
+        else services.account_regions_redeployable(account=account)
+    return AccountRegionsOut(
+        regions=regions,
+        stopped=[AppInRegionOut(**vars(a)) for a in (change.stopped if change else [])],
+        redeployable=[AppInRegionOut(**vars(a)) for a in redeployable],
+        redeployed=[d.pk for d in (change.redeployed if change else [])])
+
+
+@router.get("/account/regions", response=AccountRegionsOut,
+            summary="The regions the account deploys to")
+def account_regions_get(request: HttpRequest) -> AccountRegionsOut:
+    membership: Membership = request.auth  # type: ignore[attr-defined]
+    require(membership, Action.VIEW)
+    return _account_regions(membership)
+
+
+@router.put("/account/regions", response=AccountRegionsOut,
+            summary="Choose the regions the account deploys to (admins and owners)")
+def account_regions_put(request: HttpRequest, payload: AccountRegionsIn) -> AccountRegionsOut:
+    membership: Membership = request.auth  # type: ignore[attr-defined]
+    change = services.account_regions_change(
+        actor=membership.user, membership=membership, slugs=payload.regions,
+        confirm=payload.confirm, redeploy=payload.redeploy)
+    return _account_regions(membership, change)

@@ -29,3 +29,4 @@ class ChangeKind(models.TextChoices):
     APP = "app", "App removed from a region"
     LOGS = "logs", "Logs requested from a region's agent"
     REGION = "region", "Settings of a region (runtime, registry)"
+    DRAIN = "drain", "Region asked to remove every app it runs"

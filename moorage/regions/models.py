@@ -24,6 +24,11 @@ class Region(models.Model):
     it holds, and the new key replaces the old once the agent proves it holds it
     (``docs/sync.md``, "Rotating a region key"). ``applied_revision`` is the change-log
     revision the agent last reported as applied.
+
+    ``draining_since`` is set while the region is being removed with ``--drain``: its agent
+    was sent ``region.drain`` and no new deploy goes there; ``drained_at`` is when the agent
+    reported that it removed every app (``POST /agent/drained``), after which the region can
+    go without leaving a container behind.
     """
 
     slug = models.SlugField(max_length=32, unique=True)
@@ -43,6 +48,8 @@ class Region(models.Model):
     registry_revision = models.PositiveIntegerField(default=0)
     nodes = models.JSONField(default=list, blank=True)
     runtime_reported_at = models.DateTimeField(null=True, blank=True)
+    draining_since = models.DateTimeField(null=True, blank=True)
+    drained_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

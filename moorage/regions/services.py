@@ -15,7 +15,9 @@ region keys, and it is only ever sent to that registry.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
@@ -24,16 +26,18 @@ from django.utils import timezone
 from moorage import names
 from moorage.accounts.models import Account, Membership, User
 from moorage.accounts.permissions import Action, require, require_platform_staff
+from moorage.apps.models import App
 from moorage.audit.choices import AuditAction
 from moorage.audit.services import audit_record
-from moorage.deployments.models import Deployment
+from moorage.deployments.choices import DeploymentStatus
+from moorage.deployments.models import Deployment, DeploymentLog
 from moorage.errors import Conflict, NotFound, ValidationFailed
 from moorage.private_files import write_private
 from moorage.protocol.envelopes import key_proof_valid
 from moorage.regions import changelog
 from moorage.regions import secrets as region_secrets
 from moorage.regions.choices import ChangeKind, Runtime
-from moorage.regions.models import AccountRegion, Region, RegionToken
+from moorage.regions.models import AccountRegion, Region, RegionToken, RunningService
 from moorage.registry import RegistryLogin
 from moorage.registry.access import AccessStatus, check_login
 from moorage.registry.hosts import InvalidRegistryHost, normalize_registry_host
@@ -320,15 +324,124 @@ def region_key_adopt(*, region: Region, key_id: str, proof: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class RegionRemoval:
+    """What :func:`region_remove` did: ``removed`` the region, or left it ``draining``
+    (its agent was asked to remove ``apps`` and has not said it did yet)."""
+
+    slug: str
+    removed: bool
+    draining: bool = False
+    apps: list[str] = field(default_factory=list)
+    draining_since: datetime | None = None
+
+
+def region_apps(region: Region) -> list[str]:
+    """The apps that run (or are being deployed) in ``region``, as ``account/app``.
+
+    An app runs there when its newest deployment in the region, for an account still
+    enabled there, did not fail or stop, or when the region's agent reported it running.
+    """
+    found: dict[int, str] = {}
+    seen: set[int] = set()
+    for d in (Deployment.objects.filter(region=region,
+                                        app__account__region_links__region=region)
+              .select_related("app__account").order_by("app_id", "-number")):
+        if d.app_id in seen:
+            continue
+        seen.add(d.app_id)
+        if d.status not in (DeploymentStatus.FAILED, DeploymentStatus.STOPPED):
+            found[d.app_id] = f"{d.app.account.slug}/{d.app.name}"
+    for service in RunningService.objects.filter(region=region).select_related("app__account"):
+        found.setdefault(service.app_id, f"{service.app.account.slug}/{service.app.name}")
+    return sorted(found.values())
+
+
+def _region_in_use(region: Region, apps: list[str]) -> Conflict:
+    return Conflict(
+        f"Region {region.slug!r} runs {len(apps)} app{'s' if len(apps) != 1 else ''}: "
+        f"{', '.join(apps)}. Removing it now would leave their containers running with "
+        "nothing to stop them. Drain it first (moorage regions remove "
+        f"{region.slug} --drain; API: ?drain=true): its agent stops and removes them, then "
+        "the region goes.",
+        code="region_in_use", detail={"region": region.slug, "apps": apps})
+
+
+def region_draining_error(region: Region) -> Conflict:
+    """The region is draining and its agent has not reported yet: what the operator can do."""
+    seen = (f"last seen {timezone.localtime(region.last_seen_at):%Y-%m-%d %H:%M:%S}"
+            if region.last_seen_at else "never seen")
+    return Conflict(
+        f"Region {region.slug!r} is draining: its agent ({seen}) has not reported yet that it "
+        "removed every app. Make sure the agent runs and retry (moorage regions remove "
+        f"{region.slug} --drain), or remove it with --force, which leaves its containers "
+        "behind.",
+        code="region_draining", detail={"region": region.slug})
+
+
 @transaction.atomic
-def region_remove(*, actor: User | None, slug: str) -> None:
-    """Remove a region: its agent's token stops working and no account deploys there."""
+def region_remove(*, actor: User | None, slug: str, drain: bool = False,
+                  force: bool = False) -> RegionRemoval:
+    """Remove a region: its agent's token stops working and no account deploys there.
+
+    Refused (409 ``region_in_use``, naming the apps) while apps run there, unless:
+
+    * ``drain``: the region is marked draining and its agent is sent ``region.drain``; it
+      stops and removes every app and reports (:func:`region_drained`). The region goes
+      at the next call once that report arrived; until then the answer says ``draining``.
+      Draining again re-sends the op (an agent that was down, or a retry).
+    * ``force``: the region goes now, its containers are left behind (audited with them).
+    """
     if actor is not None:
         require_platform_staff(actor)
-    region = _region(slug)
-    audit_record(account=None, actor=actor, action=AuditAction.REGION_REMOVED, target=region,
-                 details={"slug": slug})
-    region.delete()
+    region = Region.objects.select_for_update().filter(slug=slug).first()
+    if region is None:
+        raise NotFound(f"No region {slug!r}.", code="region_not_found")
+    apps = region_apps(region)
+    if region.drained_at is not None or force or (not apps and not region.draining_since) \
+            or (region.last_seen_at is None and not apps):
+        audit_record(account=None, actor=actor, action=AuditAction.REGION_REMOVED,
+                     target=region,
+                     details={"slug": slug, "drained": region.drained_at is not None,
+                              "force": force, "left_behind": apps if force else []})
+        region.delete()
+        return RegionRemoval(slug=slug, removed=True, apps=apps if force else [])
+    if not drain:
+        if region.draining_since is not None:
+            raise region_draining_error(region)
+        raise _region_in_use(region, apps)
+    first = region.draining_since is None
+    if first:
+        region.draining_since = timezone.now()
+        region.save(update_fields=["draining_since"])
+    changelog.record_change(account_id=0, kind=ChangeKind.DRAIN, object_id=region.pk,
+                            region_id=region.pk)
+    audit_record(account=None, actor=actor, action=AuditAction.REGION_DRAIN_STARTED,
+                 target=region, details={"slug": slug, "apps": apps, "retry": not first})
+    return RegionRemoval(slug=slug, removed=False, draining=True, apps=apps,
+                         draining_since=region.draining_since)
+
+
+@transaction.atomic
+def region_drained(*, region: Region) -> bool:
+    """The region's agent reports that it stopped and removed every app; whether this was
+    news (a report for a region that is not draining, or a repeat, changes nothing)."""
+    locked = Region.objects.select_for_update().get(pk=region.pk)
+    if locked.draining_since is None or locked.drained_at is not None:
+        return False
+    locked.drained_at = timezone.now()
+    locked.save(update_fields=["drained_at"])
+    RunningService.objects.filter(region=locked).delete()
+    audit_record(account=None, actor=None, action=AuditAction.REGION_DRAINED, target=locked,
+                 details={"slug": locked.slug,
+                          "seconds": round((locked.drained_at
+                                            - locked.draining_since).total_seconds(), 1)})
+    return True
+
+
+def region_drain_state(*, slug: str) -> Region:
+    """The region as it is now (a removal waiting for its drain reads it)."""
+    return _region(slug)
 
 
 def _enable(account: Account, region: Region) -> bool:
@@ -345,11 +458,112 @@ def enable_default_regions(account: Account) -> None:
         _enable(account, region)
 
 
+@dataclass(frozen=True)
+class AppInRegion:
+    """One app in one region: one that a region change stops, or that can be deployed again
+    there (its newest deployment there was stopped when the region was disabled)."""
+
+    app_id: int
+    app: str
+    region: str
+    deployment_id: int
+    number: int
+
+
+@dataclass(frozen=True)
+class AccountRegionsChange:
+    """What :func:`account_regions_change` did."""
+
+    regions: list[Region]
+    enabled: list[str]
+    disabled: list[str]
+    stopped: list[AppInRegion]
+    redeployable: list[AppInRegion]
+    redeployed: list[Deployment]
+
+
+def _running_in(account: Account, region_ids: Iterable[int]) -> list[Deployment]:
+    """The deployments an app of ``account`` runs (or is being deployed) with in these
+    regions: its newest there unless it failed or stopped, and any older one still going."""
+    found: list[Deployment] = []
+    newest: set[tuple[int, int]] = set()
+    for d in (Deployment.objects.filter(app__account=account, region_id__in=list(region_ids))
+              .select_related("app", "region").order_by("app_id", "region_id", "-number")):
+        key = (d.app_id, d.region_id)
+        first = key not in newest
+        newest.add(key)
+        if d.status in (DeploymentStatus.FAILED, DeploymentStatus.STOPPED):
+            continue
+        if first or not d.finished:
+            found.append(d)
+    return found
+
+
+def _as_apps(deployments: Iterable[Deployment]) -> list[AppInRegion]:
+    seen: dict[tuple[int, str], AppInRegion] = {}
+    for d in deployments:
+        seen.setdefault((d.app_id, d.region.slug), AppInRegion(
+            app_id=d.app_id, app=d.app.name, region=d.region.slug, deployment_id=d.pk,
+            number=d.number))
+    return sorted(seen.values(), key=lambda a: (a.region, a.app))
+
+
+def account_regions_stopping(*, account: Account, slugs: Iterable[str]) -> list[AppInRegion]:
+    """The apps that would stop if ``account`` deployed to ``slugs`` only (nothing changes)."""
+    wanted = {s.strip() for s in slugs if s.strip()}
+    leaving = AccountRegion.objects.filter(account=account).exclude(region__slug__in=wanted)
+    return _as_apps(_running_in(account, leaving.values_list("region_id", flat=True)))
+
+
+def account_regions_redeployable(*, account: Account) -> list[AppInRegion]:
+    """Apps whose newest deployment in a region the account deploys to was stopped when
+    that region was disabled, and that still run there by their settings: they can be
+    deployed again."""
+    enabled = set(AccountRegion.objects.filter(account=account)
+                  .values_list("region_id", flat=True))
+    newest: set[tuple[int, int]] = set()
+    found = []
+    for d in (Deployment.objects.filter(app__account=account, region_id__in=enabled)
+              .select_related("app", "region").order_by("app_id", "region_id", "-number")):
+        key = (d.app_id, d.region_id)
+        if key in newest:
+            continue
+        newest.add(key)
+        if d.status == DeploymentStatus.STOPPED:
+            found.append(d)
+    listed = {(a, r) for a, r in App.regions.through.objects.filter(
+        app_id__in={d.app_id for d in found}).values_list("app_id", "region_id")}
+    return _as_apps(d for d in found if (d.app_id, d.region_id) in listed)
+
+
+def _stop(deployments: list[Deployment], *, message: str) -> None:
+    """Record that these deployments' containers were stopped (a terminal status)."""
+    now = timezone.now()
+    for d in deployments:
+        d.status = DeploymentStatus.STOPPED
+        d.finished_at = now
+        d.progress = {}
+        d.error_code = "region_disabled"
+        d.error_message = message[:1000]
+        d.save(update_fields=["status", "finished_at", "progress", "error_code",
+                              "error_message"])
+        DeploymentLog.objects.create(deployment=d, line=message[:1000])
+
+
 @transaction.atomic
-def account_regions_set(
-    *, actor: User, membership: Membership, slugs: list[str]
-) -> list[Region]:
-    """Choose the regions the account deploys to (admins and owners)."""
+def account_regions_change(
+    *, actor: User, membership: Membership, slugs: list[str], confirm: bool = False,
+    redeploy: bool = False,
+) -> AccountRegionsChange:
+    """Choose the regions the account deploys to (admins and owners).
+
+    Disabling a region stops the account's apps there: its agent drops the account and
+    removes their containers. That is refused (409 ``region_disable_stops_apps``, naming
+    the apps) unless ``confirm``; confirmed, each stopped app's deployment there ends as
+    ``stopped``, saying which region was disabled and by whom. The answer lists the apps
+    that can be deployed again (stopped earlier, in a region enabled now); ``redeploy``
+    deploys them (it needs the deploy right too).
+    """
     require(membership, Action.CHOOSE_REGIONS)
     account = membership.account
     wanted = {s.strip() for s in slugs if s.strip()}
@@ -362,18 +576,81 @@ def account_regions_set(
         )
     current = {link.region.slug: link for link in
                AccountRegion.objects.select_related("region").filter(account=account)}
+    draining = sorted(slug for slug in wanted - set(current)
+                      if regions[slug].draining_since is not None)
+    if draining:
+        raise Conflict(f"Region {', '.join(draining)} is being removed; no new app goes "
+                       "there.", code="region_draining", detail={"regions": draining})
+    leaving = [link for slug, link in sorted(current.items()) if slug not in wanted]
+    stopping = _running_in(account, [link.region_id for link in leaving])
+    if stopping and not confirm:
+        apps = _as_apps(stopping)
+        names = ", ".join(f"{a.app} in {a.region}" for a in apps)
+        raise Conflict(
+            f"Disabling {', '.join(link.region.slug for link in leaving)} stops "
+            f"{len(apps)} app{'s' if len(apps) != 1 else ''}: {names}. Their containers "
+            "are removed; you can deploy them again when the region is enabled again. "
+            "Confirm to go on.", code="region_disable_stops_apps",
+            detail={"apps": [{"app": a.app, "region": a.region} for a in apps]})
     added = [slug for slug in sorted(wanted) if _enable(account, regions[slug])]
     removed = []
-    for slug, link in sorted(current.items()):
-        if slug not in wanted:
-            link.delete()
-            changelog.record_change(account_id=account.pk, kind=ChangeKind.ACCOUNT,
-                                    object_id=account.pk, region_id=link.region_id)
-            removed.append(slug)
+    for link in leaving:
+        link.delete()
+        changelog.record_change(account_id=account.pk, kind=ChangeKind.ACCOUNT,
+                                object_id=account.pk, region_id=link.region_id)
+        removed.append(link.region.slug)
+        theirs = [d for d in stopping if d.region_id == link.region_id]
+        _stop(theirs, message=f"stopped: region {link.region.slug} disabled for the account "
+                              f"by {actor.email}")
+        audit_record(account=account, actor=actor, action=AuditAction.ACCOUNT_REGION_DISABLED,
+                     target=account, details={"region": link.region.slug,
+                                              "stopped": sorted({d.app.name for d in theirs})})
+    for slug in added:
+        audit_record(account=account, actor=actor, action=AuditAction.ACCOUNT_REGION_ENABLED,
+                     target=account, details={"region": slug})
     if added or removed:
         audit_record(account=account, actor=actor, action=AuditAction.ACCOUNT_REGIONS_CHANGED,
                      target=account, details={"enabled": added, "disabled": removed})
-    return list(Region.objects.filter(account_links__account=account).order_by("slug"))
+    redeployable = account_regions_redeployable(account=account)
+    redeployed: list[Deployment] = []
+    if redeploy and redeployable:
+        redeployed = account_apps_redeploy(actor=actor, membership=membership)
+        redeployable = []
+    return AccountRegionsChange(
+        regions=list(Region.objects.filter(account_links__account=account).order_by("slug")),
+        enabled=added, disabled=removed, stopped=_as_apps(stopping),
+        redeployable=redeployable, redeployed=redeployed)
+
+
+@transaction.atomic
+def account_apps_redeploy(*, actor: User, membership: Membership,
+                          app_ids: Iterable[int] | None = None) -> list[Deployment]:
+    """Deploy again the apps stopped when a region was disabled (all, or ``app_ids``), in
+    the regions where they were stopped and that the account deploys to again."""
+    from moorage.deployments.services import deployment_create
+
+    require(membership, Action.DEPLOY)
+    wanted = None if app_ids is None else set(app_ids)
+    per_app: dict[int, list[str]] = {}
+    for item in account_regions_redeployable(account=membership.account):
+        if wanted is None or item.app_id in wanted:
+            per_app.setdefault(item.app_id, []).append(item.region)
+    if wanted is not None and not per_app:
+        raise NotFound("None of these apps waits to be deployed again.",
+                       code="app_not_redeployable")
+    created: list[Deployment] = []
+    for app_id, slugs in sorted(per_app.items()):
+        created += deployment_create(actor=actor, membership=membership, app_id=app_id,
+                                     only_regions=slugs)
+    return created
+
+
+def account_regions_set(
+    *, actor: User, membership: Membership, slugs: list[str]
+) -> list[Region]:
+    """:func:`account_regions_change` for callers that already confirmed (set-up, tests)."""
+    return account_regions_change(actor=actor, membership=membership, slugs=slugs,
+                                  confirm=True).regions
 
 
 @transaction.atomic

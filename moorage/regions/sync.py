@@ -205,7 +205,8 @@ def snapshot(*, region: Region, nonce: str, key_id: str | None = None) -> dict[s
         accounts = list(Account.objects.filter(id__in=account_ids).order_by("id"))
         credentials = list(Credential.objects.filter(account_id__in=account_ids)
                            .select_related("login_token").order_by("id"))
-        deployments = latest_deployments(region, account_ids)
+        current = Region.objects.get(pk=region.pk)
+        deployments = latest_deployments(current, account_ids)
     key = region_secrets.region_key_for(region, key_id)
     payload = {
         "kind": "snapshot",
@@ -216,7 +217,9 @@ def snapshot(*, region: Region, nonce: str, key_id: str | None = None) -> dict[s
         "credentials": [entry for c in credentials
                         if (entry := _credential_payload(region, key, c)) is not None],
         "deployments": [_deployment_payload(region, key, d) for d in deployments],
-        "settings": region_settings(Region.objects.get(pk=region.pk), key),
+        "settings": region_settings(current, key),
+        # Being removed: the agent removes every app and says so (``region.drain``).
+        "draining": current.draining_since is not None and current.drained_at is None,
     }
     return sign(payload, key)
 
@@ -262,6 +265,16 @@ def _ops(region: Region, key: Key, rows: list[Change], enabled: set[int],
     log_requests = log_requests_waiting(region=region, ids=log_ids) if log_ids else {}
     ops: dict[tuple[str, int], tuple[int, int, dict[str, Any]]] = {}
     sequence = 0
+    draining_now: list[bool] = []
+
+    def draining() -> bool:
+        """Whether the region drains (read once per answer, only when a row needs it)."""
+        if not draining_now:
+            current = Region.objects.filter(pk=region.pk).values_list(
+                "draining_since", "drained_at").first()
+            draining_now.append(current is not None and current[0] is not None
+                                and current[1] is None)
+        return draining_now[0]
 
     def put(key_: tuple[str, int], revision: int, op: dict[str, Any]) -> None:
         nonlocal sequence
@@ -287,10 +300,13 @@ def _ops(region: Region, key: Key, rows: list[Change], enabled: set[int],
         elif change.kind == ChangeKind.DEPLOYMENT:
             deployment = objects.deployments.get(change.object_id)
             if deployment is not None and deployment.region_id == region.pk \
-                    and deployment.app.account_id in enabled:
+                    and deployment.app.account_id in enabled and not draining():
                 put(("deployment", deployment.app_id), change.revision,
                     {"op": Op.DEPLOYMENT_UPSERT,
                      "deployment": _deployment_payload(region, key, deployment)})
+        elif change.kind == ChangeKind.DRAIN:
+            if change.region_id == region.pk and draining():
+                put(("drain", region.pk), change.revision, {"op": Op.REGION_DRAIN})
         elif change.kind == ChangeKind.REGION:
             if change.region_id == region.pk:
                 current_region = Region.objects.get(pk=region.pk)

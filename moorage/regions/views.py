@@ -23,6 +23,7 @@ def _page(request: HttpRequest, *, form: RegionForm | None = None, status: int =
     require(membership, Action.VIEW)
     return render(request, "regions/list.html", {
         "states": selectors.region_states(account=membership.account),
+        "redeployable": services.account_regions_redeployable(account=membership.account),
         "form": form or RegionForm(),
         "created": created,
         "rotated": rotated,
@@ -73,17 +74,68 @@ def region_rotate_token(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def region_remove(request: HttpRequest, slug: str) -> HttpResponse:
-    services.region_remove(actor=request.user, slug=slug)  # type: ignore[arg-type]
-    messages.success(request, f"Region {slug} removed.")
+    try:
+        result = services.region_remove(actor=request.user,  # type: ignore[arg-type]
+                                        slug=slug, drain=request.POST.get("drain") == "1")
+    except ApplicationError as exc:
+        if exc.status == 403:
+            raise
+        messages.error(request, exc.message)
+        return redirect("regions")
+    if result.removed:
+        messages.success(request, f"Region {slug} removed.")
+    else:
+        messages.info(request, f"Region {slug} is draining: its agent stops and removes "
+                               f"{', '.join(result.apps) or 'what runs there'}. Press "
+                               "“Drain and remove” again once it has reported.")
     return redirect("regions")
 
 
 @login_required
 @require_POST
 def account_regions(request: HttpRequest) -> HttpResponse:
+    """Save the account's regions. Disabling a region where apps run shows which apps stop
+    and asks to confirm first (a second, server-rendered step: no script needed)."""
     membership = current_membership(request)
-    chosen = services.account_regions_set(actor=membership.user, membership=membership,
-                                          slugs=request.POST.getlist("regions"))
-    names = ", ".join(r.slug for r in chosen) or "none"
+    slugs = request.POST.getlist("regions")
+    try:
+        change = services.account_regions_change(
+            actor=membership.user, membership=membership, slugs=slugs,
+            confirm=request.POST.get("confirm") == "1")
+    except ApplicationError as exc:
+        if exc.status == 403:
+            raise
+        if exc.code != "region_disable_stops_apps":
+            messages.error(request, exc.message)
+            return redirect("regions")
+        require(membership, Action.VIEW)
+        return render(request, "regions/confirm_disable.html", {
+            "slugs": slugs,
+            "apps": services.account_regions_stopping(account=membership.account,
+                                                      slugs=slugs),
+        })
+    names = ", ".join(r.slug for r in change.regions) or "none"
     messages.success(request, f"{membership.account.name} deploys to: {names}.")
+    if change.stopped:
+        messages.info(request, "Stopped: " + ", ".join(
+            f"{a.app} in {a.region}" for a in change.stopped) + ".")
+    return redirect("regions")
+
+
+@login_required
+@require_POST
+def account_apps_redeploy(request: HttpRequest) -> HttpResponse:
+    """“Deploy again”: one app (``app``) or every app stopped when a region was disabled."""
+    membership = current_membership(request)
+    app_ids = [int(v) for v in request.POST.getlist("app") if v.isdigit()] or None
+    try:
+        created = services.account_apps_redeploy(actor=membership.user, membership=membership,
+                                                 app_ids=app_ids)
+    except ApplicationError as exc:
+        if exc.status == 403:
+            raise
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Deploying again: " + ", ".join(
+            sorted({f"{d.app.name} in {d.region.slug}" for d in created})) + ".")
     return redirect("regions")
