@@ -82,3 +82,26 @@ def test_credentials_page_shows_sync_state(client: Client, owner: Member) -> Non
     page = _login(client, owner).get("/credentials/").content.decode()
     assert "synced to 1 of 2 regions" in page
     assert "eu-1: revision 1" in page and "us-1: not yet" in page
+
+
+def test_staff_remove_is_refused_while_apps_run_and_drain_starts_instead(
+    client: Client,
+) -> None:
+    from moorage.apps.services import app_create
+    from moorage.testing.regions import deploy_one
+
+    staff = factories.make_account("Ops", owner=factories.make_user(staff=True))
+    region = make_region("eu-1")
+    services.account_regions_set(actor=staff.user, membership=staff.membership,
+                                 slugs=["eu-1"])
+    app = app_create(actor=staff.user, membership=staff.membership, name="api",
+                     image="registry.example/ops/api:1", runtime_pull="none")
+    deploy_one(staff, app.pk)
+    _login(client, staff)
+    page = client.post("/regions/eu-1/remove/", follow=True).content.decode()
+    assert "runs 1 app: ops/api" in page and "--drain" in page
+    assert Region.objects.get(slug="eu-1").draining_since is None
+    page = client.post("/regions/eu-1/remove/", {"drain": "1"}, follow=True).content.decode()
+    assert "Region eu-1 is draining: its agent stops and removes ops/api" in page
+    assert 'data-testid="region-draining">draining<' in page
+    assert region.changes(client, since=0)["changes"][-1]["op"] == "region.drain"
