@@ -111,7 +111,17 @@ class Reconciler:
                       exc.message)
             return
         if draining and not running and not self.replica.app_removals():
-            self._report_drained()
+            try:
+                left = runtime.leftovers()
+            except DeployError as exc:
+                self._log(logging.WARNING, "could not read what is left on the engine: %s",
+                          exc.message)
+                left = -1
+            if left == 0:
+                self._report_drained()
+            else:
+                self._log(logging.INFO, "draining: waiting for what is left on the engine "
+                          "to go")
         self._seen = fingerprint
         self._report(RuntimeReport(runtime=runtime.kind.value, nodes=nodes,
                                    services=[_service(r) for r in running]))

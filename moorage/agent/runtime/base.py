@@ -298,6 +298,12 @@ class Runtime(abc.ABC):
         :class:`~moorage.agent.errors.DeployError` when the login cannot pull what runs (I9).
         """
 
+    def leftovers(self) -> int:
+        """How many things of this region are still on the engine, running or on their way
+        out: what a drained region waits for before it says it runs nothing. By default
+        what :meth:`running` lists (an engine whose removal is synchronous)."""
+        return len(self.running())
+
     def keeps_logins(self) -> bool:
         """Whether the engine keeps a login with what runs (then :meth:`refresh_auth` and the
         credential of :class:`RunningApp` mean something)."""

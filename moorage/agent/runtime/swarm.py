@@ -275,6 +275,16 @@ class SwarmRuntime(Runtime):
                 auth_label=str(labels.get(LABEL_CREDENTIAL) or "")))
         return apps
 
+    def leftovers(self) -> int:
+        """The region's services and every task of its apps, shutting-down ones included:
+        a removed service's tasks (and their containers) go a little after it does."""
+        with self._client() as api:
+            services = self._services(api)
+            tasks = [t for t in api.tasks()
+                     if (t.get("Spec", {}).get("ContainerSpec", {}).get("Labels") or {})
+                     .get(LABEL_REGION) == self.region]
+        return len(services) + len(tasks)
+
     def nodes(self) -> list[NodeReport]:
         """Every node of the swarm as the manager sees it."""
         with self._client() as api:

@@ -152,3 +152,34 @@ def test_a_ready_timeout_travels_and_an_older_payload_without_one_is_valid(
     by_id = {d.id: d for d in replica.deployments()}
     assert "ready_timeout" not in by_id[41].payload
     assert by_id[42].payload["ready_timeout"] == 90
+
+
+def test_region_drain_forgets_every_deployment_queues_every_app_and_owes_a_report(
+    fake: FakeControlPlane, replica: Replica
+) -> None:
+    seeded(fake)
+    replica.apply_snapshot(fake.snapshot_payload())
+    replica.finish_deployment(41, state="done", report={"status": "running"})
+    assert not replica.drain_pending()
+    fake.revision += 1
+    fake.log.append({"revision": fake.revision, "op": "region.drain"})
+    replica.apply_changes(fake.changes_payload(fake.revision - 1))
+    assert replica.deployments() == []
+    assert replica.app_removals() == [(1, 3), (2, 9)]
+    assert replica.drain_pending()
+    replica.drain_reported()
+    assert not replica.drain_pending()
+
+    draining = {**fake.snapshot_payload(), "deployments": [], "draining": True}
+    replica.apply_snapshot(draining)  # a snapshot while draining asks again
+    assert replica.drain_pending()
+    replica.apply_snapshot(fake.snapshot_payload())  # no longer draining
+    assert not replica.drain_pending()
+
+
+def test_a_stopped_deployment_is_never_run(fake: FakeControlPlane, replica: Replica) -> None:
+    seeded(fake)
+    payload = fake.snapshot_payload()
+    payload["deployments"][0]["status"] = "stopped"
+    replica.apply_snapshot(payload)
+    assert [d.id for d in replica.deployments(state="pending")] == [50]

@@ -401,3 +401,42 @@ def test_a_build_runs_on_every_node_from_the_region_registry_and_reaches_no_user
     assert _uploads(registry_token.logs()[tenant_mark:]) == []
     assert region_registry.password not in database_text()
     assert region_registry.password not in " ".join(lines)
+
+
+def test_draining_a_swarm_region_removes_every_service_before_the_region_goes(
+    swarm_region: AgentView, swarm_agent: MakeAgent, swarm_client: docker.DockerClient,
+    registry_basic: RegistryServer, busybox_image: BusyboxImageFactory,
+) -> None:
+    """Issue 13, item 3, through the Runtime seam on Swarm: ``region.drain`` removes the
+    services, the agent reports, and only then may the region go."""
+    from moorage.errors import Conflict
+    from moorage.regions.services import region_remove
+    from moorage.testing.processes import wait_until
+
+    owner = member_in(swarm_region, "Drainer")
+    image, user, password = _private_image(registry_basic, busybox_image, "drainer/api")
+    make_credential(owner, name="reg", server=registry_basic.host, username=user,
+                    secret=password)
+    app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
+                     replicas=2, command=["sleep", "600"])
+    deployment = deploy_one(owner, app.pk)
+    agent = swarm_agent()
+    agent.run_until_idle()
+    deployment.refresh_from_db()
+    assert deployment.status == "running", deployment.error_message
+    service = _service(swarm_client, app.pk)
+    with pytest.raises(Conflict) as refused:
+        region_remove(actor=None, slug="sw-1")
+    assert refused.value.detail["apps"] == ["drainer/api"]
+
+    assert region_remove(actor=None, slug="sw-1", drain=True).draining
+    agent.run_until_idle()
+    assert swarm_client.api.services(filters={"label": "moorage.region=sw-1"}) == []
+
+    def drained() -> bool:
+        agent.run_until_idle()  # the agent reports once the tasks' containers are gone too
+        return Region.objects.get(slug="sw-1").drained_at is not None
+    wait_until(drained, timeout=60, what="the swarm agent to report the region drained")
+    assert swarm_client.api.services(filters={"label": "moorage.region=sw-1"}) == []
+    assert [t for t in swarm_client.api.tasks() if t["ServiceID"] == service["ID"]] == []
+    assert region_remove(actor=None, slug="sw-1").removed
