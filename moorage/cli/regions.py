@@ -173,7 +173,10 @@ def regions_list() -> None:
         swarm_cells = ([region.registry or "-"] if registries else []) + (
             [f"{state.nodes_ready}/{len(state.nodes)} ready" if state.nodes else "-"]
             if nodes else [])
-        table.add_row(region.slug, region.runtime, *swarm_cells, state.status.label, seen,
+        status = state.status.label
+        if region.draining_since is not None:
+            status += ", drained" if region.drained_at is not None else ", draining"
+        table.add_row(region.slug, region.runtime, *swarm_cells, status, seen,
                       str(region.applied_revision), lag)
         if region.next_key_id:
             pending.append(f"Key rotation pending in {region.slug}: {region.key_id} → "

@@ -173,6 +173,9 @@ class RegionOut(Schema):
     lag_revisions: int
     lag_seconds: float
     enabled: bool = Field(..., description="Whether the token's account deploys here.")
+    draining: bool = Field(..., description="Being removed: its agent removes every app.")
+    drained_at: datetime | None = Field(..., description="When its agent reported that "
+                                                          "nothing of it runs any more.")
 
 
 class ReplicaOut(Schema):
@@ -206,7 +209,9 @@ def regions_list(request: HttpRequest) -> list[RegionOut]:
                   runtime_reported_at=s.region.runtime_reported_at,
                   status=s.status.value, last_seen_at=s.region.last_seen_at,
                   applied_revision=s.region.applied_revision, lag_revisions=s.lag_revisions,
-                  lag_seconds=round(s.lag_seconds, 3), enabled=s.enabled)
+                  lag_seconds=round(s.lag_seconds, 3), enabled=s.enabled,
+                  draining=s.region.draining_since is not None,
+                  drained_at=s.region.drained_at)
         for s in selectors.region_states(account=membership.account)
     ]
 
@@ -237,7 +242,8 @@ class RemovalQuery(Schema):
 class RemovalOut(Schema):
     region: str
     status: str = Field(..., description="`draining`: the agent was asked to remove `apps` "
-                                         "and has not reported yet; ask again to finish.")
+                                         "and has not reported yet; once `GET /regions` "
+                                         "shows `drained_at`, ask again to finish.")
     apps: list[str]
     draining_since: datetime | None
 

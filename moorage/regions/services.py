@@ -388,8 +388,9 @@ def region_remove(*, actor: User | None, slug: str, drain: bool = False,
 
     * ``drain``: the region is marked draining and its agent is sent ``region.drain``; it
       stops and removes every app and reports (:func:`region_drained`). The region goes
-      at the next call once that report arrived; until then the answer says ``draining``.
-      Draining again re-sends the op (an agent that was down, or a retry).
+      at the next call once that report arrived; until then the answer says ``draining``
+      (without ``drain``: 409 ``region_draining``). An agent that was down meanwhile finds
+      the op in the log, or ``draining`` in its snapshot, when it comes back.
     * ``force``: the region goes now, its containers are left behind (audited with them).
     """
     if actor is not None:
@@ -398,26 +399,30 @@ def region_remove(*, actor: User | None, slug: str, drain: bool = False,
     if region is None:
         raise NotFound(f"No region {slug!r}.", code="region_not_found")
     apps = region_apps(region)
-    if region.drained_at is not None or force or (not apps and not region.draining_since) \
-            or (region.last_seen_at is None and not apps):
+    # With --drain the agent removes everything of the region it finds, even what the
+    # control plane does not know of; only a region whose agent never connected has none.
+    drainable = drain and region.last_seen_at is not None
+    if region.drained_at is not None or force \
+            or (not apps and region.draining_since is None and not drainable):
         audit_record(account=None, actor=actor, action=AuditAction.REGION_REMOVED,
                      target=region,
                      details={"slug": slug, "drained": region.drained_at is not None,
                               "force": force, "left_behind": apps if force else []})
         region.delete()
         return RegionRemoval(slug=slug, removed=True, apps=apps if force else [])
-    if not drain:
-        if region.draining_since is not None:
-            raise region_draining_error(region)
+    if region.draining_since is None and not drain:
         raise _region_in_use(region, apps)
-    first = region.draining_since is None
-    if first:
+    if region.draining_since is None:
         region.draining_since = timezone.now()
         region.save(update_fields=["draining_since"])
-    changelog.record_change(account_id=0, kind=ChangeKind.DRAIN, object_id=region.pk,
-                            region_id=region.pk)
-    audit_record(account=None, actor=actor, action=AuditAction.REGION_DRAIN_STARTED,
-                 target=region, details={"slug": slug, "apps": apps, "retry": not first})
+        changelog.record_change(account_id=0, kind=ChangeKind.DRAIN, object_id=region.pk,
+                                region_id=region.pk)
+        audit_record(account=None, actor=actor, action=AuditAction.REGION_DRAIN_STARTED,
+                     target=region, details={"slug": slug, "apps": apps})
+    elif not drain:
+        raise region_draining_error(region)
+    # Draining already: the op is in the log (or in the snapshot's "draining"), so an agent
+    # that comes back picks it up; asking again only reports where it stands.
     return RegionRemoval(slug=slug, removed=False, draining=True, apps=apps,
                          draining_since=region.draining_since)
 

@@ -119,6 +119,7 @@ def test_an_agent_that_never_reports_keeps_the_region_draining_until_it_does_or_
     assert refused.value.code == "region_draining"
     again = runner.invoke(cli, ["regions", "remove", "r2", "--yes"])
     assert again.exit_code == 1 and "region_draining" in again.stderr
+    assert "draining" in runner.invoke(cli, ["regions", "list"]).stdout
     assert len(_containers(docker_client, "r2")) == 1
 
     restarted = start_agent(region)  # the agent comes back: a retry finishes the drain
