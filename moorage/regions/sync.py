@@ -300,7 +300,8 @@ def _ops(region: Region, key: Key, rows: list[Change], enabled: set[int],
         elif change.kind == ChangeKind.DEPLOYMENT:
             deployment = objects.deployments.get(change.object_id)
             if deployment is not None and deployment.region_id == region.pk \
-                    and deployment.app.account_id in enabled and not draining():
+                    and deployment.app.account_id in enabled and not draining() \
+                    and deployment.status != DeploymentStatus.STOPPED:
                 put(("deployment", deployment.app_id), change.revision,
                     {"op": Op.DEPLOYMENT_UPSERT,
                      "deployment": _deployment_payload(region, key, deployment)})
