@@ -40,7 +40,8 @@ ACCOUNT_DEFAULT, NONE, CREDENTIAL = "account_default", "none", "credential"
 RUNNING, FAILED, PULLING, BUILDING = "running", "failed", "pulling", "building"
 #: A newer deploy took its place before it started / while it ran (the API's statuses).
 SUPERSEDED, REPLACED = "superseded", "replaced"
-FINISHED = frozenset({RUNNING, FAILED, SUPERSEDED, REPLACED})
+STOPPED = "stopped"  # the region was disabled for the account (set by the control plane)
+FINISHED = frozenset({RUNNING, FAILED, SUPERSEDED, REPLACED, STOPPED})
 POLL_SECONDS = 0.5
 #: ``deploy --follow`` exit statuses besides 0 (running everywhere) and 1 (failed somewhere).
 EXIT_STALLED, EXIT_SUPERSEDED, EXIT_FOLLOW_TIMEOUT = 3, 4, 5
@@ -906,6 +907,10 @@ def _follow(config: clientconfig.ClientConfig, deployments: list[dict[str, Any]]
             _say(f"[red]✗[/red] {escape(d['region'])}: failed "
                  f"[bold]{escape(d['error_code'] or 'deploy_failed')}[/bold]: "
                  f"{escape(d['error_message'] or '(no message)')}")
+        elif d["status"] == STOPPED:
+            outcomes.add(1)
+            _say(f"[red]✗[/red] {escape(d['region'])}: "
+                 f"{escape(d['error_message'] or 'stopped')}")
         elif d["status"] == SUPERSEDED:
             outcomes.add(EXIT_SUPERSEDED)
             _say(f"[yellow]-[/yellow] {escape(d['region'])}: superseded: a newer deploy of "
@@ -1048,6 +1053,8 @@ def apps_status(name: str) -> None:
     console.print(table, highlight=False)
     for region in sorted(latest):
         d = latest[region]
+        if d["status"] == STOPPED:
+            _say(f"[yellow]{escape(region)}[/yellow] {escape(d['error_message'] or 'stopped')}")
         if d["status"] == FAILED:
             _say(f"[red]{escape(region)}[/red] failed "
                  f"[bold]{escape(d['error_code'] or 'deploy_failed')}[/bold]: "

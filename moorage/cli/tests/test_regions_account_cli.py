@@ -58,6 +58,9 @@ def test_disable_asks_then_stops_and_enable_redeploys(
     assert deployment.status == "stopped"
     assert deployment.error_message == ("stopped: region r2 disabled for the account by "
                                         f"{logged_in.user.email}")
+    status = run("apps", "status", "api")
+    assert status.exit_code == 0, status.output
+    assert "r2 stopped: region r2 disabled for the account by" in " ".join(status.stdout.split())
 
     enabled = run("regions", "enable", "r2")
     assert enabled.exit_code == 0, enabled.output
