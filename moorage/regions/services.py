@@ -324,6 +324,11 @@ def region_key_adopt(*, region: Region, key_id: str, proof: str) -> bool:
     return True
 
 
+#: A deployment in one of these statuses runs nothing (any more).
+_NOT_RUNNING = frozenset({DeploymentStatus.FAILED, DeploymentStatus.STOPPED,
+                          DeploymentStatus.SUPERSEDED, DeploymentStatus.REPLACED})
+
+
 @dataclass(frozen=True)
 class RegionRemoval:
     """What :func:`region_remove` did: ``removed`` the region, or left it ``draining``
@@ -350,7 +355,7 @@ def region_apps(region: Region) -> list[str]:
         if d.app_id in seen:
             continue
         seen.add(d.app_id)
-        if d.status not in (DeploymentStatus.FAILED, DeploymentStatus.STOPPED):
+        if d.status not in _NOT_RUNNING:
             found[d.app_id] = f"{d.app.account.slug}/{d.app.name}"
     for service in RunningService.objects.filter(region=region).select_related("app__account"):
         found.setdefault(service.app_id, f"{service.app.account.slug}/{service.app.name}")
@@ -497,7 +502,7 @@ def _running_in(account: Account, region_ids: Iterable[int]) -> list[Deployment]
         key = (d.app_id, d.region_id)
         first = key not in newest
         newest.add(key)
-        if d.status in (DeploymentStatus.FAILED, DeploymentStatus.STOPPED):
+        if d.status in _NOT_RUNNING:
             continue
         if first or not d.finished:
             found.append(d)
