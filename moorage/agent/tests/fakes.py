@@ -111,6 +111,9 @@ class FakeControlPlane:
     log_chunks: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     logs_gone: set[int] = field(default_factory=set)
     runtime_reports: list[dict[str, Any]] = field(default_factory=list)
+    #: Called with ``(deployment id, body)`` as each report is taken (to look at the engine
+    #: at that moment).
+    on_report: Callable[[int, dict[str, Any]], None] | None = None
     settings: dict[str, Any] = field(default_factory=lambda: {"runtime": "docker",
                                                               "registry": None})
 
@@ -302,6 +305,8 @@ class FakeControlPlane:
                 return _error(self.report_failures.pop(0), "server_error", "Report failed.")
             deployment_id = int(path.split("/")[1])
             self.reports.append((deployment_id, json.loads(request.content)))
+            if self.on_report is not None:
+                self.on_report(deployment_id, self.reports[-1][1])
             return httpx.Response(204)
         if path.startswith("logs/") and request.method == "POST":
             request_id = int(path.split("/")[1])
