@@ -100,6 +100,8 @@ class FakeControlPlane:
     ack_failures: list[int] = field(default_factory=list)
     tamper_next: bool = False
     hang: threading.Event | None = None
+    #: An event an ack waits on (up to 5 s) before it is taken.
+    ack_gate: threading.Event | None = None
     requests: list[str] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
     deployments: dict[int, FakeDeployment] = field(default_factory=dict)
@@ -295,6 +297,8 @@ class FakeControlPlane:
             return self._signed(
                 self.changes_payload(int(request.url.params["since"])) | nonce)
         if path == "ack" and request.method == "POST":
+            if self.ack_gate is not None:
+                self.ack_gate.wait(5)
             if self.ack_failures:
                 return _error(self.ack_failures.pop(0), "server_error", "Ack failed.")
             self.acks.append(json.loads(request.content))
