@@ -565,14 +565,15 @@ class SwarmRuntime(Runtime):
                        else self.poll_interval * 4)
 
     def _not_serving(self, api: docker.APIClient, running: list[dict[str, Any]],
-                     port: int | None, addresses: dict[str, str]) -> list[str]:
+                     port: int | None, addresses: dict[str, str] | None = None) -> list[str]:
         """Addresses of nodes running a task where ``port`` does not accept connections.
 
-        ``addresses`` (node id → address) is kept across the looks of one deploy; the nodes
-        are listed again only for a task on a node not in it.
+        ``addresses`` (node id → address) can be kept across the looks of one deploy; the
+        nodes are listed again only for a task on a node not in it.
         """
         if port is None:
             return []
+        addresses = {} if addresses is None else addresses
         if any(task.get("NodeID", "") not in addresses for task in running):
             addresses.update((node["ID"], _node_address(node)) for node in api.nodes())
         waiting = []
