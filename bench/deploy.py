@@ -8,20 +8,24 @@ real ``SyncLoop`` + ``Deployer`` + ``DockerRuntime``, ``run_forever`` in a threa
 25 s long poll). One account, one container-registry credential for the registry, one app
 running busybox ``httpd -f -p PORT``.
 
-Each round pushes two fresh busybox images (a new marker each, so each side's pull downloads
-a layer nobody has) and then, in alternating order:
+Each round runs the two sides in alternating order; before each, the same untimed steps:
+push a fresh busybox image (a new marker, so the pull downloads a layer nobody has), pause
+0.5 s; after each, remove every container and image (untimed):
 
-* **Moorage**: ``deployment_create`` → the agent's long poll wakes, it reports ``pulling``,
-  pulls with the credential, reports ``starting``, starts the container and waits until the
-  port accepts TCP, reports ``running``. Timed until the control plane has recorded
-  ``running`` (the final report's answer, which comes after the commit; checked in the DB).
+* **Moorage**: ``deployment_create`` → the agent's long poll wakes, it applies the batch
+  (its ack leaves in the background), queues ``pulling`` (progress reports leave in the
+  background), pulls with the credential, queues ``starting``, starts the container and
+  waits until the port accepts TCP, reports ``running``. Timed until the control plane has
+  recorded ``running`` (the final report's answer, which comes after the commit; checked in
+  the DB).
 * **raw**: docker-py ``APIClient.pull`` with the same auth, ``create_container``, ``start``,
   and a connect loop (every 5 ms) until the port accepts TCP.
 
-Outside the timings, both containers and both images are removed, so every round is a first
-deploy of a fresh image on both sides. One warm-up round is discarded. The agent's client and
-runtime are thin subclasses that only record timestamps (no product code is changed), which
-gives the breakdown.
+So every side is a first deploy of a fresh image after the same history (with both images
+pushed before the first side, the first side ran slower whichever it was). One warm-up round
+is discarded. The agent's clean-up after its final report (restart policy) is off the clock,
+but the next step waits for it. The agent's client and runtime are thin subclasses that
+only record timestamps (no product code is changed), which gives the breakdown.
 
     .venv/bin/python bench/deploy.py                                        # SQLite
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python bench/deploy.py
@@ -408,15 +412,18 @@ def run(root: Path, stack: ExitStack) -> int:
     print(f"{'round':>5}  {'order':<12}{'moorage':>10}{'raw':>10}{'ratio':>8}"
           f"{'overhead':>10}")
     for n in range(-WARMUP, ROUNDS):
-        for name in (app_name, raw_name):
-            push_busybox_image(docker_client, registry, name.split("/", 1)[1],
-                               marker=f"{name}-{n}-{secrets.token_hex(8)}")
         moorage_first = n % 2 == 0
         result: dict[str, dict[str, float]] = {}
         for side in (("moorage", "raw") if moorage_first else ("raw", "moorage")):
+            # The same untimed steps before each side: push its fresh image, pause; after
+            # it, remove every container and image. (With both pushes before the first side,
+            # that side ran slower whichever it was, and the order decided the ratio.)
+            name = app_name if side == "moorage" else raw_name
+            push_busybox_image(docker_client, registry, name.split("/", 1)[1],
+                               marker=f"{name}-{n}-{secrets.token_hex(8)}")
             time.sleep(SETTLE)
             result[side] = moorage_side(ctx) if side == "moorage" else raw_side(ctx)
-        clean_up_round(ctx)
+            clean_up_round(ctx)
         m, r = result["moorage"]["total"], result["raw"]["total"]
         label = "warm-up" if n < 0 else f"{n + 1}"
         order = "moorage→raw" if moorage_first else "raw→moorage"
