@@ -48,6 +48,11 @@ Decisions:
   too.
 * Right before a container starts, the replica is synced once: a deployment whose app was
   deleted during its pull or build is not started at all.
+* The final ``running`` report does not wait for clean-up that changes nothing of what
+  serves (the docker runtime's restart policy and removal of the previous containers,
+  :attr:`~moorage.agent.runtime.base.DeployResult.after`): that runs right after the report.
+  An agent stopped in those milliseconds leaves the new container without its restart policy
+  and the previous (stopped or idle) containers until the app's next deploy.
 * Progress reports never hold a deploy up: they go to a background queue
   (:mod:`moorage.agent.reports`) that sends them in order and retries them. The **final**
   report is written to the replica with the deployment's final state first, and sent once the
@@ -143,6 +148,8 @@ class _Reporter:
         self.deployment = deployment
         self.lines: list[str] = []
         self.fields: dict[str, Any] = {}
+        #: The runtime's clean-up once the deployment serves, run after the final report.
+        self.after: Callable[[], None] | None = None
         self._layers: set[str] = set()
 
     def line(self, text: str) -> None:
@@ -379,6 +386,7 @@ class Deployer:
         finally:
             env.clear()
         self._finish(d, reporter, DEPLOYMENT_DONE, "running", **final)
+        self._after(d, reporter)
         # Then what runs now (replicas, the credential it carries), right away.
         self.reconciler.step(self.runtime, changed=True)
 
@@ -414,6 +422,7 @@ class Deployer:
             raise
         finally:
             del image
+        reporter.after = result.after
         if d.build is not None:
             self._prune_builds(d)
         return reporter.fields | {"container_id": result.ids[0] if result.ids else ""}
@@ -628,6 +637,18 @@ class Deployer:
             return self.replica.get_credential(credential_id)
         except CredentialNotFound:
             return None
+
+    def _after(self, d: ReplicaDeployment, reporter: _Reporter) -> None:
+        """The runtime's clean-up of a deployment that serves (restart policy, the previous
+        containers), once its final report has left: it is not the report's to wait for. A
+        failure is logged; the deployment stays ``running``, which it is."""
+        if reporter.after is None:
+            return
+        try:
+            reporter.after()
+        except DeployError as exc:
+            self._log(logging.WARNING, "deployment %d (%s #%d) runs, but its clean-up failed: "
+                      "%s: %s", d.id, d.app, d.number, exc.code, exc.message)
 
     # -- reports -----------------------------------------------------------------------------
 

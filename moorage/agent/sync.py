@@ -7,7 +7,10 @@ One step (:meth:`SyncLoop.run_once`):
    (``snapshot_required`` → take a snapshot);
 3. apply it to the replica in one transaction;
 4. acknowledge it — for a batch, the credentials it wrote and removed; for a snapshot, the
-   whole replica. The acknowledgement stays pending until the control plane has it.
+   whole replica. The acknowledgement stays pending until the control plane has it. With a
+   deployer, a batch's acknowledgement is sent while the deployer runs what the batch brought
+   (a deploy does not wait for it; the step still ends only once it has left, and a failed one
+   is retried as before).
 
 A batch's ``logs.request`` ops are handed to the log server (:mod:`.applogs`) as soon as the
 batch is applied; it answers them in its own threads, so a log read never waits for a deploy
@@ -135,6 +138,8 @@ class SyncLoop:
             revision=held, credentials=replica.credentials_held(), snapshot=True)
         self.deployer = deployer
         self.log_server = log_server
+        #: A batch's acknowledgement being sent while the deployer runs (thread, outcome).
+        self._acking: tuple[threading.Thread, dict[str, BaseException]] | None = None
         if deployer is not None:
             deployer.refresh = self.sync_now
             deployer.stop_event = stop_event
@@ -191,15 +196,56 @@ class SyncLoop:
         # a region key that changed): take the snapshot first.
         if self.deployer is not None and self.replica.revision() is not None:
             self.deployer.step()
-        self._poll(self.config.wait)
-        if self.deployer is not None:
+        if self.deployer is None:
+            self._poll(self.config.wait)
+            return
+        self._poll(self.config.wait, ack=False)
+        self._ack_in_background()
+        try:
             self.deployer.step()
+        except BaseException:
+            self._acked(quiet=True)
+            raise
+        self._acked()
 
     def sync_now(self) -> None:
         """One changes poll without waiting, applied and acknowledged (for the deployer)."""
+        self._acked()  # the batch's ack first: a failed one must not be overwritten
         self._poll(0)
 
-    def _poll(self, wait: int) -> None:
+    def _ack_in_background(self) -> None:
+        """Send the pending acknowledgement in a helper thread; :meth:`_acked` waits for it."""
+        ack = self.pending_ack
+        if ack is None:
+            return
+        outcome: dict[str, BaseException] = {}
+
+        def send() -> None:
+            try:
+                self._send_ack(ack)
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=send, name="moorage-agent-ack", daemon=True)
+        self._acking = (thread, outcome)
+        thread.start()
+
+    def _acked(self, *, quiet: bool = False) -> None:
+        """Wait for the acknowledgement sent in the background, then raise its failure (not
+        with ``quiet``); it stays pending then, for the next step to send again."""
+        if self._acking is None:
+            return
+        thread, outcome = self._acking
+        while thread.is_alive():
+            thread.join(STOP_CHECK_INTERVAL)
+            if self.stop_event.is_set() and thread.is_alive():
+                self._acking = None
+                raise _Stopped
+        self._acking = None
+        if "error" in outcome and not quiet:
+            raise outcome["error"]
+
+    def _poll(self, wait: int, *, ack: bool = True) -> None:
         held = self.replica.revision()
         if held is None:
             self._snapshot()
@@ -222,7 +268,8 @@ class SyncLoop:
         if result.applied or result.revision != result.previous:
             self.pending_ack = Ack(revision=result.revision, credentials=result.upserted,
                                    removed=result.removed)
-            self._send_ack(self.pending_ack)
+            if ack:
+                self._send_ack(self.pending_ack)
 
     def _snapshot(self) -> None:
         payload = self._call(self.client.snapshot)
@@ -243,14 +290,18 @@ class SyncLoop:
             # Refused (it names something the control plane did not send, a revision it does
             # not know...): sending it again cannot help, and would hold the sync up forever.
             # The next full ack, at the next start, reports the replica again.
-            self.pending_ack = None
+            self._sent(ack)
             self._log(logging.ERROR, "the control plane refused the acknowledgement of "
                       "revision %d; dropped: %s", ack.revision, exc)
             return
-        self.pending_ack = None
+        self._sent(ack)
         self._log(logging.DEBUG, "acknowledged revision %d%s: %d credentials, %d removed",
                   ack.revision, " (snapshot)" if ack.snapshot else "", len(ack.credentials),
                   len(ack.removed))
+
+    def _sent(self, ack: Ack) -> None:
+        if self.pending_ack is ack:
+            self.pending_ack = None
 
     def _call(self, request: Callable[[], T]) -> T:
         """Run one request; with ``interruptible``, give up on it as soon as a stop comes."""

@@ -243,7 +243,10 @@ def deployment_report(*, region: Region, deployment_id: int, report: Report) -> 
               .values_list("app_id", flat=True).first())
     if app_id is not None:
         list(App.objects.select_for_update().filter(pk=app_id).values_list("pk", flat=True))
-    deployment = (Deployment.objects.select_for_update(of=("self",)).select_related("app")
+    # The app's account (for the audit row) and the credential come in the same query: the
+    # final report is on the critical path of every deploy.
+    deployment = (Deployment.objects.select_for_update(of=("self",))
+                  .select_related("app__account", "credential")
                   .filter(region=region, id=deployment_id).first())
     if deployment is None:
         raise NotFound("No such deployment in this region.", code="deployment_not_found")
@@ -359,7 +362,9 @@ def _check_reported_credential(deployment: Deployment, report: Report) -> None:
                                    code="report_credential_mismatch")
         credential = deployment.credential
     else:
-        credential = Credential.objects.filter(id=report.credential_id).first()
+        credential = deployment.credential \
+            if report.credential_id == deployment.credential_id \
+            else Credential.objects.filter(id=report.credential_id).first()
         if credential is not None and credential.account_id != deployment.app.account_id:
             raise ValidationFailed(
                 f"Credential {report.credential_id} is not a credential of this deployment's "

@@ -164,12 +164,20 @@ class BuildResult:
 @dataclass(frozen=True)
 class DeployResult:
     """What a deploy left running: the digest pulled (``None`` for a local image), the
-    containers (or service) now serving, and what of the previous version was removed."""
+    containers (or service) now serving, and what of the previous version was removed (or
+    is removed by ``after``).
+
+    ``after`` is clean-up that changes nothing of what serves (the docker runtime's restart
+    policy and removal of the previous containers): the deployer runs it once the final
+    report has left, so the report does not wait for it. It raises
+    :class:`~moorage.agent.errors.DeployError`, which the deployer logs.
+    """
 
     digest: str | None
     ids: list[str]
     removed: list[str]
     replicas: int = 1
+    after: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

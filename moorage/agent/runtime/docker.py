@@ -40,6 +40,7 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -93,6 +94,11 @@ BUILD_TIMEOUT = 1800.0
 KEEP_BUILDS = 3
 #: Seconds a new container may take to be ready when its app does not say.
 READY_TIMEOUT = float(READY_TIMEOUT_DEFAULT)
+#: Readiness is looked at after this many seconds, then each wait half as long again, up to
+#: :data:`READY_POLL_MAX`: a started container often serves within milliseconds, and a fixed
+#: 0.2 s poll added up to 0.2 s to such a deploy.
+READY_POLL_FIRST = 0.01
+READY_POLL_MAX = 0.2
 STOP_TIMEOUT = 10
 API_TIMEOUT = 60
 LOG_TAIL = 20
@@ -132,11 +138,13 @@ class _BuildClient(_EngineClient):
 
 @dataclass(frozen=True)
 class RunResult:
-    """The started container, and the app's old containers that were removed."""
+    """The started container, and the app's old containers: removed, or (``settled``
+    false) still to be removed by :meth:`DockerRuntime.settle`."""
 
     container_id: str
     name: str
     removed: list[str]
+    settled: bool = True
 
 
 class DockerRuntime(Runtime):
@@ -475,12 +483,13 @@ class DockerRuntime(Runtime):
             events.line(f"{spec.replicas} replicas asked; the docker runtime runs 1.")
         events.line(f"Starting container {spec.name} from {to_run}")
         events.phase("starting")
-        started = self.run(spec, to_run)
+        started = self.run(spec, to_run, settle=False)
         events.line(f"Container {started.name} is running" + (
             f" and accepts connections on port {spec.port}" if spec.port else ""))
         if started.removed:
-            events.line(f"Removed {len(started.removed)} previous container(s)")
-        return DeployResult(digest=digest, ids=[started.container_id], removed=started.removed)
+            events.line(f"Removing {len(started.removed)} previous container(s)")
+        return DeployResult(digest=digest, ids=[started.container_id], removed=started.removed,
+                            after=lambda: self.settle(started))
 
     def running(self) -> list[RunningApp]:
         """The region's apps, one per ``(account, app)`` label pair, newest deployment first."""
@@ -565,15 +574,17 @@ class DockerRuntime(Runtime):
 
     # -- run ---------------------------------------------------------------------------------
 
-    def run(self, spec: AppSpec, image: str) -> RunResult:
+    def run(self, spec: AppSpec, image: str, *, settle: bool = True) -> RunResult:
         """Start ``image`` (pulled, by digest) for ``spec`` and make it the app's only container.
 
         Waits until the container runs and, with a port, accepts TCP connections on
         127.0.0.1:port (``spec.ready_timeout``, else the runtime's ``ready_timeout``); else
         raises :class:`DeployError` ``container_start_failed``, ``container_exited`` (with its
         last log lines) or ``container_not_ready``, having removed the new container and
-        restarted any old one it stopped. On success the app's
-        old containers (same region, account and app labels) are removed.
+        restarted any old one it stopped. On success :meth:`settle` gives the new container
+        its restart policy and removes the app's old containers (same region, account and app
+        labels) — right away, or with ``settle`` false when the caller calls it (the deploy
+        does, once its final report has left: it changes nothing of what serves).
         """
         with self._client() as api:
             self._remove_named(api, spec.name)  # a leftover of an attempt that died midway
@@ -609,9 +620,6 @@ class DockerRuntime(Runtime):
                 self._start(api, container_id, spec)
                 self._wait_ready(api, container_id, spec.port,
                                  timeout=spec.ready_timeout or self.ready_timeout)
-                # From now on the engine brings it back after a crash or a reboot.
-                api.update_container(container_id,
-                                     restart_policy={"Name": "unless-stopped"})
             except BaseException:
                 _force_remove(api, container_id)
                 for old_id in holding_port:
@@ -621,11 +629,31 @@ class DockerRuntime(Runtime):
                         logger.warning("could not restart the previous container %s: %s",
                                        old_id[:12], _short(exc))
                 raise
-            removed = []
-            for container in old:
-                _force_remove(api, container["Id"])
-                removed.append(str(container["Id"]))
-        return RunResult(container_id=container_id, name=spec.name, removed=removed)
+        started = RunResult(container_id=container_id, name=spec.name,
+                            removed=[str(c["Id"]) for c in old], settled=False)
+        if settle:
+            self.settle(started)
+            return dataclasses.replace(started, settled=True)
+        return started
+
+    def settle(self, started: RunResult) -> None:
+        """After a successful :meth:`run`: from now on the engine brings the new container back
+        after a crash or a reboot (no restart policy until it was ready: a restart would hide
+        its exit code and repeat its log lines), and the app's old containers go.
+
+        Nothing here changes what serves, so a deploy reports ``running`` first. Raises
+        :class:`DeployError` ``engine_unreachable`` or ``container_failed``.
+        """
+        with self._client() as api:
+            try:
+                api.update_container(started.container_id,
+                                     restart_policy={"Name": "unless-stopped"})
+            except docker.errors.APIError as exc:
+                raise DeployError("container_failed",
+                                  "The engine did not set the container's restart policy: "
+                                  f"{_short(exc)}") from None
+            for old_id in started.removed:
+                _force_remove(api, old_id)
 
     def _start(self, api: docker.APIClient, container_id: str, spec: AppSpec) -> None:
         """Start the created container; an engine that cannot (no such executable, a bad
@@ -646,6 +674,7 @@ class DockerRuntime(Runtime):
         """Until the container runs (and accepts connections on ``port``), at most
         ``timeout`` seconds; an exit ends the wait at once."""
         deadline = time.monotonic() + timeout
+        pauses = ready_pauses()
         settle_until = time.monotonic() + 1.0  # without a port: still running after 1 s
         while True:
             info = api.inspect_container(container_id)
@@ -670,7 +699,7 @@ class DockerRuntime(Runtime):
                     f"The container did not {what} within {timeout:g} s (the app's "
                     "readiness timeout).",
                     logs=self._tail(api, container_id))
-            time.sleep(0.2)
+            time.sleep(next(pauses))
 
     def _tail(self, api: docker.APIClient, container_id: str) -> list[str]:
         try:
@@ -705,6 +734,15 @@ class DockerRuntime(Runtime):
     def _remove_named(self, api: docker.APIClient, name: str) -> None:
         for container in api.containers(all=True, filters={"name": f"^/{name}$"}):
             _force_remove(api, container["Id"])
+
+
+def ready_pauses() -> Iterator[float]:
+    """The waits between two looks at a starting container: :data:`READY_POLL_FIRST`, then
+    each half as long again, up to :data:`READY_POLL_MAX`."""
+    pause = READY_POLL_FIRST
+    while True:
+        yield pause
+        pause = min(pause * 1.5, READY_POLL_MAX)
 
 
 def _step_output(tail: list[str]) -> list[str]:

@@ -110,6 +110,10 @@ ACCESS_TIMEOUT = 30.0
 #: Seconds an I9 proof stands for another service of the same image and login (refreshes).
 PROOF_REUSE = 10.0
 LOG_TAIL = 20
+#: Seconds between two looks at a deploy's tasks for its first :data:`POLL_FAST_FOR` seconds
+#: (tasks usually run within a few), then four times that.
+POLL_INTERVAL = 0.01
+POLL_FAST_FOR = 5.0
 _NS = 1_000_000_000
 _FINAL_ROLLBACK = ("rollback_completed", "rollback_paused")
 _FAILED_TASK = ("failed", "rejected")
@@ -185,7 +189,7 @@ class SwarmRuntime(Runtime):
         pull_timeout: float = PULL_TIMEOUT,
         access_timeout: float = ACCESS_TIMEOUT,
         access_check: Callable[..., AccessResult] = check_access,
-        poll_interval: float = 0.025,
+        poll_interval: float = POLL_INTERVAL,
         task_slack: float = TASK_SLACK,
     ) -> None:
         self.docker_host = docker_host
@@ -517,9 +521,11 @@ class SwarmRuntime(Runtime):
         #: rolled back then.
         ready = spec.ready_timeout or self.ready_timeout
         listen_by: float | None = None
+        addresses: dict[str, str] = {}
         while True:
-            service = api.inspect_service(service_id)
-            status = service.get("UpdateStatus") or {}
+            # A new service has no update status: its tasks are all there is to look at.
+            status = {} if creating else \
+                api.inspect_service(service_id).get("UpdateStatus") or {}
             state = status.get("State") if not creating and status.get("StartedAt") \
                 != previous_update else None
             if state == "paused":  # not asked for (FailureAction is rollback); undo it
@@ -543,7 +549,7 @@ class SwarmRuntime(Runtime):
                 shown = len(running)
                 events.line(f"{shown}/{spec.replicas} replica(s) of deployment {mine} running")
             if len(running) >= spec.replicas and not others and state in (None, "completed"):
-                waiting = self._not_serving(api, running, spec.port)
+                waiting = self._not_serving(api, running, spec.port, addresses)
                 if not waiting:
                     if spec.port is not None:
                         events.line(f"Port {spec.port} accepts connections on every node "
@@ -565,16 +571,21 @@ class SwarmRuntime(Runtime):
                 raise DeployError("update_stalled" if not creating else "container_not_ready",
                                   reason)
             # Tasks usually run within seconds: look often at first, then less.
-            time.sleep(self.poll_interval if now - begun < 5.0 else self.poll_interval * 4)
+            time.sleep(self.poll_interval if now - begun < POLL_FAST_FOR
+                       else self.poll_interval * 4)
 
     def _not_serving(self, api: docker.APIClient, running: list[dict[str, Any]],
-                     port: int | None) -> list[str]:
-        """Addresses of nodes running a task where ``port`` does not accept connections."""
+                     port: int | None, addresses: dict[str, str] | None = None) -> list[str]:
+        """Addresses of nodes running a task where ``port`` does not accept connections.
+
+        ``addresses`` (node id → address) can be kept across the looks of one deploy; the
+        nodes are listed again only for a task on a node not in it.
+        """
         if port is None:
             return []
-        addresses = {}
-        for node in api.nodes():
-            addresses[node["ID"]] = _node_address(node)
+        addresses = {} if addresses is None else addresses
+        if any(task.get("NodeID", "") not in addresses for task in running):
+            addresses.update((node["ID"], _node_address(node)) for node in api.nodes())
         waiting = []
         for task in running:
             address = addresses.get(task.get("NodeID", ""), "")

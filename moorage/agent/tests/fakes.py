@@ -100,6 +100,8 @@ class FakeControlPlane:
     ack_failures: list[int] = field(default_factory=list)
     tamper_next: bool = False
     hang: threading.Event | None = None
+    #: An event an ack waits on (up to 5 s) before it is taken.
+    ack_gate: threading.Event | None = None
     requests: list[str] = field(default_factory=list)
     acks: list[dict[str, Any]] = field(default_factory=list)
     deployments: dict[int, FakeDeployment] = field(default_factory=dict)
@@ -111,6 +113,9 @@ class FakeControlPlane:
     log_chunks: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     logs_gone: set[int] = field(default_factory=set)
     runtime_reports: list[dict[str, Any]] = field(default_factory=list)
+    #: Called with ``(deployment id, body)`` as each report is taken (to look at the engine
+    #: at that moment).
+    on_report: Callable[[int, dict[str, Any]], None] | None = None
     settings: dict[str, Any] = field(default_factory=lambda: {"runtime": "docker",
                                                               "registry": None})
 
@@ -292,6 +297,8 @@ class FakeControlPlane:
             return self._signed(
                 self.changes_payload(int(request.url.params["since"])) | nonce)
         if path == "ack" and request.method == "POST":
+            if self.ack_gate is not None:
+                self.ack_gate.wait(5)
             if self.ack_failures:
                 return _error(self.ack_failures.pop(0), "server_error", "Ack failed.")
             self.acks.append(json.loads(request.content))
@@ -302,6 +309,8 @@ class FakeControlPlane:
                 return _error(self.report_failures.pop(0), "server_error", "Report failed.")
             deployment_id = int(path.split("/")[1])
             self.reports.append((deployment_id, json.loads(request.content)))
+            if self.on_report is not None:
+                self.on_report(deployment_id, self.reports[-1][1])
             return httpx.Response(204)
         if path.startswith("logs/") and request.method == "POST":
             request_id = int(path.split("/")[1])

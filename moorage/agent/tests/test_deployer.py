@@ -136,13 +136,68 @@ def test_the_next_deployment_replaces_the_container_and_app_delete_removes_it(
     agent.run_once()
     assert statuses(fake, 42) == ["pulling", "starting", "running"]
     second = fake.reports[-1][1]["container_id"]
-    assert "Removed 1 previous container(s)" in fake.reports[-1][1]["log"]
+    assert "Removing 1 previous container(s)" in fake.reports[-1][1]["log"]
     ids = [c.id for c in docker_client.containers.list(all=True)]
     assert second in ids and first not in ids
 
     fake.delete_app(1, 3)
     agent.run_once()
     assert second not in [c.id for c in docker_client.containers.list(all=True)]
+
+
+def test_the_running_report_leaves_before_the_clean_up_which_follows_it(
+    fake: FakeControlPlane, make_agent: MakeAgent, registry_basic: RegistryServer,
+    app_image: str, docker_client: docker.DockerClient,
+) -> None:
+    """The restart policy and the removal of the previous container change nothing of what
+    serves: the final report does not wait for them, and they happen right after it."""
+    port = free_port()
+    httpd = ["httpd", "-f", "-p", str(port)]
+    seeded(fake, registry_basic, "dep-after", image=app_image, port=port, command=httpd)
+    agent = make_agent()
+    agent.run_once()
+    first = fake.reports[-1][1]["container_id"]
+    at_report: dict[str, Any] = {}
+
+    def look(deployment_id: int, body: dict[str, Any]) -> None:
+        if deployment_id == 42 and body["status"] == "running":
+            new = docker_client.containers.get(body["container_id"])
+            at_report["policy"] = new.attrs["HostConfig"]["RestartPolicy"]["Name"]
+            at_report["previous there"] = first in [
+                c.id for c in docker_client.containers.list(all=True)]
+
+    fake.on_report = look
+    fake.put_deployment(FakeDeployment(42, 1, 3, "api", 2, app_image, credential_id=17,
+                                       port=port, command=httpd))
+    agent.run_once()
+    assert statuses(fake, 42) == ["pulling", "starting", "running"]
+    assert at_report["policy"] in ("", "no") and at_report["previous there"] is True
+    second = docker_client.containers.get(fake.reports[-1][1]["container_id"])
+    assert second.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert first not in [c.id for c in docker_client.containers.list(all=True)]
+
+
+def test_a_clean_up_that_fails_after_the_report_is_logged_and_the_deployment_stays_running(
+    fake: FakeControlPlane, make_agent: MakeAgent, registry_basic: RegistryServer,
+    app_image: str, docker_client: docker.DockerClient, caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    seeded(fake, registry_basic, "dep-after-fails", image=app_image, port=port,
+           command=["httpd", "-f", "-p", str(port)])
+
+    def remove_it(deployment_id: int, body: dict[str, Any]) -> None:
+        if body["status"] == "running":  # gone before its restart policy can be set
+            docker_client.containers.get(body["container_id"]).remove(force=True)
+
+    fake.on_report = remove_it
+    agent = make_agent()
+    agent.run_once()
+    assert statuses(fake, 41) == ["pulling", "starting", "running"]
+    assert "deployment 41 (api #1) runs, but its clean-up failed: container_failed" \
+        in caplog.text
+    fake.on_report = None
+    agent.run_once()  # finished: not run again, no second final report
+    assert statuses(fake, 41) == ["pulling", "starting", "running"]
 
 
 def test_a_failing_deployment_reports_why_and_the_previous_one_keeps_serving(

@@ -18,7 +18,11 @@ import pytest
 
 from moorage.agent.errors import DeployError
 from moorage.agent.runtime import AppSpec, DockerRuntime, PullProgress
-from moorage.agent.runtime.docker import is_start_failure, start_failure_reason
+from moorage.agent.runtime.docker import (
+    is_start_failure,
+    ready_pauses,
+    start_failure_reason,
+)
 from moorage.registry import RegistryLogin
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.fixtures import BusyboxImageFactory
@@ -378,3 +382,40 @@ def test_an_apps_readiness_timeout_bounds_the_gap_of_a_version_that_never_listen
 def test_the_reason_of_a_start_failure_is_the_runtimes_own_words(said: str, reason: str) -> None:
     assert is_start_failure(said)
     assert start_failure_reason(said) == reason
+
+
+def test_a_run_left_to_settle_serves_at_once_and_settles_when_asked(
+    runtime: DockerRuntime, registry_basic: RegistryServer, busybox_image: BusyboxImageFactory,
+    docker_client: docker.DockerClient,
+) -> None:
+    """What a deploy reports before its clean-up: the new container serves, the old one is
+    stopped (same port) but still there, and no restart policy yet; ``settle`` does the rest."""
+    image = busybox_image(registry_basic, "rt-settle/app")
+    pulled = runtime.pull(image, user_for(registry_basic, "rt-settle"))
+    port = free_port()
+    httpd = ["httpd", "-f", "-p", str(port)]
+    first = runtime.run(spec(61, port, httpd), pulled.by_digest)
+    assert first.settled
+    assert docker_client.containers.get(first.container_id) \
+        .attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+    second = runtime.run(spec(62, port, httpd), pulled.by_digest, settle=False)
+    assert not second.settled and second.removed == [first.container_id]
+    assert serving(port)
+    new = docker_client.containers.get(second.container_id)
+    assert new.status == "running" and new.attrs["HostConfig"]["RestartPolicy"]["Name"] \
+        in ("", "no")
+    assert docker_client.containers.get(first.container_id).status == "exited"
+
+    runtime.settle(second)
+    new.reload()
+    assert new.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert [c["Id"] for c in runtime.containers(1, 3)] == [second.container_id]
+    assert serving(port)
+    assert runtime.remove_app(1, 3) == 1
+
+
+def test_readiness_is_looked_at_often_at_first_then_every_fifth_of_a_second() -> None:
+    pauses = list(itertools.islice(ready_pauses(), 20))
+    assert pauses[0] <= 0.01 and sum(pauses[:5]) < 0.15  # a quick server is seen quickly
+    assert pauses == sorted(pauses) and pauses[-1] == 0.2  # then no busier than 5 a second

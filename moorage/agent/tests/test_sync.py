@@ -325,3 +325,59 @@ def test_an_ack_refused_with_a_4xx_is_dropped_not_resent_forever(
     fake.requests.clear()
     assert loop.run_once() is Outcome.SYNCED
     assert fake.requests == ["changes"]
+
+
+class AckWatchingDeployer(RecordingDeployer):
+    """Notes how many acks the control plane had when the deployer first saw ``revision``,
+    then lets the held ack through."""
+
+    def __init__(self, replica: Replica, fake: FakeControlPlane, gate: threading.Event) -> None:
+        super().__init__(replica)
+        self.fake, self.gate = fake, gate
+        self.revision = 0
+        self.acks_then: int | None = None
+
+    def step(self) -> None:
+        super().step()
+        if self.replica.revision() == self.revision and self.acks_then is None:
+            self.acks_then = len(self.fake.acks)
+            self.gate.set()
+
+
+def test_a_batchs_ack_leaves_while_the_deployer_runs_what_it_brought(
+    fake: FakeControlPlane, make_loop: MakeLoop, replica: Replica
+) -> None:
+    """A deploy does not wait for the ack of the batch that brought it; the step still ends
+    with the ack taken."""
+    seeded(fake)
+    gate = threading.Event()
+    deployer = AckWatchingDeployer(replica, fake, gate)
+    loop = make_loop(deployer=deployer)
+    loop.run_once()
+    acks = len(fake.acks)
+    fake.ack_gate = gate  # the ack is held until the deployer has seen the batch
+    deployer.revision = fake.put_deployment(
+        FakeDeployment(41, 1, 3, "api", 1, "registry.example/api:1"))
+    began = time.monotonic()
+    assert loop.run_once() is Outcome.SYNCED
+    assert deployer.acks_then == acks  # the deployer ran before the ack was taken
+    assert time.monotonic() - began < 4  # not after the fake's 5 s gave up waiting
+    assert fake.acks[-1]["revision"] == deployer.revision and loop.pending_ack is None
+
+
+def test_a_background_ack_that_fails_stays_pending_and_is_resent_first(
+    fake: FakeControlPlane, make_loop: MakeLoop, replica: Replica
+) -> None:
+    seeded(fake)
+    deployer = RecordingDeployer(replica)
+    loop = make_loop(deployer=deployer)
+    loop.run_once()
+    revision = fake.put_deployment(FakeDeployment(41, 1, 3, "api", 1, "registry.example/api:1"))
+    fake.ack_failures = [503]
+    fake.requests.clear()
+    assert loop.run_once() is Outcome.RETRY
+    assert deployer.seen[-1] == revision  # the deployer ran meanwhile
+    assert loop.pending_ack is not None and loop.pending_ack.revision == revision
+    assert loop.run_once() is Outcome.SYNCED
+    assert fake.requests == ["changes", "ack", "ack", "changes"]
+    assert fake.acks[-1]["revision"] == revision and loop.pending_ack is None

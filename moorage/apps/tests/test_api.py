@@ -6,7 +6,9 @@ import json
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from moorage.accounts.permissions import Action
 from moorage.apps.models import App
@@ -246,6 +248,27 @@ def test_agent_reports_move_the_status_forward(
                            json.dumps({"status": "failed"}), content_type="application/json",
                            headers=other.auth)
     assert_api_error(response, 404, "deployment_not_found")
+
+
+def test_the_final_report_reads_the_credential_and_the_account_with_the_deployment(
+    client: Client, owner: Member, eu: AgentView
+) -> None:
+    """The final report is on every deploy's critical path: the deployment row, locked,
+    brings its app's account (for the audit row) and its credential (to check the revision
+    reported) in one query."""
+    ghcr = make_credential(owner, name="ghcr-prod", server="ghcr.io")
+    [d] = _call(client, "POST", f"/apps/{_app(owner)}/deploy", owner).json()
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(
+            f"/api/v1/agent/deployments/{d['id']}/events",
+            json.dumps({"status": "running", "log": ["Running"], "credential_id": ghcr.id,
+                        "credential_revision": 1, "image_digest": "sha256:" + "b" * 64}),
+            content_type="application/json", headers=eu.auth)
+    assert response.status_code == 204, response.content
+    tables = [q["sql"].split(" FROM ", 1)[1].split()[0] for q in queries.captured_queries
+              if q["sql"].startswith("SELECT") and " FROM " in q["sql"]]
+    assert not any("credentials_credential" in t or "accounts_account" in t for t in tables)
+    assert AuditEvent.objects.get(action="deploy.finished").details["credential_revision"] == 1
 
 
 def test_deleting_a_credential_apps_name_is_refused_with_their_names(
