@@ -631,15 +631,17 @@ class SwarmRuntime(Runtime):
             time.sleep(self.poll_interval)
 
     def _previous_serves(self, api: docker.APIClient, service_id: str) -> bool:
-        """Whether the service's current spec runs every replica and, with a port, serves."""
+        """Whether the service's current spec runs every replica (and no task of another
+        deployment is still meant to run) and, with a port, serves."""
         service = api.inspect_service(service_id)
         labels = service["Spec"].get("Labels") or {}
         deployment = str(labels.get(LABEL_DEPLOYMENT, ""))
         wanted = _replicas(service)
-        running = [t for t in api.tasks(filters={"service": service_id})
-                   if _deployment_of(t) == deployment and t.get("DesiredState") == "running"
-                   and t["Status"]["State"] == "running"]
-        if len(running) < wanted:
+        meant = [t for t in api.tasks(filters={"service": service_id})
+                 if t.get("DesiredState") == "running"]
+        running = [t for t in meant
+                   if _deployment_of(t) == deployment and t["Status"]["State"] == "running"]
+        if len(running) < wanted or any(_deployment_of(t) != deployment for t in meant):
             return False
         port = labels.get(LABEL_PORT)
         return not self._not_serving(api, running, int(port) if port else None)
