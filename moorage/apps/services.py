@@ -207,10 +207,17 @@ def clean_build(account: Account, build: BuildInput) -> dict[str, Any]:
     }
 
 
-def _clean_regions(account: Account, slugs: list[str] | None) -> list[Region]:
+def _clean_regions(account: Account, slugs: list[str] | None,
+                   kept: Iterable[Region] = ()) -> list[Region]:
+    """The regions ``slugs`` name: enabled for the account, or already the app's (``kept``).
+
+    A region disabled for the account stays among its apps' regions, so enabling it again
+    can offer to deploy them there; saving an app unchanged must not fail on it.
+    """
     enabled = {r.slug: r for r in Region.objects.filter(account_links__account=account)}
     if slugs is None:
         return sorted(enabled.values(), key=lambda r: r.slug)
+    enabled |= {r.slug: r for r in kept if r.slug in slugs}
     unknown = sorted(set(slugs) - set(enabled))
     if unknown:
         raise _fail("regions", "region_not_enabled",
@@ -460,7 +467,7 @@ def app_update(
     if changed:  # a save of the App page unchanged leaves the row (and updated_at) as it is
         app.save()
     if regions is not None:
-        chosen = _clean_regions(app.account, regions)
+        chosen = _clean_regions(app.account, regions, kept=app.regions.all())
         if {r.pk for r in chosen} != set(app.regions.values_list("id", flat=True)):
             app.regions.set(chosen)
             changed.append("regions")

@@ -36,15 +36,20 @@ from moorage.regions.models import Region
 from moorage.regions.selectors import running_services
 
 
-def _form(membership: Membership, data: Any = None, initial: dict[str, Any] | None = None
-          ) -> AppForm:
+def _form(membership: Membership, data: Any = None, initial: dict[str, Any] | None = None,
+          app: App | None = None) -> AppForm:
     account = membership.account
     credentials = list(credentials_of(account=account, type="container_registry"))
     git = list(credentials_of(account=account, type="git"))
-    regions = Region.objects.filter(account_links__account=account).order_by("slug")
+    enabled = {r.slug for r in Region.objects.filter(account_links__account=account)}
+    # A region disabled for the account stays the app's until unticked (re-enabling offers
+    # to deploy there again): it is a choice too, so an unchanged save keeps it.
+    kept = {r.slug for r in app.regions.all()} - enabled if app is not None else set()
+    region_options = [(slug, slug if slug in enabled else f"{slug} (disabled for the account)")
+                      for slug in sorted(enabled | kept)]
     return AppForm(data, initial=initial,
                    pull_options=pull_choices(credentials, default_credential(account=account)),
-                   region_options=[(r.slug, r.slug) for r in regions],
+                   region_options=region_options,
                    registry_options=[(c.pk, c.name) for c in credentials],
                    git_options=[(c.pk, c.name) for c in git])
 
@@ -164,7 +169,7 @@ def app_detail(request: HttpRequest, app_id: int) -> HttpResponse:
     membership = current_membership(request)
     require(membership, Action.VIEW)
     app = selectors.app_get(account=membership.account, app_id=app_id)
-    form = _form(membership, request.POST or None, initial=_initial(app))
+    form = _form(membership, request.POST or None, initial=_initial(app), app=app)
     status = 200
     if request.method == "POST":
         require(membership, Action.DEPLOY)
@@ -207,8 +212,8 @@ def _app_source_upload(request: HttpRequest, app_id: int,
     except ApplicationError as exc:
         if exc.status in (401, 403, 404):
             raise
-        return _app_page(request, membership, app, _form(membership, initial=_initial(app)),
-                         status=exc.status, upload_error=exc)
+        form = _form(membership, initial=_initial(app), app=app)
+        return _app_page(request, membership, app, form, status=exc.status, upload_error=exc)
     messages.success(request, f"Uploaded {upload.name} ({filesizeformat(archive.size)}, "
                               f"sha256 {archive.sha256[:12]}). The next deploy builds it.")
     return redirect("app_detail", app_id=app.pk)

@@ -173,3 +173,34 @@ def test_a_draining_region_takes_no_deploy_and_cannot_be_enabled(
     assert changes[-1]["op"] == "region.drain"
     assert eu.snapshot(client)["draining"] is True
     assert eu.snapshot(client)["deployments"] == []
+
+
+def test_an_app_keeps_a_region_disabled_for_the_account_through_an_unchanged_save(
+    client: Client, owner: Member, eu: AgentView,
+) -> None:
+    """The region stays the app's (so enabling it again can offer to redeploy there): saving
+    the app unchanged, through the API or the App page, keeps it instead of failing."""
+    api = _running(client, eu, owner, "api")
+    _put(client, owner, {"regions": ["us-1"], "confirm": True})
+    patched = client.patch(f"/api/v1/apps/{api.app_id}", json.dumps({"regions": ["eu-1"]}),
+                           content_type="application/json", headers=owner.auth)
+    assert patched.status_code == 200, patched.content
+    assert patched.json()["regions"] == ["eu-1"]
+
+    client.force_login(owner.user)
+    page = client.get(f"/apps/{api.app_id}/")
+    assert "eu-1 (disabled for the account)" in page.content.decode()
+    form = page.context["form"]
+    data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
+    saved = client.post(f"/apps/{api.app_id}/", data)
+    assert saved.status_code == 302, saved.context["form"].errors if saved.context else saved
+    app = api.app
+    app.refresh_from_db()
+    assert [r.slug for r in app.regions.all()] == ["eu-1"]
+
+    # A region the account does not deploy to and the app never had is still refused.
+    make_region("ap-1")
+    refused = client.patch(f"/api/v1/apps/{api.app_id}",
+                           json.dumps({"regions": ["eu-1", "ap-1"]}),
+                           content_type="application/json", headers=owner.auth)
+    assert_api_error(refused, 422, "region_not_enabled")
