@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from django.test import Client
 
+from moorage.apps.models import App
 from moorage.apps.services import BuildInput, app_create, app_delete, app_update
 from moorage.cli import clientconfig
 from moorage.cli.main import cli
@@ -30,8 +31,10 @@ from moorage.deployments.tests.test_cloud_end_to_end import CANARY, _ecr_image
 from moorage.errors import ValidationFailed
 from moorage.regions.models import Region, RunningService
 from moorage.regions.services import RegistryInput
+from moorage.testing.agents import InProcessAgent
 from moorage.testing.cloud import MOTO_ECR_PASSWORD, MotoEcr
 from moorage.testing.credentials import make_credential
+from moorage.testing.factories import Member
 from moorage.testing.fixtures import BusyboxImageFactory
 from moorage.testing.gitserver import GitServer
 from moorage.testing.regions import AgentView, deploy_one, make_region, member_in
@@ -131,6 +134,23 @@ def swarm_region_registry(region: AgentView) -> str:
     return str(Region.objects.get(slug=region.slug).registry)
 
 
+def _two_replicas_running(owner: Member, image: str, credential_id: int,
+                          swarm_agent: MakeAgent, swarm_client: docker.DockerClient,
+                          ) -> tuple[App, InProcessAgent, dict[str, str]]:
+    """An app of two replicas deployed with the credential at revision 1, its agent, and its
+    running tasks (task id → node id)."""
+    app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
+                     replicas=2, command=["sleep", "600"])
+    deployment = deploy_one(owner, app.pk)
+    agent = swarm_agent()
+    agent.run_until_idle()
+    deployment.refresh_from_db()
+    assert deployment.status == "running", (deployment.error_code, deployment.error_message)
+    service = _service(swarm_client, app.pk)
+    assert service["Spec"]["Labels"]["moorage.credential"] == f"{credential_id}:1"
+    return app, agent, _tasks(swarm_client, service["ID"])
+
+
 def test_a_rotation_reaches_the_running_service_without_restarting_it(
     swarm_region: AgentView, swarm_agent: MakeAgent, swarm_client: docker.DockerClient,
     registry: RegistryServer, busybox_image: BusyboxImageFactory,
@@ -141,16 +161,8 @@ def test_a_rotation_reaches_the_running_service_without_restarting_it(
     image, user, password = _private_image(registry, busybox_image, f"rot-{registry.auth}/api")
     credential = make_credential(owner, name="reg", server=registry.host, username=user,
                                  secret=password)
-    app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
-                     replicas=2, command=["sleep", "600"])
-    deployment = deploy_one(owner, app.pk)
-    agent = swarm_agent()
-    agent.run_until_idle()
-    deployment.refresh_from_db()
-    assert deployment.status == "running", (deployment.error_code, deployment.error_message)
-    service = _service(swarm_client, app.pk)
-    before = _tasks(swarm_client, service["ID"])
-    assert service["Spec"]["Labels"]["moorage.credential"] == f"{credential.pk}:1"
+    app, agent, before = _two_replicas_running(owner, image, credential.pk, swarm_agent,
+                                               swarm_client)
 
     rotated = "Rotated-E2E-" + secrets.token_hex(6)
     registry.set_password(user, rotated)  # the old password is revoked at the registry
@@ -195,16 +207,8 @@ def test_a_refreshed_ecr_token_reaches_the_running_service_without_restarting_it
     long-lived key nor the token shows in what Swarm lets anyone inspect."""
     owner = member_in(swarm_region, "Refreshing")
     image, credential = _ecr_image(owner, registry_basic, busybox_image, "swarm")
-    app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
-                     replicas=2, command=["sleep", "600"])
-    deployment = deploy_one(owner, app.pk)
-    agent = swarm_agent()
-    agent.run_until_idle()
-    deployment.refresh_from_db()
-    assert deployment.status == "running", (deployment.error_code, deployment.error_message)
-    service = _service(swarm_client, app.pk)
-    before = _tasks(swarm_client, service["ID"])
-    assert service["Spec"]["Labels"]["moorage.credential"] == f"{credential.pk}:1"
+    app, agent, before = _two_replicas_running(owner, image, credential.pk, swarm_agent,
+                                               swarm_client)
 
     refresh.login_token_refresh_soon(credential=credential)
     assert refresh.login_tokens_refresh_due().refreshed == 1
