@@ -19,6 +19,7 @@ import os
 import signal
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
@@ -90,6 +91,27 @@ def _key(path: Path, logger: logging.Logger) -> Key:
     return keys[0]
 
 
+def stop_on_signal(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
+    """A signal handler that sets ``stop`` without ever waiting for its lock.
+
+    Python runs a handler in the main thread between any two bytecodes, so also inside
+    ``stop.set()`` or ``stop.wait()`` while they hold the event's (non-reentrant) lock. When
+    ``moorage up`` stops, its agent gets SIGTERM and then the parent-death SIGTERM; a handler
+    calling ``stop.set()`` itself deadlocked on the second and the agent ran on for good. The
+    first signal hands the ``set`` to a short-lived thread, which waits for the lock if it
+    must; later signals only see that a stop is under way.
+    """
+    asked = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal asked
+        if asked:
+            return
+        asked = True
+        threading.Thread(target=stop.set, name="stop-request", daemon=True).start()
+
+    return handler
+
 @click.command("agent")
 @click.option("--url", required=True, metavar="URL",
               help="The control plane, e.g. https://moorage.example.com.")
@@ -139,10 +161,7 @@ def agent(
              exit_code=EXIT_CONFIG)
     client = ControlPlaneClient(config)
     stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
+    request_stop = stop_on_signal(stop)
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM,
                                                                    signal.SIGINT)}
     try:

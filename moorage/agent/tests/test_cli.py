@@ -29,6 +29,7 @@ from moorage.agent.tests.fakes import (
     FakeDeployment,
     serve_http,
 )
+from moorage.cli.agent import stop_on_signal
 from moorage.sealing import generate_key
 from moorage.testing.dockerd import Dockerd
 from moorage.testing.ports import free_port
@@ -225,3 +226,24 @@ def test_a_swarm_region_is_driven_as_a_swarm_through_the_manager_given(
     assert "No service was created or changed" in failed["error"]["message"]
     assert not swarm_client.api.services(filters={"label": "moorage.app=3"})
     assert fake.runtime_reports and len(fake.runtime_reports[-1]["nodes"]) == 3
+
+
+
+def test_the_stop_handler_never_waits_for_the_lock_its_own_thread_holds() -> None:
+    """A signal handler runs in the main thread between any two bytecodes, so also inside
+    ``Event.set`` or ``Event.wait`` while they hold the event's lock. `moorage up` stopping
+    sends its agent SIGTERM and the parent-death signal sends another: a handler calling
+    ``stop.set()`` itself deadlocked there, and the agent was left running for good."""
+    stop = threading.Event()
+    handler = stop_on_signal(stop)
+    returned = threading.Event()
+
+    def interrupted_inside_the_event() -> None:
+        with stop._cond:  # type: ignore[attr-defined]  # where the signal lands
+            handler(signal.SIGTERM, None)
+            handler(signal.SIGTERM, None)  # the second one, as from the parent's death
+        returned.set()
+
+    threading.Thread(target=interrupted_inside_the_event, daemon=True).start()
+    assert returned.wait(5), "the handler waited for the event's lock"
+    assert stop.wait(5)
