@@ -28,15 +28,16 @@ from moorage.deployments.services import deployment_create
 from moorage.deployments.tests.conftest import MakeAgent
 from moorage.deployments.tests.test_build_end_to_end import _uploads
 from moorage.deployments.tests.test_cloud_end_to_end import CANARY, _ecr_image
-from moorage.errors import ValidationFailed
+from moorage.errors import Conflict, ValidationFailed
 from moorage.regions.models import Region, RunningService
-from moorage.regions.services import RegistryInput
+from moorage.regions.services import RegistryInput, region_remove
 from moorage.testing.agents import InProcessAgent
 from moorage.testing.cloud import MOTO_ECR_PASSWORD, MotoEcr
 from moorage.testing.credentials import make_credential
 from moorage.testing.factories import Member
 from moorage.testing.fixtures import BusyboxImageFactory
 from moorage.testing.gitserver import GitServer
+from moorage.testing.processes import wait_until
 from moorage.testing.regions import AgentView, deploy_one, make_region, member_in
 from moorage.testing.registry import RegistryServer
 from moorage.testing.secrets_search import database_text
@@ -413,21 +414,12 @@ def test_draining_a_swarm_region_removes_every_service_before_the_region_goes(
 ) -> None:
     """Issue 13, item 3, through the Runtime seam on Swarm: ``region.drain`` removes the
     services, the agent reports, and only then may the region go."""
-    from moorage.errors import Conflict
-    from moorage.regions.services import region_remove
-    from moorage.testing.processes import wait_until
-
     owner = member_in(swarm_region, "Drainer")
     image, user, password = _private_image(registry_basic, busybox_image, "drainer/api")
-    make_credential(owner, name="reg", server=registry_basic.host, username=user,
-                    secret=password)
-    app = app_create(actor=owner.user, membership=owner.membership, name="api", image=image,
-                     replicas=2, command=["sleep", "600"])
-    deployment = deploy_one(owner, app.pk)
-    agent = swarm_agent()
-    agent.run_until_idle()
-    deployment.refresh_from_db()
-    assert deployment.status == "running", deployment.error_message
+    credential = make_credential(owner, name="reg", server=registry_basic.host, username=user,
+                                 secret=password)
+    app, agent, _ = _two_replicas_running(owner, image, credential.pk, swarm_agent,
+                                          swarm_client)
     service = _service(swarm_client, app.pk)
     with pytest.raises(Conflict) as refused:
         region_remove(actor=None, slug="sw-1")
